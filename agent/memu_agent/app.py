@@ -1,0 +1,103 @@
+"""The agent's aiohttp application: ``/api/status`` plus the first-boot pages.
+
+Routes:
+    ``GET /``, ``GET /static/firstboot.css``: from :mod:`memu_firstboot.web`.
+    ``GET /api/status``: JSON, see :func:`status`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from memu_firstboot import web as firstboot_web
+from memu_firstboot.state import setup_state
+
+from memu_agent.config import AgentConfig
+from memu_agent.facts import BootInfo, HostPaths, boot_info, hostname, os_version, uptime_s
+
+
+@dataclass(frozen=True)
+class BootFacts:
+    """Facts that do not change while the agent runs, read once at start.
+
+    Attributes:
+        version: the OS version (see :func:`memu_agent.facts.os_version`).
+        boot: the boot slot and entry.
+    """
+
+    version: str
+    boot: BootInfo
+
+
+CONFIG = web.AppKey("memu_agent.config", AgentConfig)
+PATHS = web.AppKey("memu_agent.paths", HostPaths)
+FACTS = web.AppKey("memu_agent.facts", BootFacts)
+
+
+def read_boot_facts(paths: HostPaths) -> BootFacts:
+    """Read the facts that stay fixed for this boot."""
+    return BootFacts(version=os_version(paths), boot=boot_info(paths))
+
+
+async def status(request: web.Request) -> web.Response:
+    """``GET /api/status``: what the box is and how it is doing, as JSON::
+
+        {"version": "0.1.0",
+         "boot": {"slot": "a" | "b" | null, "entry": "memu_0.1.0.efi" | null,
+                  "usr_partlabel": "memu-os_0.1.0" | null},
+         "uptime_s": 123.4 | null,            # seconds since boot
+         "setup": {"state": "pending" | "done"},
+         "device_name": "memu",
+         "hostname": "memu"}
+
+    The setup token is never part of it.
+    """
+    config = request.app[CONFIG]
+    paths = request.app[PATHS]
+    facts = request.app[FACTS]
+    body = {
+        "version": facts.version,
+        "boot": {
+            "slot": facts.boot.slot,
+            "entry": facts.boot.entry,
+            "usr_partlabel": facts.boot.usr_partlabel,
+        },
+        "uptime_s": uptime_s(paths),
+        "setup": {"state": str(setup_state(config.state_dir))},
+        "device_name": config.device_name,
+        "hostname": hostname(paths),
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+def make_app(
+    config: AgentConfig,
+    *,
+    paths: HostPaths | None = None,
+    facts: BootFacts | None = None,
+) -> web.Application:
+    """Build the agent's web application.
+
+    Args:
+        config: the agent configuration (device name, state directory).
+        paths: where system files live (default: the real ones).
+        facts: version and boot info (default: read from ``paths`` now).
+    """
+    paths = paths or HostPaths()
+    facts = facts or read_boot_facts(paths)
+    app = web.Application()
+    app[CONFIG] = config
+    app[PATHS] = paths
+    app[FACTS] = facts
+    app.router.add_get("/api/status", status, name="api-status")
+    firstboot_web.add_routes(
+        app,
+        firstboot_web.PageInfo(
+            device_name=config.device_name,
+            version=facts.version,
+            hostname=hostname(paths),
+            state_dir=config.state_dir,
+        ),
+    )
+    return app

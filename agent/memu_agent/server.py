@@ -1,0 +1,138 @@
+"""The agent server: binds the web server, then tells systemd it is ready; undoes it all in
+reverse order on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from collections.abc import Mapping
+
+from aiohttp import web
+from memu_common import MemuError
+from memu_firstboot.state import SetupState, setup_state
+
+from memu_agent.app import make_app, read_boot_facts
+from memu_agent.config import AgentConfig
+from memu_agent.console import issue_text, reload_agetty, write_issue
+from memu_agent.facts import HostPaths
+from memu_agent.notify import Notifier, watchdog_interval
+from memu_agent.setup_token import ensure_token
+from memu_agent.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+
+class AgentServer:
+    """memu-agent's lifetime: ``await start()`` once, ``await stop()`` once.
+
+    ``start()`` makes the setup token and console greeting, binds the web server, and only
+    then sends ``READY=1``; the watchdog pings from the event loop from the beginning.
+
+    Args:
+        config: the agent configuration.
+        env: the environment to read ``$NOTIFY_SOCKET``, ``$WATCHDOG_USEC`` and
+            ``$WATCHDOG_PID`` from (default: ``os.environ``).
+        paths: where system files live (default: the real ones).
+        access_log: log every HTTP request (aiohttp's access log).
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        env: Mapping[str, str] | None = None,
+        paths: HostPaths | None = None,
+        access_log: bool = False,
+    ) -> None:
+        self._config = config
+        environ = os.environ if env is None else env
+        self._notifier = Notifier(environ)
+        self._paths = paths or HostPaths()
+        self._access_log = access_log
+        interval = watchdog_interval(environ) if config.watchdog else None
+        self._watchdog = Watchdog(self._notifier, interval)
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._ports: list[int] = []
+
+    @property
+    def notifier(self) -> Notifier:
+        """The sd_notify sender this server uses."""
+        return self._notifier
+
+    @property
+    def ports(self) -> list[int]:
+        """The TCP ports the server listens on (after ``start()``)."""
+        return list(self._ports)
+
+    def _greet_console(self) -> None:
+        """Make sure the token exists and write the console greeting; never fatal."""
+        state_dir = self._config.state_dir
+        try:
+            token = ensure_token(state_dir)
+        except OSError as e:
+            log.error("cannot store the setup token in %s: %s. Is the state directory "
+                      "writable (systemd StateDirectory=memu)?", state_dir, e)
+            return
+        done = setup_state(state_dir) is SetupState.DONE
+        text = issue_text(self._config.device_name, None if done else token)
+        try:
+            path = write_issue(self._config.issue_dir, text)
+        except OSError as e:
+            log.error("cannot write the console greeting in %s: %s", self._config.issue_dir, e)
+            return
+        log.info("console greeting written to %s", path)
+
+    async def start(self) -> None:
+        """Start everything, then send ``READY=1``.
+
+        Raises:
+            MemuError: the web server cannot listen (port taken, no permission).
+        """
+        self._notifier.status("starting")
+        self._watchdog.start()
+        self._greet_console()
+        app = make_app(self._config, paths=self._paths, facts=read_boot_facts(self._paths))
+        runner = web.AppRunner(app, access_log=log if self._access_log else None,
+                               handle_signals=False)
+        await runner.setup()
+        self._runner = runner
+        host = self._config.host or None  # None: every address, IPv4 and IPv6
+        site = web.TCPSite(runner, host, self._config.port)
+        try:
+            await site.start()
+        except OSError as e:
+            hint = ("another program is using it; stop it or set `port` in "
+                    "/etc/memu/agent.toml") if e.errno == errno.EADDRINUSE else (
+                    "check `host` and `port` in /etc/memu/agent.toml")
+            raise MemuError(
+                f"cannot listen on {self._config.host or '*'} port {self._config.port}: "
+                f"{e.strerror or e}", hint=hint) from e
+        self._site = site
+        self._ports = sorted({addr[1] for addr in runner.addresses if isinstance(addr, tuple)})
+        ports = ", ".join(map(str, self._ports))
+        if setup_state(self._config.state_dir) is SetupState.DONE:
+            what = f"serving status page on port {ports}"
+        else:
+            what = f"serving first-boot page on port {ports}"
+        log.info("%s", what)
+        self._notifier.notify(READY="1", STATUS=what)
+        await asyncio.to_thread(reload_agetty)
+
+    async def stop(self) -> None:
+        """Send ``STOPPING=1``; stop the site, the runner, then the watchdog (reverse of start).
+
+        Safe to call after a failed or partial ``start()``.
+        """
+        self._notifier.notify(STOPPING="1", STATUS="stopping")
+        site, self._site = self._site, None
+        if site is not None:
+            await site.stop()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        await self._watchdog.stop()
+        self._notifier.close()
+        log.info("stopped")

@@ -1,0 +1,29 @@
+"""Whether this box has been set up: one marker file in the agent's state directory.
+
+The setup step (a later release) writes ``<state_dir>/setup-done`` as its very last action,
+so the marker's presence means "the family stack is configured"; a factory reset wipes the
+state directory and the box is back to "pending".
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+SETUP_DONE_MARKER = "setup-done"
+
+
+class SetupState(enum.StrEnum):
+    """The two states the box can be in, as shown by ``/api/status`` (``setup.state``)."""
+
+    PENDING = "pending"
+    DONE = "done"
+
+
+def setup_state(state_dir: Path) -> SetupState:
+    """Return DONE when ``<state_dir>/setup-done`` exists, PENDING otherwise (never raises)."""
+    try:
+        done = (state_dir / SETUP_DONE_MARKER).exists()
+    except OSError:
+        done = False
+    return SetupState.DONE if done else SetupState.PENDING

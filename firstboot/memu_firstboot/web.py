@@ -1,0 +1,117 @@
+"""The first-boot web pages, mounted into the agent's aiohttp app by :func:`add_routes`.
+
+Routes:
+    ``GET /``: the setup page while the box is not set up, a "this box is set up" page after
+        (see :mod:`memu_firstboot.state`).
+    ``GET /static/firstboot.css``: the page's style sheet.
+
+Pages are plain HTML with one same-origin style sheet: no JavaScript, nothing fetched from
+anywhere else (a box that is not set up may have no internet), and a Content-Security-Policy
+that says so. Every value put into a page is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import string
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from memu_firstboot.state import SetupState, setup_state
+
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """What the pages show about the box.
+
+    Attributes:
+        device_name: the family-facing name of the box (e.g. "memu").
+        version: the OS version (``IMAGE_VERSION`` from os-release).
+        hostname: the box's host name on the network.
+        state_dir: the directory holding the ``setup-done`` marker.
+    """
+
+    device_name: str
+    version: str
+    hostname: str
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class _Assets:
+    setup: string.Template
+    done: string.Template
+    css: bytes
+
+
+PAGE_INFO = web.AppKey("memu_firstboot.page_info", PageInfo)
+_ASSETS = web.AppKey("memu_firstboot.assets", _Assets)
+
+
+def _load_assets() -> _Assets:
+    root = resources.files("memu_firstboot")
+    return _Assets(
+        setup=string.Template((root / "templates" / "setup.html").read_text("utf-8")),
+        done=string.Template((root / "templates" / "done.html").read_text("utf-8")),
+        css=(root / "static" / "firstboot.css").read_bytes(),
+    )
+
+
+def render(template: string.Template, info: PageInfo) -> str:
+    """Fill ``template``'s ``$device_name``, ``$version`` and ``$hostname``, HTML-escaped.
+
+    Raises:
+        KeyError: the template names a placeholder that is not one of those three.
+    """
+    values = {
+        "device_name": info.device_name,
+        "version": info.version,
+        "hostname": info.hostname,
+    }
+    return template.substitute({k: html.escape(v, quote=True) for k, v in values.items()})
+
+
+async def _index(request: web.Request) -> web.Response:
+    info = request.app[PAGE_INFO]
+    assets = request.app[_ASSETS]
+    done = setup_state(info.state_dir) is SetupState.DONE
+    body = render(assets.done if done else assets.setup, info)
+    return web.Response(
+        text=body, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS
+    )
+
+
+async def _css(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[_ASSETS].css,
+        content_type="text/css",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"},
+    )
+
+
+def add_routes(app: web.Application, info: PageInfo) -> None:
+    """Mount the first-boot pages on ``app`` (``GET /`` and ``GET /static/firstboot.css``).
+
+    The templates and style sheet are read from the package once, here.
+
+    Raises:
+        OSError: the package's templates or style sheet are missing (a broken install).
+    """
+    app[PAGE_INFO] = info
+    app[_ASSETS] = _load_assets()
+    app.router.add_get("/", _index, name="firstboot-index")
+    app.router.add_get("/static/firstboot.css", _css, name="firstboot-css")
