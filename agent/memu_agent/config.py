@@ -55,7 +55,7 @@ def _host(value: Any) -> str:
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            msg = f"{value!r} is not an IP address (use \"\" for every address)"
+            msg = f'{value!r} is not an IP address (use "" for every address)'
             raise ValueError(msg) from None
     return value
 
@@ -173,7 +173,7 @@ def load_config(path: Path, *, explicit: bool = False) -> tuple[AgentConfig, lis
     except tomllib.TOMLDecodeError as e:
         return AgentConfig(), [
             f"{path}: not valid TOML ({e}); using the defaults for every key. "
-            f"Fix the file (e.g. strings need quotes: device_name = \"memu\") or remove it."
+            f'Fix the file (e.g. strings need quotes: device_name = "memu") or remove it.'
         ]
     except (OSError, UnicodeDecodeError) as e:
         return AgentConfig(), [

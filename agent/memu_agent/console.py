@@ -20,6 +20,8 @@ from memu_common import MemuError, run
 log = logging.getLogger(__name__)
 
 ISSUE_FILE = "50-memu.issue"
+# The issue directories agetty reads at run time; only a snippet there is worth a reload.
+AGETTY_ISSUE_DIRS = (Path("/run/issue.d"), Path("/etc/issue.d"))
 
 
 def _plain(text: str) -> str:
@@ -36,11 +38,7 @@ def issue_text(device_name: str, token: str | None) -> str:
     """
     name = _plain(device_name)
     if token is None:
-        return (
-            f"Memu OS: {name} is set up.\n"
-            "  Manage it at http://memu.local/ or http://\\4/\n"
-            "\n"
-        )
+        return f"Memu OS: {name} is set up.\n  Manage it at http://memu.local/ or http://\\4/\n\n"
     return (
         f"Memu OS: finish setting up {name}\n"
         "  On a phone or laptop on the same network, open\n"

@@ -84,8 +84,9 @@ class Notifier:
         self._address = socket_address(environ.get("NOTIFY_SOCKET"))
         self._sock: socket.socket | None = None
         if environ.get("NOTIFY_SOCKET") and self._address is None:
-            log.warning("NOTIFY_SOCKET=%s is not a unix socket; not notifying",
-                        environ["NOTIFY_SOCKET"])
+            log.warning(
+                "NOTIFY_SOCKET=%s is not a unix socket; not notifying", environ["NOTIFY_SOCKET"]
+            )
 
     @property
     def enabled(self) -> bool:
@@ -103,9 +104,7 @@ class Notifier:
         """
         if self._address is None:
             return False
-        message = "\n".join(
-            f"{key}={value.replace(chr(10), ' ')}" for key, value in fields.items()
-        )
+        message = "\n".join(f"{key}={value.replace(chr(10), ' ')}" for key, value in fields.items())
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)

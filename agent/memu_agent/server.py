@@ -15,7 +15,7 @@ from memu_firstboot.state import SetupState, setup_state
 
 from memu_agent.app import make_app, read_boot_facts
 from memu_agent.config import AgentConfig
-from memu_agent.console import issue_text, reload_agetty, write_issue
+from memu_agent.console import AGETTY_ISSUE_DIRS, issue_text, reload_agetty, write_issue
 from memu_agent.facts import HostPaths
 from memu_agent.notify import Notifier, watchdog_interval
 from memu_agent.setup_token import ensure_token
@@ -73,8 +73,12 @@ class AgentServer:
         try:
             token = ensure_token(state_dir)
         except OSError as e:
-            log.error("cannot store the setup token in %s: %s. Is the state directory "
-                      "writable (systemd StateDirectory=memu)?", state_dir, e)
+            log.error(
+                "cannot store the setup token in %s: %s. Is the state directory "
+                "writable (systemd StateDirectory=memu)?",
+                state_dir,
+                e,
+            )
             return
         done = setup_state(state_dir) is SetupState.DONE
         text = issue_text(self._config.device_name, None if done else token)
@@ -95,8 +99,9 @@ class AgentServer:
         self._watchdog.start()
         self._greet_console()
         app = make_app(self._config, paths=self._paths, facts=read_boot_facts(self._paths))
-        runner = web.AppRunner(app, access_log=log if self._access_log else None,
-                               handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=log if self._access_log else None, handle_signals=False
+        )
         await runner.setup()
         self._runner = runner
         host = self._config.host or None  # None: every address, IPv4 and IPv6
@@ -104,12 +109,16 @@ class AgentServer:
         try:
             await site.start()
         except OSError as e:
-            hint = ("another program is using it; stop it or set `port` in "
-                    "/etc/memu/agent.toml") if e.errno == errno.EADDRINUSE else (
-                    "check `host` and `port` in /etc/memu/agent.toml")
+            hint = (
+                ("another program is using it; stop it or set `port` in /etc/memu/agent.toml")
+                if e.errno == errno.EADDRINUSE
+                else ("check `host` and `port` in /etc/memu/agent.toml")
+            )
             raise MemuError(
                 f"cannot listen on {self._config.host or '*'} port {self._config.port}: "
-                f"{e.strerror or e}", hint=hint) from e
+                f"{e.strerror or e}",
+                hint=hint,
+            ) from e
         self._site = site
         self._ports = sorted({addr[1] for addr in runner.addresses if isinstance(addr, tuple)})
         ports = ", ".join(map(str, self._ports))
@@ -119,7 +128,8 @@ class AgentServer:
             what = f"serving first-boot page on port {ports}"
         log.info("%s", what)
         self._notifier.notify(READY="1", STATUS=what)
-        await asyncio.to_thread(reload_agetty)
+        if self._config.issue_dir in AGETTY_ISSUE_DIRS:
+            await asyncio.to_thread(reload_agetty)
 
     async def stop(self) -> None:
         """Send ``STOPPING=1``; stop the site, the runner, then the watchdog (reverse of start).

@@ -1,0 +1,41 @@
+"""Helpers shared by the agent tests (not a conftest, so other test trees cannot shadow it)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+
+@dataclass
+class NotifySocket:
+    """A listening AF_UNIX SOCK_DGRAM socket, as systemd's NOTIFY_SOCKET."""
+
+    address: str  # the $NOTIFY_SOCKET value ("/path" or "@name")
+    sock: socket.socket
+
+    def recv(self, timeout: float = 5.0) -> dict[str, str]:
+        """Next datagram as a dict of KEY=VALUE lines; raises TimeoutError."""
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(4096).decode()
+        return dict(line.split("=", 1) for line in data.splitlines())
+
+    def recv_until(self, key: str, timeout: float = 5.0) -> list[dict[str, str]]:
+        """All datagrams up to and including the first with ``key``."""
+        seen = []
+        while True:
+            msg = self.recv(timeout)
+            seen.append(msg)
+            if key in msg:
+                return seen
+
+
+def bind_notify_socket(address: str, bind_to: str) -> NotifySocket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(bind_to)
+    return NotifySocket(address=address, sock=sock)
+
+
+def efi_string(text: str) -> bytes:
+    """An efivarfs file: 4 bytes of attributes, then UTF-16LE with a NUL terminator."""
+    return struct.pack("<I", 7) + (text + "\0").encode("utf-16-le")
