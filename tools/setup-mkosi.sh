@@ -12,7 +12,7 @@ echo "memu: fetching mkosi $want from Debian trixie into $dest" >&2
 apt_dir="$here/.tools/apt"
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$dest"
 cp "$here/tools/trixie.sources" "$apt_dir/trixie.sources"
-opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$apt_dir/srcparts"
+opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::State::status=$apt_dir/status" -o "Dir::Etc::SourceParts=$apt_dir/srcparts"
       -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o "APT::Get::List-Cleanup=0")
 mkdir -p "$apt_dir/srcparts" "$apt_dir/cache"
 cp "$here/tools/trixie.sources" "$apt_dir/srcparts/trixie.sources"

@@ -1,0 +1,71 @@
+# Memu OS developer recipes. Logic lives in tools/ (Python: tools/memu_dev); recipes stay thin.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Which board to build and boot: n100 (default) or pi5.
+board := env("MEMU_BOARD", "n100")
+py := justfile_directory() / ".venv/bin/python"
+export PYTHONPATH := justfile_directory() / "tools"
+
+[private]
+default:
+    @just --list
+
+# Build the OS image for the board (default N100) into mkosi.output/ (sets up mkosi itself).
+[group('build')]
+build: _dev
+    {{py}} -m memu_dev.build --board {{board}}
+
+# Rebuild from scratch, including mkosi's cached layers (after package list changes).
+[group('build')]
+build-clean: _dev
+    {{py}} -m memu_dev.build --board {{board}} --clean
+
+# Boot the built image in QEMU on a copy-on-write overlay; prints the first-boot page URL.
+[group('run')]
+vm *args: _dev
+    {{py}} -m memu_dev.vmrun --board {{board}} {{args}}
+
+# Lint, type-check, unit tests and QEMU tests (builds the image first if missing or stale).
+[group('test')]
+test *args: _dev _services
+    {{py}} -m memu_dev.build --board {{board}} --if-stale
+    {{py}} -m memu_dev.check {{args}}
+
+# Only the fast checks: lint, type-check and unit tests (no VM, no image).
+[group('test')]
+test-unit *args: _dev _services
+    {{py}} -m memu_dev.check --no-qemu {{args}}
+
+# Only the QEMU tests (pass -k to pick one), building the image if missing or stale.
+[group('test')]
+test-qemu *args: _dev
+    {{py}} -m memu_dev.build --board {{board}} --if-stale
+    {{py}} -m pytest -m qemu {{args}} tests/qemu
+
+# Lint and type-check only.
+[group('test')]
+lint: _dev
+    {{py}} -m memu_dev.check --lint-only
+
+# Boot time: median seconds from QEMU start to agent READY vs a minimal image (N boots).
+[group('bench')]
+bench-boot n="3": _dev
+    {{py}} -m memu_dev.bench_boot --runs {{n}}
+
+# Recall latency and bot RSS at 1k/10k/100k memories, against a naive baseline.
+[group('bench')]
+bench-recall *args: _dev _services
+    {{py}} -m memu_dev.bench_recall {{args}}
+
+# Remove build outputs (keeps mkosi's caches and the fetched tools).
+[group('build')]
+clean:
+    rm -rf mkosi.output test-results
+
+[private]
+_dev:
+    @bash tools/setup-dev.sh
+
+[private]
+_services:
+    @bash tools/setup-services.sh

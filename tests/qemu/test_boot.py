@@ -1,0 +1,76 @@
+"""The walking skeleton, proven on a booted N100 image: the agent comes up READY and serves
+the first-boot page, the setup token is on the console and private, and nothing failed."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from memu_dev.vm import VM
+
+
+def test_first_boot_page_answers(booted: VM) -> None:
+    status, body = booted.http_get("/")
+    assert status == 200
+    assert "<form" in body and "memu" in body.lower()
+
+
+def test_status_reports_built_version(booted: VM, os_version: str) -> None:
+    status, body = booted.http_get("/api/status")
+    assert status == 200
+    data = json.loads(body)
+    assert data["version"] == os_version
+    assert data["setup"]["state"] == "pending"
+    assert data["uptime_s"] > 0
+
+
+def test_agent_is_notify_ready_with_status(booted: VM) -> None:
+    props = booted.sh("systemctl show -p Type -p ActiveState -p SubState -p StatusText "
+                      "-p WatchdogUSec -p NRestarts memu-agent.service")
+    assert "Type=notify" in props
+    assert "ActiveState=active" in props and "SubState=running" in props
+    assert re.search(r"StatusText=\S", props), props
+    assert "WatchdogUSec=30s" in props
+    assert "NRestarts=0" in props
+
+
+def test_setup_token_on_console_and_private(booted: VM) -> None:
+    token = booted.sh("cat /var/lib/memu/setup-token").strip()
+    assert re.fullmatch(r"[a-z0-9-]{8,40}", token), token
+    assert booted.sh("stat -c '%a %U' /var/lib/memu/setup-token").strip() == "600 root"
+    # an unprivileged user cannot read it, nor the console message that carries it
+    assert booted.sh_status("setpriv --reuid=65534 --regid=65534 --clear-groups "
+                            "cat /var/lib/memu/setup-token") != 0
+    assert booted.sh_status("setpriv --reuid=65534 --regid=65534 --clear-groups "
+                            "cat /run/issue.d/50-memu.issue") != 0
+    # agetty printed it on the serial console before the login
+    console = booted.serial_log.read_text(errors="replace")
+    assert token in console
+    assert "memu.local" in console
+
+
+def test_system_is_running_without_failed_units(booted: VM) -> None:
+    state = booted.sh("systemctl is-system-running --wait", timeout=240, check=False)
+    failed = booted.sh("systemctl --failed --no-legend --plain")
+    assert state.strip().splitlines()[-1] == "running", failed
+    assert failed.strip() == ""
+
+
+def test_no_console_prompt_stalled_the_boot(booted: VM) -> None:
+    console = booted.serial_log.read_text(errors="replace")
+    for prompt in ("Please enter", "Please configure your system", "Press any key",
+                   "Give root password", "emergency mode"):
+        assert prompt not in console
+    assert booted.sh("systemctl show -p ActiveState systemd-firstboot.service").strip() in (
+        "ActiveState=inactive", "ActiveState=active")
+
+
+def test_box_identity_network_and_docker(booted: VM) -> None:
+    assert booted.sh("hostname").strip() == "memu"
+    assert "+mDNS" in booted.sh("resolvectl status")
+    assert booted.sh("systemctl is-active docker.service systemd-networkd.service "
+                     "systemd-resolved.service systemd-timesyncd.service").split() == [
+        "active"] * 4
+    # no SSH server and no default password in a release build
+    assert booted.sh_status("systemctl cat ssh.service sshd.service") != 0
+    assert booted.sh("getent shadow root").split(":")[1] in ("!*", "!", "*", "!!")

@@ -1,0 +1,113 @@
+"""Build a Memu OS image with mkosi: `just build` and `just test` call this.
+
+    python -m memu_dev.build [--board n100] [--if-stale] [--clean]
+
+Sets up what the build needs on the host (mkosi 25.3 from Debian trixie, binfmt for foreign
+boards), then runs ``mkosi --profile=<board> -f build`` and names what came out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from memu_common import MemuError, run
+from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, REPO, image_path, mkosi_cmd
+
+log = logging.getLogger("memu.build")
+
+#: What goes into an image; a change to any of these makes a built image stale.
+IMAGE_INPUTS = ("mkosi.conf", "mkosi.conf.d", "mkosi.version", "image", "overlays",
+                "pyproject.toml", "common", "agent", "firstboot", "ota")
+
+
+def newest_input_mtime(paths: Iterable[str] = IMAGE_INPUTS) -> float:
+    """The newest modification time (seconds since the epoch) among the image's inputs."""
+    newest = 0.0
+    for name in paths:
+        p = REPO / name
+        files = [p] if p.is_file() else (f for f in p.rglob("*") if f.is_file())
+        for f in files:
+            if "__pycache__" in f.parts or f.suffix == ".pyc" or ".egg-info" in str(f):
+                continue
+            newest = max(newest, f.stat().st_mtime)
+    return newest
+
+
+def is_stale(board: str) -> bool:
+    """True when the board's image is missing or older than any of its inputs."""
+    img = image_path(board)
+    return not img.exists() or img.stat().st_mtime < newest_input_mtime()
+
+
+def ensure_host(board: str) -> None:
+    """Install or find what the build needs on this host. Idempotent.
+
+    Raises:
+        MemuError: a set-up step failed (the message says which).
+    """
+    if os.geteuid() != 0:
+        raise MemuError("building an image needs root on this host",
+                        hint="run `sudo just build`")
+    run(["bash", str(REPO / "tools/setup-mkosi.sh")], capture=False,
+        hint="is deb.debian.org reachable?")
+    if BOARD_ARCH[board] != "x86-64" and os.uname().machine == "x86_64":
+        log.info("memu: %s is arm64; making sure binfmt emulation is set up", board)
+        run(["bash", str(REPO / "tools/setup-binfmt.sh")], capture=False)
+
+
+def build(board: str, *, clean: bool = False) -> Path:
+    """Build the image for ``board``; return the raw disk image's path.
+
+    Raises:
+        MemuError: mkosi failed (its output went to the terminal).
+    """
+    OUTPUT.mkdir(exist_ok=True)
+    (REPO / "mkosi.cache").mkdir(exist_ok=True)
+    force = ["-ff"] if clean else ["-f"]
+    log.info("memu: building the %s image with mkosi (first build: ~15 min, then ~1-2 min)",
+             board)
+    run([*mkosi_cmd(), f"--profile={board}", *force, "build"], cwd=REPO, capture=False,
+        hint="if packages changed since the last build, try `just build-clean`")
+    img = image_path(board)
+    if not img.exists():
+        raise MemuError(f"mkosi finished but {img} is missing",
+                        hint="check Output= in mkosi.conf")
+    return img
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARD_ARCH))
+    ap.add_argument("--if-stale", action="store_true", help="build only when inputs changed")
+    ap.add_argument("--clean", action="store_true", help="also rebuild cached layers (-ff)")
+    args = ap.parse_args(argv)
+    try:
+        if args.if_stale and not is_stale(args.board):
+            log.info("memu: %s is up to date", image_path(args.board).name)
+            return 0
+        ensure_host(args.board)
+        img = build(args.board, clean=args.clean)
+    except MemuError as e:
+        print(f"memu: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"memu: hint: {e.hint}", file=sys.stderr)
+        return 1
+    outputs = sorted(p.name for p in OUTPUT.glob(f"{img.stem}*") if p.is_file())
+    log.info("memu: built %s\n  %s", board_label(args.board), "\n  ".join(outputs))
+    return 0
+
+
+def board_label(board: str) -> str:
+    """A readable name for a board."""
+    return {"n100": "the N100 image (x86-64)", "pi5": "the Raspberry Pi 5 image (arm64)"}[board]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Run every check `just test` promises, in order, and print a summary.
+
+    python -m memu_dev.check [--no-qemu] [--lint-only] [pytest args…]
+
+Steps: ruff (lint), mypy (types, strict, on our packages), pytest (unit tests, service tests
+against real PostgreSQL/Synapse, and the QEMU tests unless --no-qemu). The last line is the
+test count in the plain "N passed, N failed" form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from memu_dev.paths import REPO
+
+RESULTS = REPO / "test-results"
+LINT_PATHS = ["common", "agent", "firstboot", "ota", "intelligence", "tools", "tests"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One check's outcome: name, exit status, wall-clock seconds."""
+
+    name: str
+    status: int
+    seconds: float
+
+
+def run_step(name: str, argv: list[str]) -> Step:
+    """Run one check with its output on the terminal; return its outcome."""
+    print(f"\n=== {name}: {' '.join(argv)}", flush=True)
+    t0 = time.monotonic()
+    status = subprocess.call(argv, cwd=REPO)
+    return Step(name, status, time.monotonic() - t0)
+
+
+def junit_counts(path: str) -> tuple[int, int, int]:
+    """(passed, failed, skipped) from a pytest JUnit XML report; errors count as failed."""
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    tests = failed = skipped = 0
+    for s in suites:
+        tests += int(s.get("tests", 0))
+        failed += int(s.get("failures", 0)) + int(s.get("errors", 0))
+        skipped += int(s.get("skipped", 0))
+    return tests - failed - skipped, failed, skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns 0 only when every step passed."""
+    ap = argparse.ArgumentParser(description="lint, type-check and test Memu OS")
+    ap.add_argument("--no-qemu", action="store_true", help="skip the tests that boot images")
+    ap.add_argument("--lint-only", action="store_true", help="only ruff and mypy")
+    args, pytest_args = ap.parse_known_args(argv)
+    py = sys.executable
+    steps = [
+        run_step("lint", [py, "-m", "ruff", "check", *LINT_PATHS]),
+        run_step("types", [py, "-m", "mypy"]),
+    ]
+    counts = None
+    if not args.lint_only:
+        RESULTS.mkdir(exist_ok=True)
+        junit = RESULTS / "junit.xml"
+        junit.unlink(missing_ok=True)
+        marker = ["-m", "not qemu"] if args.no_qemu else []
+        steps.append(run_step("tests", [py, "-m", "pytest", *marker, f"--junitxml={junit}",
+                                        *pytest_args]))
+        if junit.exists():
+            counts = junit_counts(str(junit))
+    print("\n=== summary")
+    for s in steps:
+        print(f"  {s.name:<6} {'ok' if s.status == 0 else 'FAILED':<7} {s.seconds:7.1f} s")
+    if counts:
+        passed, failed, skipped = counts
+        print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
+    return 0 if all(s.status == 0 for s in steps) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""A small QEMU harness for Memu OS images: boot, talk to the serial console, forward ports,
+power off or cut power, reboot. Used by the QEMU tests, `just vm` and the boot benchmark.
+
+QEMU runs from mkosi's tools tree (``mkosi sandbox -- qemu-system-…``) under TCG, because KVM
+does not work on the build hosts. The built image is never written: the VM boots a qcow2
+overlay backed by it, with its own copy of the UEFI variable store.
+
+Test-only access to a shell uses systemd credentials passed through SMBIOS type 11
+(systemd.system-credentials(7)): ``agetty.autologin=root`` logs root in on the serial console.
+Nothing in the image itself enables a login; a release box has no such credential.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import pexpect
+
+from memu_common import MemuError, run
+from memu_dev.paths import REPO, mkosi_cmd
+
+log = logging.getLogger(__name__)
+
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now (racy, but fine for tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    """How to boot one VM.
+
+    Attributes:
+        image: the built raw disk image (read only; an overlay is put on top).
+        workdir: where the overlay, EFI variables and serial log go (kept after the run).
+        memory_mb: guest RAM in MiB.
+        cpus: virtual CPUs (TCG threads).
+        disk_size: virtual size of the overlay (e.g. "16G"); None keeps the image's size.
+        forwards: guest TCP port -> host port on 127.0.0.1 (0 picks a free one).
+        credentials: systemd credentials (name -> value) passed through SMBIOS type 11.
+        shell: log root in on the serial console (test-only, via a credential).
+        extra_cmdline: kernel command line added through systemd-stub's SMBIOS hook.
+    """
+
+    image: Path
+    workdir: Path
+    memory_mb: int = 3072
+    cpus: int = 2
+    disk_size: str | None = None
+    forwards: dict[int, int] = field(default_factory=lambda: {80: 0})
+    credentials: dict[str, str] = field(default_factory=dict)
+    shell: bool = True
+    extra_cmdline: str = ""
+
+
+class VM:
+    """One running QEMU guest. Use as a context manager, or call start()/stop().
+
+    Every wait takes a deadline in seconds and raises MemuError (with the tail of the serial
+    log) when it passes.
+    """
+
+    def __init__(self, config: VMConfig) -> None:
+        self.config = config
+        self.workdir = config.workdir
+        self.serial_log = self.workdir / "serial.log"
+        self.overlay = self.workdir / "disk.qcow2"
+        self.ports: dict[int, int] = {}
+        self._child: pexpect.spawn | None = None
+        self._started_at = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def create_disk(self) -> None:
+        """Create the copy-on-write overlay and the writable EFI variable store."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.overlay.exists():
+            return
+        argv = [*mkosi_cmd(), "sandbox", "--", "qemu-img", "create", "-q", "-f", "qcow2",
+                "-F", "raw", "-b", str(self.config.image.resolve()), str(self.overlay)]
+        if self.config.disk_size:
+            argv.append(self.config.disk_size)
+        run(argv, cwd=REPO, hint="is the tools tree built? run `just build`")
+        run([*mkosi_cmd(), "sandbox", "--", "cp", OVMF_VARS, str(self.workdir / "efivars.fd")],
+            cwd=REPO)
+
+    def qemu_argv(self) -> list[str]:
+        """The full QEMU command line for this VM (ports must already be chosen)."""
+        hostfwd = "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in self.ports.items())
+        smbios: list[str] = []
+        creds = dict(self.config.credentials)
+        if self.config.shell:
+            creds.setdefault("agetty.autologin", "root")
+            creds.setdefault("login.noauth", "yes")
+        for name, value in creds.items():
+            smbios += ["-smbios", f"type=11,value=io.systemd.credential:{name}={value}"]
+        if self.config.extra_cmdline:
+            smbios += ["-smbios", "type=11,value=io.systemd.stub.kernel-cmdline-extra="
+                       + self.config.extra_cmdline]
+        return [
+            "qemu-system-x86_64",
+            "-machine", "q35,smm=off", "-accel", "tcg,thread=multi", "-cpu", "max",
+            "-smp", str(self.config.cpus), "-m", str(self.config.memory_mb),
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={self.workdir / 'efivars.fd'}",
+            "-drive", f"if=none,id=disk0,format=qcow2,file={self.overlay},discard=unmap",
+            "-device", "nvme,serial=memu0,drive=disk0",
+            "-nic", f"user,model=virtio-net-pci{hostfwd}",
+            "-device", "virtio-rng-pci",
+            "-display", "none", "-vga", "none", "-monitor", "none",
+            "-chardev", f"stdio,id=ser0,signal=off,logfile={self.serial_log},logappend=on",
+            "-serial", "chardev:ser0",
+            *smbios,
+        ]
+
+    def start(self) -> VM:
+        """Boot the VM (returns at once; use the wait_* methods)."""
+        self.create_disk()
+        if not self.ports:
+            self.ports = {g: (h or free_port()) for g, h in self.config.forwards.items()}
+        argv = [*mkosi_cmd(), "sandbox", "--", *self.qemu_argv()]
+        log.info("booting %s (serial log: %s)", self.config.image.name, self.serial_log)
+        (self.workdir / "qemu-cmdline.json").write_text(json.dumps(argv, indent=1))
+        self._started_at = time.monotonic()
+        self._child = pexpect.spawn(argv[0], argv[1:], cwd=str(REPO), encoding="utf-8",
+                                    codec_errors="replace", timeout=None, echo=False)
+        return self
+
+    @property
+    def child(self) -> pexpect.spawn:
+        if self._child is None:
+            raise MemuError("the VM is not running", hint="call start() first")
+        return self._child
+
+    def alive(self) -> bool:
+        """True while the QEMU process runs."""
+        return self._child is not None and bool(self._child.isalive())
+
+    def seconds_since_start(self) -> float:
+        """Seconds since start() (monotonic clock)."""
+        return time.monotonic() - self._started_at
+
+    def power_cut(self) -> None:
+        """Kill QEMU at once, like pulling the plug (no flush, no shutdown)."""
+        if self._child is not None and self._child.isalive():
+            pid = self._child.pid
+            # qemu runs under mkosi's sandbox; kill the whole process group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            self._child.close(force=True)
+        self._child = None
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait until QEMU exits (guest powered off); return its exit status."""
+        child = self.child
+        child.expect(pexpect.EOF, timeout=timeout)
+        child.close()
+        self._child = None
+        return int(child.exitstatus or 0)
+
+    def poweroff(self, timeout: float = 180) -> None:
+        """Power the guest off cleanly through systemd and wait for QEMU to exit."""
+        self.child.sendline("systemctl poweroff")
+        try:
+            self.wait_exit(timeout)
+        except pexpect.TIMEOUT as e:
+            self.power_cut()
+            raise self._error(f"guest did not power off within {timeout}s") from e
+
+    def stop(self) -> None:
+        """Stop the VM however it can be stopped (a power cut when it does not answer)."""
+        self.power_cut()
+
+    def __enter__(self) -> VM:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- waiting and the console ---------------------------------------------------------------
+
+    def _error(self, message: str) -> MemuError:
+        tail = ""
+        if self.serial_log.exists():
+            lines = self.serial_log.read_text(errors="replace").splitlines()[-30:]
+            tail = "\n  | " + "\n  | ".join(lines)
+        return MemuError(f"{message}{tail}", hint=f"full serial log: {self.serial_log}")
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Wait until the serial console prints something matching ``pattern`` (a regex)."""
+        try:
+            self.child.expect(pattern, timeout=timeout)
+        except pexpect.TIMEOUT as e:
+            raise self._error(f"no /{pattern}/ on the console within {timeout}s") from e
+        except pexpect.EOF as e:
+            raise self._error(f"QEMU exited while waiting for /{pattern}/") from e
+        match = self.child.match
+        assert isinstance(match, re.Match)
+        return match
+
+    def wait_for_shell(self, timeout: float = 300) -> None:
+        """Wait for the autologin root shell on the serial console and make it quiet."""
+        self.wait_for(r"root@[\w-]+:[^\r\n]*# ", timeout)
+        self.child.sendline("stty -echo cols 500; export SYSTEMD_PAGER= SYSTEMD_COLORS=0 TERM=dumb")
+        self.sh("true", timeout=60)
+
+    def sh(self, command: str, timeout: float = 60, check: bool = True) -> str:
+        """Run a shell command as root in the guest; return its output (stdout and stderr).
+
+        Raises:
+            MemuError: the command did not finish within ``timeout`` seconds, or (with
+                ``check``) exited non-zero.
+        """
+        tag = secrets.token_hex(4)
+        self.child.sendline(f"echo B{tag}; {command} 2>&1; echo E{tag} $?")
+        self.wait_for(rf"\nB{tag}\r?\n", timeout)
+        m = self.wait_for(rf"E{tag} (\d+)\r?\n", timeout)
+        out = str(self.child.before).replace("\r", "").rstrip("\n")
+        status = int(m.group(1))
+        if check and status != 0:
+            raise MemuError(f"`{command}` failed in the guest (exit {status}): {out[-2000:]}")
+        return out
+
+    def sh_status(self, command: str, timeout: float = 60) -> int:
+        """Run a guest shell command and return its exit status only."""
+        tag = secrets.token_hex(4)
+        self.child.sendline(f"{command} >/dev/null 2>&1; echo S{tag} $?")
+        return int(self.wait_for(rf"S{tag} (\d+)\r?\n", timeout).group(1))
+
+    # -- HTTP through a forwarded port ----------------------------------------------------------
+
+    def url(self, path: str = "/", guest_port: int = 80) -> str:
+        """The host URL that reaches ``path`` on the guest's forwarded ``guest_port``."""
+        return f"http://127.0.0.1:{self.ports[guest_port]}{path}"
+
+    def http_get(self, path: str = "/", guest_port: int = 80, timeout: float = 10
+                 ) -> tuple[int, str]:
+        """GET a path from the guest; return (status, body). Raises OSError when unreachable."""
+        try:
+            with urllib.request.urlopen(self.url(path, guest_port), timeout=timeout) as r:
+                return int(r.status), r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read().decode("utf-8", "replace")
+
+    def wait_http(self, path: str = "/", guest_port: int = 80, timeout: float = 300
+                  ) -> tuple[int, str]:
+        """Poll ``path`` until the guest answers; return (status, body) of the first answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise self._error("QEMU exited while waiting for HTTP")
+            try:
+                return self.http_get(path, guest_port, timeout=5)
+            except OSError:
+                pass
+            # Keep draining the console so QEMU never blocks on a full pty.
+            with contextlib.suppress(pexpect.TIMEOUT):
+                self.child.expect(pexpect.TIMEOUT, timeout=1)
+            if time.monotonic() > deadline:
+                raise self._error(f"{self.url(path, guest_port)} did not answer in {timeout}s")
+
+
+def copy_log_for(name: str, vm: VM, dest_root: Path) -> Path:
+    """Copy a VM's serial log to ``dest_root/<name>.serial.log`` and return the new path."""
+    dest_root.mkdir(parents=True, exist_ok=True)
+    dest = dest_root / f"{name}.serial.log"
+    if vm.serial_log.exists():
+        shutil.copyfile(vm.serial_log, dest)
+    return dest
+
+
+def kill_stray(workdir: Path) -> None:
+    """Kill QEMU processes left over from a crashed run that used ``workdir``."""
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        subprocess.run(["pkill", "-f", f"file={workdir}/disk.qcow2"], check=False)
