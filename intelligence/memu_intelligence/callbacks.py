@@ -1,0 +1,185 @@
+"""What the bot does with each ``/sync`` response: invites, encrypted rooms, messages.
+
+Spec references (Matrix client-server API): "Syncing" (``rooms.invite`` / ``rooms.join``
+sections), "Room membership" (accepting/rejecting invites), "End-to-End Encryption"
+(``m.room.encryption`` / ``m.room.encrypted``).
+
+Within one sync batch, each room's events are handled in order and rooms run
+concurrently; the caller stores the batch's ``next_batch`` token only after ``handle()``
+returns (see ``db.SyncState``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+import nio
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from memu_intelligence.commands import Commands, Request
+from memu_intelligence.config import Config
+from memu_intelligence.errors import UserFacingError
+from memu_intelligence.matrix import Matrix, MatrixError
+from memu_intelligence.text import Command, parse_command, strip_mention
+
+log = logging.getLogger(__name__)
+
+E2EE_NOTICE = (
+    "Hello! I'm Memu, the family assistant. This room is end-to-end encrypted, and I can't "
+    "read encrypted messages, so I can't help here. Invite me to an unencrypted family room "
+    "(or start an unencrypted chat with me) and I'll be glad to remember things, keep lists "
+    "and send reminders."
+)
+DB_APOLOGY = ("Sorry — I couldn't reach my memory just now, so nothing was changed. "
+              "Please try again in a minute.")
+GENERIC_APOLOGY = "Sorry — something went wrong on my side. Please try again."
+E2EE_NOTICE_INTERVAL = 3600.0
+
+
+def may_serve(inviter: str, server_name: str) -> bool:
+    """True when ``inviter`` is a user of the bot's own homeserver (``@name:server_name``).
+
+    The server part is everything after the first ``:`` (it may carry a port), compared
+    exactly, so ``@eve:evil.example`` or ``@eve:family.example.evil`` never match.
+    """
+    if not inviter.startswith("@") or ":" not in inviter:
+        return False
+    return inviter.split(":", 1)[1] == server_name
+
+
+def strip_reply_fallback(body: str) -> str:
+    """Drop the ``> <@user> quoted`` lines clients put before a reply's text."""
+    lines = body.splitlines()
+    if not lines or not lines[0].startswith("> "):
+        return body
+    while lines and lines[0].startswith(">"):
+        lines.pop(0)
+    return "\n".join(lines).strip()
+
+
+class SyncHandler:
+    """Turns sync responses into joins, leaves, replies and command runs."""
+
+    def __init__(self, cfg: Config, matrix: Matrix, commands: Commands) -> None:
+        self.cfg = cfg
+        self.matrix = matrix
+        self.commands = commands
+        self.display_name: str | None = None
+        self._e2ee_told: dict[str, float] = {}
+
+    async def handle(self, resp: nio.SyncResponse, *, timeline: bool = True) -> None:
+        """Handle one sync response; ``timeline=False`` handles invites only (first start)."""
+        for room_id, info in resp.rooms.invite.items():
+            await self._on_invite(room_id, info.invite_state)
+        if not timeline:
+            return
+        per_room: dict[str, list[Any]] = {}
+        for room_id, info in resp.rooms.join.items():
+            events = list(info.timeline.events)
+            if any(isinstance(e, nio.RoomEncryptionEvent) for e in [*info.state, *events]):
+                await self._tell_e2ee(room_id)
+            per_room[room_id] = _since_our_join(events, self.cfg.user_id)
+        await asyncio.gather(*(self._room(r, evs) for r, evs in per_room.items()))
+
+    async def _on_invite(self, room_id: str, state: list[Any]) -> None:
+        inviter = next(
+            (e.sender for e in state if isinstance(e, nio.InviteMemberEvent)
+             and e.state_key == self.cfg.user_id and e.membership == "invite"),
+            None,
+        )
+        if inviter is None or not may_serve(inviter, self.cfg.server_name):
+            log.info("rejecting invite to %s from %s (not from %s)", room_id, inviter,
+                     self.cfg.server_name)
+            await self.matrix.leave(room_id)
+            return
+        log.info("joining %s (invited by %s)", room_id, inviter)
+        await self.matrix.join(room_id)
+        # Whether the room is encrypted shows in the next sync's state (see handle()).
+
+    async def _room(self, room_id: str, events: list[Any]) -> None:
+        for event in events:
+            try:
+                await self._event(room_id, event)
+            except Exception:
+                log.exception("unexpected error handling %s in %s", event, room_id)
+
+    async def _event(self, room_id: str, event: Any) -> None:
+        if getattr(event, "sender", None) == self.cfg.user_id:
+            return
+        if isinstance(event, nio.MegolmEvent | nio.RoomEncryptionEvent):
+            await self._tell_e2ee(room_id)
+            return
+        if not isinstance(event, nio.RoomMessageText):
+            return
+        content = event.source.get("content", {})
+        if content.get("m.relates_to", {}).get("rel_type") == "m.replace":
+            return  # an edit: the original was handled already
+        body = strip_reply_fallback(event.body or "")
+        cmd = parse_command(body)
+        if cmd is None:
+            question = self._mentioned(body, content)
+            if question is None:
+                return  # ordinary chat; found later through history search
+            cmd = Command("recall", question)
+        await self.dispatch(room_id, event.sender, event.event_id, cmd)
+
+    def _mentioned(self, body: str, content: dict[str, Any]) -> str | None:
+        question = strip_mention(body, self.cfg.user_id, self.display_name)
+        ids = content.get("m.mentions", {}).get("user_ids", [])
+        if question is None and self.cfg.user_id in ids:
+            question = body.strip()
+        return question
+
+    async def dispatch(self, room_id: str, sender: str, event_id: str, cmd: Command) -> None:
+        """Run ``cmd`` and reply; every failure becomes a reply and a log line, never a crash."""
+        if len(cmd.args) > self.cfg.max_message_chars:
+            reply: str | None = (f"That's too long for me — please keep it under "
+                                 f"{self.cfg.max_message_chars} characters.")
+        else:
+            try:
+                reply = await self.commands.run(cmd, Request(room_id, sender, event_id, cmd.args))
+            except UserFacingError as e:
+                reply = str(e)
+            except (psycopg.Error, PoolTimeout):
+                log.exception("database error in /%s (room %s)", cmd.name, room_id)
+                reply = DB_APOLOGY
+            except MatrixError:
+                log.exception("homeserver error in /%s (room %s)", cmd.name, room_id)
+                reply = GENERIC_APOLOGY
+            except Exception:
+                log.exception("bug in /%s (room %s)", cmd.name, room_id)
+                reply = GENERIC_APOLOGY
+        if reply is None:
+            return
+        txn = "memu-reply-" + hashlib.sha256(event_id.encode()).hexdigest()[:32]
+        try:
+            await self.matrix.send_notice(room_id, reply, reply_to=event_id, txn_id=txn)
+        except MatrixError:
+            log.exception("could not reply in %s", room_id)
+
+    async def _tell_e2ee(self, room_id: str) -> None:
+        now = time.monotonic()
+        last = self._e2ee_told.get(room_id)
+        if last is not None and now - last < E2EE_NOTICE_INTERVAL:
+            return
+        self._e2ee_told[room_id] = now
+        try:
+            await self.matrix.send_notice(room_id, E2EE_NOTICE)
+        except MatrixError:
+            log.exception("could not explain encryption in %s", room_id)
+
+
+def _since_our_join(events: list[Any], user_id: str) -> list[Any]:
+    """The events after our own join when this batch holds it (a room we just joined may
+    show older messages, which were not addressed to us), else all of them."""
+    for i in range(len(events) - 1, -1, -1):
+        e = events[i]
+        if (isinstance(e, nio.RoomMemberEvent) and e.state_key == user_id
+                and e.membership == "join" and e.prev_membership != "join"):
+            return events[i + 1 :]
+    return events
