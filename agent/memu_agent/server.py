@@ -4,6 +4,7 @@ reverse order on stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -104,22 +105,7 @@ class AgentServer:
         )
         await runner.setup()
         self._runner = runner
-        host = self._config.host or None  # None: every address, IPv4 and IPv6
-        site = web.TCPSite(runner, host, self._config.port)
-        try:
-            await site.start()
-        except OSError as e:
-            hint = (
-                ("another program is using it; stop it or set `port` in /etc/memu/agent.toml")
-                if e.errno == errno.EADDRINUSE
-                else ("check `host` and `port` in /etc/memu/agent.toml")
-            )
-            raise MemuError(
-                f"cannot listen on {self._config.host or '*'} port {self._config.port}: "
-                f"{e.strerror or e}",
-                hint=hint,
-            ) from e
-        self._site = site
+        self._site = await self._listen(runner)
         self._ports = sorted({addr[1] for addr in runner.addresses if isinstance(addr, tuple)})
         ports = ", ".join(map(str, self._ports))
         if setup_state(self._config.state_dir) is SetupState.DONE:
@@ -130,6 +116,36 @@ class AgentServer:
         self._notifier.notify(READY="1", STATUS=what)
         if self._config.issue_dir in AGETTY_ISSUE_DIRS:
             await asyncio.to_thread(reload_agetty)
+
+    async def _listen(self, runner: web.AppRunner) -> web.TCPSite:
+        """Bind the web server. With ``host = ""`` that is every address, IPv4 and IPv6; on a
+        kernel without IPv6 it falls back to IPv4 only.
+
+        Raises:
+            MemuError: it cannot listen (port taken, no permission, bad address).
+        """
+        hosts: list[str | None] = [self._config.host] if self._config.host else [None, "0.0.0.0"]
+        port = self._config.port
+        for i, host in enumerate(hosts):
+            site = web.TCPSite(runner, host, port)
+            try:
+                await site.start()
+            except OSError as e:
+                with contextlib.suppress(RuntimeError):  # not registered with the runner
+                    await site.stop()
+                no_family = e.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+                if host is None and no_family and i + 1 < len(hosts):
+                    log.warning("cannot listen on every address (%s); trying IPv4 only", e)
+                    continue
+                if e.errno == errno.EADDRINUSE:
+                    hint = "another program is using it; stop it or set `port` in the config"
+                else:
+                    hint = "check `host` and `port` in /etc/memu/agent.toml"
+                raise MemuError(
+                    f"cannot listen on {host or '*'} port {port}: {e.strerror or e}", hint=hint
+                ) from e
+            return site
+        raise AssertionError("unreachable: the last host either returns or raises")
 
     async def stop(self) -> None:
         """Send ``STOPPING=1``; stop the site, the runner, then the watchdog (reverse of start).

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import socket
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from agent_fixtures import NotifySocket
+from aiohttp import web, web_runner
 from memu_agent import server as server_module
 from memu_agent.config import AgentConfig
 from memu_agent.console import ISSUE_FILE
@@ -162,3 +165,30 @@ async def test_agetty_reloaded_only_for_agetty_dirs(
     await server.start()
     await server.stop()
     assert calls == ["reload"]
+
+
+class NoIPv6Site(web.TCPSite):
+    """A TCPSite on a kernel without IPv6: "every address" fails with EAFNOSUPPORT."""
+
+    hosts_tried: ClassVar[list[str | None]] = []
+
+    async def start(self) -> None:
+        NoIPv6Site.hosts_tried.append(self._host)
+        if self._host is None:
+            await web_runner.BaseSite.start(self)  # registers with the runner, like the real one
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        await super().start()
+
+
+async def test_every_address_falls_back_to_ipv4_without_ipv6(
+    config: AgentConfig, host: HostPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web, "TCPSite", NoIPv6Site)
+    NoIPv6Site.hosts_tried = []
+    server = AgentServer(replace(config, host=""), env={}, paths=host)
+    await server.start()
+    try:
+        assert NoIPv6Site.hosts_tried == [None, "0.0.0.0"]
+        socket.create_connection(("127.0.0.1", server.ports[0]), timeout=2).close()
+    finally:
+        await server.stop()
