@@ -31,6 +31,7 @@ class NotifySocket:
 
 
 def bind_notify_socket(address: str, bind_to: str) -> NotifySocket:
+    """Bind a datagram socket at ``bind_to``; ``address`` is what goes in NOTIFY_SOCKET."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(bind_to)
     return NotifySocket(address=address, sock=sock)
