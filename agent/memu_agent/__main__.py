@@ -12,11 +12,10 @@ import os
 import signal
 from collections.abc import Sequence
 
-from memu_common import MemuError
-
 from memu_agent.config import AgentConfig, config_path, load_config
 from memu_agent.logs import setup_logging
 from memu_agent.server import AgentServer
+from memu_common import MemuError
 
 log = logging.getLogger("memu_agent")
 

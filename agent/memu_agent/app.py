@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
-from memu_firstboot import web as firstboot_web
-from memu_firstboot.state import setup_state
 
 from memu_agent.config import AgentConfig
 from memu_agent.facts import BootInfo, HostPaths, boot_info, hostname, os_version, uptime_s
+from memu_firstboot import web as firstboot_web
+from memu_firstboot.state import setup_state
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ import os
 from collections.abc import Mapping
 
 from aiohttp import web
-from memu_common import MemuError
-from memu_firstboot.state import SetupState, setup_state
 
 from memu_agent.app import make_app, read_boot_facts
 from memu_agent.config import AgentConfig
@@ -21,6 +19,8 @@ from memu_agent.facts import HostPaths
 from memu_agent.notify import Notifier, watchdog_interval
 from memu_agent.setup_token import ensure_token
 from memu_agent.watchdog import Watchdog
+from memu_common import MemuError
+from memu_firstboot.state import SetupState, setup_state
 
 log = logging.getLogger(__name__)
 

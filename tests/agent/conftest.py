@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from agent_fixtures import NotifySocket, bind_notify_socket, efi_string
+
 from memu_agent.config import AgentConfig
 from memu_agent.facts import LOADER_GUID, HostPaths
 

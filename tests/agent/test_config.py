@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from memu_agent.config import DEFAULT_CONFIG_PATH, AgentConfig, config_path, load_config
 
 

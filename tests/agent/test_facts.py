@@ -7,6 +7,7 @@ from importlib import metadata
 from pathlib import Path
 
 from agent_fixtures import efi_string
+
 from memu_agent.facts import (
     LOADER_GUID,
     HostPaths,

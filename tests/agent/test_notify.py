@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent_fixtures import NotifySocket
+
 from memu_agent.notify import Notifier, socket_address, watchdog_interval
 
 

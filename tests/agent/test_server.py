@@ -14,6 +14,7 @@ from typing import ClassVar
 import pytest
 from agent_fixtures import NotifySocket
 from aiohttp import web, web_runner
+
 from memu_agent import server as server_module
 from memu_agent.config import AgentConfig
 from memu_agent.console import ISSUE_FILE

@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from memu_agent.console import ISSUE_FILE, issue_text, write_issue
 from memu_agent.setup_token import ALPHABET, TOKEN_FILE, TOKEN_RE, ensure_token, generate_token
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from pytest_aiohttp import AiohttpClient
+
 from memu_firstboot import web as firstboot_web
 from memu_firstboot.state import SETUP_DONE_MARKER, SetupState, setup_state
-from pytest_aiohttp import AiohttpClient
 
 
 def info(tmp_path: Path, name: str = "memu") -> firstboot_web.PageInfo:

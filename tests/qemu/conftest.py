@@ -15,8 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
-from memu_dev.paths import REPO, image_path, version  # noqa: E402
-from memu_dev.vm import VM, VMConfig  # noqa: E402
+from memu_dev.paths import REPO, image_path, version
+from memu_dev.vm import VM, VMConfig
 
 RESULTS = REPO / "test-results" / "qemu"
 
