@@ -24,7 +24,8 @@ from memu_intelligence.ranking import MIN_VECTOR_ONLY_SIMILARITY, fuse
 _COLUMNS = "id, room_id, author, body, tags, created_at"
 # plainto_tsquery ANDs the lexemes; a question rarely repeats every word of the fact, so
 # we OR them and let ts_rank_cd reward memories that hold more of them, closer together.
-_OR_QUERY = "replace(plainto_tsquery('english', %(q)s)::text, '&', '|')::tsquery"
+# The 'simple' configuration only re-reads the already stemmed lexemes.
+_OR_QUERY = "to_tsquery('simple', replace(plainto_tsquery('english', %(q)s)::text, '&', '|'))"
 
 
 @dataclass(frozen=True)

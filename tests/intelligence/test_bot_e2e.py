@@ -1,0 +1,178 @@
+"""End to end through Matrix: a family member talks to the running bot in real rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import nio
+import psycopg
+import pytest
+
+from bot_fake_ollama import FakeOllama
+from bot_matrix import BotRunner, TestUser
+from memu_intelligence.callbacks import DB_APOLOGY, E2EE_NOTICE
+from memu_intelligence.recall import UNAVAILABLE
+
+pytestmark = pytest.mark.services
+
+
+def bot_id(bot: BotRunner) -> str:
+    return bot.cfg.user_id
+
+
+async def test_remember_then_recall_cites_memory_and_history(
+    bot: BotRunner, alice: TestUser, fake_ollama: FakeOllama
+) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    await alice.say(room, "the spare key is under the blue flowerpot")
+    reply = await alice.ask(room, "/remember the wifi password is hunter2 #home")
+    m = re.search(r"remembered as (m\d+) \(tags: #home\)", reply)
+    assert m, reply
+    answer = await alice.ask(room, "/recall what is the wifi password and where is the spare key")
+    assert "hunter2" in answer and f"[{m.group(1)}]" in answer, answer
+    assert "flowerpot" in answer, answer
+    assert re.search(r"Sources: .*m\d+.*h1 \(@alice:memu.test", answer), answer
+    prompt = json.dumps(fake_ollama.requests[-1]["messages"])
+    assert "hunter2" in prompt and "flowerpot" in prompt
+    assert "/remember" not in prompt  # commands are not context
+
+
+async def test_mention_is_a_question(bot: BotRunner, alice: TestUser) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    await alice.ask(room, "/remember the bins go out on Thursday")
+    answer = await alice.ask(room, "memu: when do the bins go out?")
+    assert "Thursday" in answer, answer
+
+
+async def test_memory_is_scoped_to_the_room(
+    bot: BotRunner, alice: TestUser, fake_ollama: FakeOllama
+) -> None:
+    family = await alice.room_with_bot(bot_id(bot))
+    private = await alice.room_with_bot(bot_id(bot), is_direct=True)
+    await alice.ask(private, "/remember the birthday present is a red bicycle")
+    answer = await alice.ask(family, "/recall what is the birthday present")
+    assert "bicycle" not in answer and "don't know" in answer, answer
+    assert all("bicycle" not in json.dumps(r) for r in fake_ollama.requests)
+    listing = await alice.ask(family, "/memories")
+    assert "bicycle" not in listing
+    assert "bicycle" in await alice.ask(private, "/recall birthday present")
+
+
+async def test_forget_memories_and_pagination(bot: BotRunner, alice: TestUser) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    ids = []
+    for i in range(12):
+        reply = await alice.ask(room, f"/remember fact number {i} #n{i % 2}")
+        ids.append(re.search(r"m\d+", reply).group(0))  # type: ignore[union-attr]
+    first = await alice.ask(room, "/memories")
+    assert first.startswith("12 memories") and "Page 1 of 2" in first and "fact number 11" in first
+    assert "fact number 0" in await alice.ask(room, "/memories 2")
+    tagged = await alice.ask(room, "/memories #n1")
+    assert tagged.startswith("6 memories tagged #n1"), tagged
+    assert "Forgotten" in await alice.ask(room, f"/forget {ids[0]}")
+    assert "no memory" in await alice.ask(room, f"/forget {ids[0]}")
+    assert (await alice.ask(room, "/memories")).startswith("11 memories")
+
+
+async def test_export_uploads_json(bot: BotRunner, alice: TestUser) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    await alice.ask(room, "/remember grandma's number is 01234 567890 #family")
+    assert "1 memories" in await alice.ask(room, "/export")
+    ev = await alice.wait_for(room, lambda e: e["content"].get("msgtype") == "m.file",
+                              what="exported file")
+    resp = await alice.client.download(mxc=ev["content"]["url"])
+    assert isinstance(resp, nio.MemoryDownloadResponse), resp
+    doc = json.loads(resp.body)
+    assert doc["memories"][0]["text"] == "grandma's number is 01234 567890 #family"
+    assert doc["memories"][0]["tags"] == ["family"]
+
+
+async def test_lists(bot: BotRunner, alice: TestUser) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    assert "(3 to get)" in await alice.ask(room, "/list add shopping milk, eggs, bread")
+    shown = await alice.ask(room, "/list show shopping")
+    assert shown == "shopping:\n1. milk\n2. eggs\n3. bread", shown
+    assert "Ticked off milk" in await alice.ask(room, "/list done shopping milk")
+    assert "Ticked off bread" in await alice.ask(room, "/list done Shopping 2")
+    assert await alice.ask(room, "/list show shopping") == "shopping:\n1. eggs"
+    assert "Lists: shopping (1)" in await alice.ask(room, "/list")
+    assert "1 open items removed" in await alice.ask(room, "/list clear shopping")
+    assert "no list called shopping" in await alice.ask(room, "/list show shopping")
+
+
+def _reminder(text: str) -> Any:
+    return lambda e: e["content"].get("body", "").startswith("⏰") and text in e["content"]["body"]
+
+
+async def test_reminder_delivered_once_across_restart(bot: BotRunner, alice: TestUser) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    reply = await alice.ask(room, "/remind in 3 seconds put the bins out")
+    assert "put the bins out" in reply and "[r" in reply, reply
+    assert "put the bins out" in await alice.ask(room, "/reminders")
+    await bot.stop()  # the bot is down when the reminder falls due
+    await asyncio.sleep(4)
+    await bot.start()
+    await alice.wait_for(room, _reminder("put the bins out"), what="reminder")
+    await asyncio.sleep(3)  # any duplicate would arrive by now
+    events = await alice.events(room)
+    assert sum(_reminder("put the bins out")(e) for e in events) == 1
+    assert "No reminders pending" in await alice.ask(room, "/reminders")
+
+
+async def test_reminder_cancel(bot: BotRunner, alice: TestUser) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    reply = await alice.ask(room, "/remind in 2 seconds water the plants")
+    rid = re.search(r"\[(r\d+)\]", reply).group(1)  # type: ignore[union-attr]
+    assert "Cancelled" in await alice.ask(room, f"/remind cancel {rid}")
+    await asyncio.sleep(3.5)
+    assert not any(_reminder("water the plants")(e) for e in await alice.events(room))
+
+
+async def test_model_down_or_slow_still_answers(
+    bot: BotRunner, alice: TestUser, fake_ollama: FakeOllama
+) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    await alice.ask(room, "/remember the boiler code is 4321")
+    fake_ollama.down()
+    answer = await alice.ask(room, "/recall boiler code")
+    assert answer.startswith(UNAVAILABLE) and "the boiler code is 4321" in answer, answer
+    fake_ollama.up()
+    fake_ollama.slow(5)  # beyond llm_timeout=2
+    answer = await alice.ask(room, "/recall boiler code")
+    assert answer.startswith(UNAVAILABLE) and "4321" in answer, answer
+
+
+async def test_encrypted_room_gets_a_polite_explanation(bot: BotRunner, alice: TestUser) -> None:
+    room = await alice.room_with_bot(bot_id(bot), encrypted=True)
+    await alice.wait_for(room, lambda e: e["content"].get("body") == E2EE_NOTICE,
+                         what="E2EE explanation")
+
+
+async def test_bad_input_gets_helpful_replies(bot: BotRunner, alice: TestUser) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    assert "/help" in await alice.ask(room, "/frobnicate")
+    assert "What should I remember" in await alice.ask(room, "/remember")
+    assert "couldn't tell when" in await alice.ask(room, "/remind whenever you like")
+    assert "in the past" in await alice.ask(room, "/remind yesterday 8am call mum")
+    assert "too long" in await alice.ask(room, "/remember " + "x" * 3000)
+    assert "not an id" in await alice.ask(room, "/forget banana")
+    assert "/remember <fact>" in await alice.ask(room, "/help")
+
+
+async def test_database_failure_apologises_and_keeps_serving(
+    bot: BotRunner, alice: TestUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    assert bot.bot and bot.bot.handler
+    memory = bot.bot.handler.commands.memory
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(memory, "add", broken)
+    assert await alice.ask(room, "/remember the car is in for service") == DB_APOLOGY
+    monkeypatch.undo()
+    assert "remembered as" in await alice.ask(room, "/remember the car is in for service")
