@@ -8,11 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import nio
+from bot_services import MatrixUser
 
 from memu_intelligence.bot import Bot
 from memu_intelligence.config import Config
-
-from bot_services import MatrixUser
 
 DEADLINE = 20.0
 

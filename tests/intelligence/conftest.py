@@ -6,20 +6,18 @@ to ``tools/setup-services.sh`` when not installed. Each test gets a fresh databa
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
+from bot_fake_ollama import FakeOllama
+from bot_matrix import BotRunner, TestUser
+from bot_services import MatrixUser, Postgres, Synapse, free_port
 from psycopg_pool import AsyncConnectionPool
 
 from memu_intelligence.config import Config
 from memu_intelligence.migrations import migrate
-
-from bot_fake_ollama import FakeOllama
-from bot_matrix import BotRunner, TestUser
-from bot_services import MatrixUser, Postgres, Synapse, free_port
 
 EMBED_DIM = 64
 

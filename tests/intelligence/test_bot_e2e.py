@@ -10,9 +10,9 @@ from typing import Any
 import nio
 import psycopg
 import pytest
-
 from bot_fake_ollama import FakeOllama
 from bot_matrix import BotRunner, TestUser
+
 from memu_intelligence.callbacks import DB_APOLOGY, E2EE_NOTICE
 from memu_intelligence.recall import UNAVAILABLE
 

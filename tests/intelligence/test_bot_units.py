@@ -1,0 +1,193 @@
+"""Unit tests without services: parsing, tags, time phrases, ranking, config, invite rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from pathlib import Path
+
+import pytest
+
+from memu_common import MemuError
+from memu_intelligence.__main__ import main
+from memu_intelligence.callbacks import may_serve, strip_reply_fallback
+from memu_intelligence.config import Config
+from memu_intelligence.errors import UserFacingError
+from memu_intelligence.ranking import cosine, fuse
+from memu_intelligence.recall import history_term, keywords
+from memu_intelligence.text import (
+    Command,
+    extract_tags,
+    parse_command,
+    parse_short_id,
+    strip_mention,
+)
+from memu_intelligence.timeparse import format_time, parse_reminder
+
+LONDON = zoneinfo.ZoneInfo("Europe/London")
+NOW = dt.datetime(2025, 6, 2, 14, 0, tzinfo=LONDON)  # a Monday afternoon (BST)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("/remember the wifi is hunter2", Command("remember", "the wifi is hunter2")),
+        ("  /RECALL  where?  ", Command("recall", "where?")),
+        ("/help", Command("help", "")),
+        ("/list add shopping\nmilk", Command("list", "add shopping\nmilk")),
+        ("hello /remember", None),
+        ("/ nothing", None),
+        ("//double", None),
+        ("", None),
+    ],
+)
+def test_parse_command(body: str, expected: Command | None) -> None:
+    assert parse_command(body) == expected
+
+
+def test_extract_tags() -> None:
+    assert extract_tags("wifi #Home is #home-net and #home, not a#b or ##x") == [
+        "home", "home-net"]
+    assert extract_tags("no tags here") == []
+    assert extract_tags("#café #日本") == ["café", "日本"]
+
+
+def test_parse_short_id() -> None:
+    assert parse_short_id("m12", "m") == 12
+    assert parse_short_id(" 7 ", "m") == 7
+    assert parse_short_id("R3", "r") == 3
+    for bad in ("banana", "m", "r3x", "m-1", "9" * 30):
+        with pytest.raises(UserFacingError):
+            parse_short_id(bad, "m")
+
+
+def test_strip_mention() -> None:
+    uid = "@memu:family.example"
+    assert strip_mention("memu: where is the key?", uid, None) == "where is the key?"
+    assert strip_mention("@memu:family.example what's for tea", uid, None) == "what's for tea"
+    assert strip_mention("Hey Memu Bot, bins?", uid, "Memu Bot") == "Hey  bins?"
+    assert strip_mention("memurial day", uid, None) is None
+    assert strip_mention("nothing here", uid, None) is None
+
+
+def test_strip_reply_fallback() -> None:
+    assert strip_reply_fallback("> <@a:x> hi\n> there\n\n/recall key") == "/recall key"
+    assert strip_reply_fallback("/recall key") == "/recall key"
+
+
+def test_invites_only_from_our_homeserver() -> None:
+    assert may_serve("@alice:family.example", "family.example")
+    assert may_serve("@alice:family.example:8448", "family.example:8448")
+    assert not may_serve("@eve:evil.example", "family.example")
+    assert not may_serve("@eve:family.example.evil", "family.example")
+    assert not may_serve("@eve:evil.example:family.example", "family.example")
+    assert not may_serve("alice", "family.example")
+    assert not may_serve("", "family.example")
+
+
+@pytest.mark.parametrize(
+    ("args", "due", "text"),
+    [
+        ("tomorrow 8am put the bins out", dt.datetime(2025, 6, 3, 8, 0), "put the bins out"),
+        ("in 20 minutes check the oven", dt.datetime(2025, 6, 2, 14, 20), "check the oven"),
+        ("me at 5pm to call grandma", dt.datetime(2025, 6, 2, 17, 0), "call grandma"),
+        ("on friday pay the window cleaner", dt.datetime(2025, 6, 6, 9, 0),
+         "pay the window cleaner"),
+        ("in 2 seconds test", dt.datetime(2025, 6, 2, 14, 0, 2), "test"),
+    ],
+)
+def test_parse_reminder(args: str, due: dt.datetime, text: str) -> None:
+    parsed = parse_reminder(args, LONDON, NOW)
+    assert parsed.due == due.replace(tzinfo=LONDON)
+    assert parsed.due.utcoffset() == dt.timedelta(hours=1)  # BST, the family's zone
+    assert parsed.text == text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("whenever you like", "couldn't tell when"),
+        ("5 things to buy", "couldn't tell when"),
+        ("tomorrow 8am", "What should I remind"),
+        ("yesterday at 8am call mum", "in the past"),
+    ],
+)
+def test_parse_reminder_rejects(args: str, message: str) -> None:
+    with pytest.raises(UserFacingError, match=message):
+        parse_reminder(args, LONDON, NOW)
+
+
+def test_format_time() -> None:
+    assert format_time(NOW + dt.timedelta(hours=2), LONDON, NOW) == "today 16:00"
+    assert format_time(NOW + dt.timedelta(days=1), LONDON, NOW) == "tomorrow 14:00"
+    assert format_time(NOW + dt.timedelta(seconds=20), LONDON, NOW) == "today 14:00:20"
+    assert format_time(NOW + dt.timedelta(days=4), LONDON, NOW) == "Fri 6 Jun 2025 14:00"
+
+
+def test_fuse_rewards_agreement() -> None:
+    ranked = fuse([1, 2, 3], [3, 4])
+    assert [k for k, _ in ranked][:1] == [3]
+    assert {k for k, _ in ranked} == {1, 2, 3, 4}
+    assert fuse([], []) == []
+    assert [k for k, _ in fuse([5, 6])] == [5, 6]  # one list keeps its order
+
+
+def test_cosine() -> None:
+    assert cosine([1, 0], [1, 0]) == pytest.approx(1.0)
+    assert cosine([1, 0], [0, 1]) == pytest.approx(0.0)
+    assert cosine([0, 0], [1, 1]) == 0.0
+    with pytest.raises(ValueError):
+        cosine([1], [1, 2])
+
+
+def test_keywords_and_history_term() -> None:
+    assert keywords("Where is the WiFi password?") == ["wifi", "password"]
+    assert history_term("what is the spare key") == "spare or key"
+    assert history_term("where is it?") is None
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {"MEMU_BOT_HOMESERVER": "http://synapse:8008/", "MEMU_BOT_USER_ID": "@memu:fam.example",
+            "MEMU_BOT_ACCESS_TOKEN": "tok", "MEMU_BOT_DATABASE_URL": "dbname=memu", **extra}
+
+
+def test_config_from_env(tmp_path: Path) -> None:
+    cfg = Config.from_env(_env(MEMU_BOT_TIMEZONE="Europe/London", MEMU_BOT_EMBED_DIM="384"))
+    assert cfg.homeserver == "http://synapse:8008" and cfg.server_name == "fam.example"
+    assert cfg.embed_dim == 384 and cfg.tz == LONDON
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    env = _env(MEMU_BOT_ACCESS_TOKEN_FILE=str(secret))
+    del env["MEMU_BOT_ACCESS_TOKEN"]
+    assert Config.from_env(env).access_token == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"MEMU_BOT_ACCESS_TOKEN": ""}, "MEMU_BOT_ACCESS_TOKEN is not set"),
+        ({"MEMU_BOT_TIMEZONE": "Mars/Olympus"}, "MEMU_BOT_TIMEZONE"),
+        ({"MEMU_BOT_LLM_TIMEOUT": "-1"}, "MEMU_BOT_LLM_TIMEOUT"),
+        ({"MEMU_BOT_USER_ID": "memu"}, "not a Matrix user id"),
+        ({"MEMU_BOT_ACCESS_TOKEN": "", "MEMU_BOT_ACCESS_TOKEN_FILE": "/nonexistent"},
+         "cannot read"),
+    ],
+)
+def test_config_errors(change: dict[str, str], message: str) -> None:
+    with pytest.raises(MemuError, match=message):
+        Config.from_env(_env(**change))
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith("memu-intelligence ")
+
+
+def test_missing_config_exits_2(monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    for var in _env():
+        monkeypatch.delenv(var, raising=False)
+    assert main(["--healthcheck"]) == 2
+    assert "hint:" in capsys.readouterr().err
