@@ -15,8 +15,8 @@ import sys
 
 import aiohttp
 import psycopg
-from memu_common import MemuError
 
+from memu_common import MemuError
 from memu_intelligence import __version__
 from memu_intelligence.bot import Bot
 from memu_intelligence.config import Config

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from memu_common import MemuError
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from memu_common import MemuError
 from memu_intelligence.config import Config
 
 log = logging.getLogger(__name__)
