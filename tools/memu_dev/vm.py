@@ -223,7 +223,9 @@ class VM:
     def wait_for_shell(self, timeout: float = 300) -> None:
         """Wait for the autologin root shell on the serial console and make it quiet."""
         self.wait_for(r"root@[\w-]+:[^\r\n]*# ", timeout)
-        self.child.sendline("stty -echo cols 500; export SYSTEMD_PAGER= SYSTEMD_COLORS=0 TERM=dumb")
+        # No echo, no kernel messages on this console, no pagers or colours: clean output.
+        self.child.sendline("stty -echo cols 500; dmesg -n 1; "
+                            "export SYSTEMD_PAGER= SYSTEMD_COLORS=0 TERM=dumb")
         self.sh("true", timeout=60)
 
     def sh(self, command: str, timeout: float = 60, check: bool = True) -> str:
@@ -235,8 +237,8 @@ class VM:
         """
         tag = secrets.token_hex(4)
         self.child.sendline(f"echo B{tag}; {command} 2>&1; echo E{tag} $?")
-        self.wait_for(rf"\nB{tag}\r?\n", timeout)
-        m = self.wait_for(rf"E{tag} (\d+)\r?\n", timeout)
+        self.wait_for(rf"B{tag}\r*\n", timeout)
+        m = self.wait_for(rf"E{tag} (\d+)\r*\n", timeout)
         out = str(self.child.before).replace("\r", "").rstrip("\n")
         status = int(m.group(1))
         if check and status != 0:
@@ -247,7 +249,7 @@ class VM:
         """Run a guest shell command and return its exit status only."""
         tag = secrets.token_hex(4)
         self.child.sendline(f"{command} >/dev/null 2>&1; echo S{tag} $?")
-        return int(self.wait_for(rf"S{tag} (\d+)\r?\n", timeout).group(1))
+        return int(self.wait_for(rf"S{tag} (\d+)\r*\n", timeout).group(1))
 
     # -- HTTP through a forwarded port ----------------------------------------------------------
 
