@@ -1,0 +1,93 @@
+"""Render the shipped sysupdate transfer templates for the configured channel.
+
+The image ships ``/usr/lib/memu/sysupdate.d/*.transfer.in``: ordinary sysupdate.d(5)
+transfer files whose ``[Source] Path=`` holds the placeholder ``@SOURCE_URL@``. This module
+writes ``<runtime_dir>/sysupdate.d/<name>.transfer`` with the placeholder replaced by the
+channel URL (``<base_url><channel>/``); the agent always runs sysupdate with
+``--definitions=<runtime_dir>/sysupdate.d``. Each file is replaced atomically and stale
+``*.transfer`` files are removed, so sysupdate never sees half a set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from memu_common import MemuError
+from memu_ota.config import parse_base_url, parse_channel
+
+PLACEHOLDER = "@SOURCE_URL@"
+TEMPLATE_SUFFIX = ".transfer.in"
+
+
+def source_url(base_url: str, channel: str) -> str:
+    """The channel directory URL, after checking both parts.
+
+    Raises:
+        MemuError: the base URL or channel is not valid.
+    """
+    try:
+        base = parse_base_url(base_url)
+        chan = parse_channel(channel)
+    except ValueError as e:
+        raise MemuError(
+            f"update source is not valid: {e}",
+            hint='use an http(s) base URL ending in "/" and channel "stable" or "beta"',
+        ) from e
+    return f"{base}{chan}/"
+
+
+def render(template_dir: Path, out_dir: Path, base_url: str, channel: str) -> list[Path]:
+    """Render every ``*.transfer.in`` in ``template_dir`` into ``out_dir``.
+
+    Returns:
+        The written ``*.transfer`` paths, sorted.
+
+    Raises:
+        MemuError: bad URL or channel, no templates, a template without the placeholder,
+            or the output directory cannot be written.
+    """
+    url = source_url(base_url, channel)
+    templates = sorted(template_dir.glob(f"*{TEMPLATE_SUFFIX}"))
+    if not templates:
+        raise MemuError(
+            f"no update definitions found in {template_dir} (*{TEMPLATE_SUFFIX})",
+            hint="this image was built without OTA support; updates are off",
+        )
+    rendered: dict[str, str] = {}
+    for template in templates:
+        text = template.read_text("utf-8")
+        if PLACEHOLDER not in text:
+            raise MemuError(
+                f"{template} has no {PLACEHOLDER}; refusing to use it",
+                hint="the image's transfer templates are broken; rebuild the image",
+            )
+        name = template.name.removesuffix(TEMPLATE_SUFFIX) + ".transfer"
+        rendered[name] = text.replace(PLACEHOLDER, url)
+    try:
+        out_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for name, text in rendered.items():
+            _write_atomic(out_dir / name, text)
+        for old in out_dir.glob("*.transfer"):
+            if old.name not in rendered:
+                old.unlink()
+    except OSError as e:
+        raise MemuError(
+            f"cannot write update definitions to {out_dir}: {e.strerror or e}",
+            hint="the agent needs RuntimeDirectory=memu",
+        ) from e
+    return sorted(out_dir / name for name in rendered)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
