@@ -12,10 +12,11 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from memu_common import MemuError, run
+from memu_dev.keys import build_keys
 from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, REPO, image_path, mkosi_cmd
 
 log = logging.getLogger("memu.build")
@@ -60,20 +61,33 @@ def ensure_host(board: str) -> None:
         run(["bash", str(REPO / "tools/setup-binfmt.sh")], capture=False)
 
 
-def build(board: str, *, clean: bool = False) -> Path:
+def build(board: str, *, clean: bool = False, version: str | None = None,
+          extra_trees: Sequence[Path] = ()) -> Path:
     """Build the image for ``board``; return the raw disk image's path.
 
+    Args:
+        board: a key of BOARD_ARCH.
+        clean: also rebuild mkosi's cached layers and tools tree (``-ff``).
+        version: build this version instead of mkosi.version's (test and release builds).
+        extra_trees: more file trees to copy into the image (test builds only).
+
     Raises:
-        MemuError: mkosi failed (its output went to the terminal).
+        MemuError: a key is missing, or mkosi failed (its output went to the terminal).
     """
     OUTPUT.mkdir(exist_ok=True)
     (REPO / "mkosi.cache").mkdir(exist_ok=True)
+    keys = build_keys()
     force = ["-ff"] if clean else ["-f"]
-    log.info("memu: building the %s image with mkosi (first build: ~15 min, then ~1-2 min)",
-             board)
-    run([*mkosi_cmd(), f"--profile={board}", *force, "build"], cwd=REPO, capture=False,
+    args = [f"--profile={board}", f"--verity-key={keys.verity_key}",
+            f"--verity-certificate={keys.verity_cert}", f"--extra-tree={keys.pubring_tree}"]
+    args += [f"--extra-tree={t}" for t in extra_trees]
+    if version:
+        args.append(f"--image-version={version}")
+    log.info("memu: building the %s image %s with mkosi (first build: ~5 min, then ~1-2 min)",
+             board, version or "")
+    run([*mkosi_cmd(), *args, *force, "build"], cwd=REPO, capture=False,
         hint="if packages changed since the last build, try `just build-clean`")
-    img = image_path(board)
+    img = image_path(board, version)
     if not img.exists():
         raise MemuError(f"mkosi finished but {img} is missing",
                         hint="check Output= in mkosi.conf")
@@ -87,13 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARD_ARCH))
     ap.add_argument("--if-stale", action="store_true", help="build only when inputs changed")
     ap.add_argument("--clean", action="store_true", help="also rebuild cached layers (-ff)")
+    ap.add_argument("--version", default=None, help="override mkosi.version (test builds)")
+    ap.add_argument("--extra-tree", action="append", default=[], type=Path,
+                    help="copy this tree into the image too (test builds)")
     args = ap.parse_args(argv)
     try:
-        if args.if_stale and not is_stale(args.board):
+        if args.if_stale and not args.version and not is_stale(args.board):
             log.info("memu: %s is up to date", image_path(args.board).name)
             return 0
         ensure_host(args.board)
-        img = build(args.board, clean=args.clean)
+        img = build(args.board, clean=args.clean, version=args.version,
+                    extra_trees=args.extra_tree)
     except MemuError as e:
         print(f"memu: error: {e.message}", file=sys.stderr)
         if e.hint:
