@@ -6,6 +6,9 @@ override the path). Every key is optional and flat, e.g.::
     port = 8080
     device_name = "Okafor family box"
 
+    [ota]                     # update settings, see memu_ota.config.OtaConfig
+    channel = "beta"
+
 A broken file must not put the agent into a crash loop (the box would have no first-boot
 page at all), so :func:`load_config` never raises for a bad file: it returns the defaults
 for whatever is wrong, and a list of messages that say which file, which key, what is wrong
@@ -18,11 +21,14 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from memu_ota.config import OTA_PARSERS, OtaConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/memu/agent.toml")
+_T = TypeVar("_T")
 CONFIG_ENV = "MEMU_AGENT_CONFIG"
 
 
@@ -38,6 +44,7 @@ class AgentConfig:
         state_dir: where the agent keeps its state (setup token, setup marker); mode 0700.
         issue_dir: where the console greeting snippet goes (read by agetty).
         watchdog: send systemd watchdog pings when systemd asks for them.
+        ota: the ``[ota]`` table: update channel, server, health gate (memu_ota.config).
     """
 
     host: str = ""
@@ -46,6 +53,7 @@ class AgentConfig:
     state_dir: Path = Path("/var/lib/memu")
     issue_dir: Path = Path("/run/issue.d")
     watchdog: bool = True
+    ota: OtaConfig = field(default_factory=OtaConfig)
 
 
 def _host(value: Any) -> str:
@@ -103,7 +111,11 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "issue_dir": _abs_path,
     "watchdog": _bool,
 }
-assert set(_PARSERS) == {f.name for f in fields(AgentConfig)}
+# Tables: ``[name]`` → (default, its rows).
+_TABLES: Mapping[str, tuple[Any, Mapping[str, Callable[[Any], Any]]]] = {
+    "ota": (OtaConfig(), OTA_PARSERS),
+}
+assert set(_PARSERS) | set(_TABLES) == {f.name for f in fields(AgentConfig)}
 
 
 def config_path(cli_path: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:
@@ -132,25 +144,53 @@ def parse_config(data: Mapping[str, Any], source: str) -> tuple[AgentConfig, lis
     """
     config = AgentConfig()
     problems: list[str] = []
-    known = ", ".join(_PARSERS)
     for key, value in data.items():
-        parser = _PARSERS.get(key)
+        if key in _TABLES and isinstance(value, dict):
+            default, parsers = _TABLES[key]
+            table, table_problems = _parse_table(default, parsers, value, source, f"{key}.")
+            config = replace(config, **{key: table})
+            problems += table_problems
+        elif key in _TABLES:
+            problems.append(f"{source}: {key!r} must be a table ([{key}]); ignored.")
+        else:
+            config, more = _parse_table(config, _PARSERS, {key: value}, source, "",
+                                        known=[*_PARSERS, *(f"[{t}]" for t in _TABLES)])
+            problems += more
+    return config, problems
+
+
+def _parse_table(
+    default: _T,
+    parsers: Mapping[str, Callable[[Any], Any]],
+    data: Mapping[str, Any],
+    source: str,
+    prefix: str,
+    known: list[str] | None = None,
+) -> tuple[_T, list[str]]:
+    """Check each key of one TOML table with its row in ``parsers``; a bad or unknown key
+    keeps its default and adds a message."""
+    result = default
+    problems: list[str] = []
+    known_text = ", ".join(known if known is not None else parsers)
+    for key, value in data.items():
+        name = prefix + key
+        parser = parsers.get(key)
         if parser is None:
             problems.append(
-                f"{source}: unknown key {key!r}, ignored. Known keys: {known}. "
+                f"{source}: unknown key {name!r}, ignored. Known keys: {known_text}. "
                 f"Remove it or fix its spelling."
             )
             continue
         try:
-            config = replace(config, **{key: parser(value)})
+            result = replace(result, **{key: parser(value)})  # type: ignore[type-var]
         except ValueError as e:
-            default = getattr(AgentConfig(), key)
-            shown = str(default) if isinstance(default, Path) else default
+            fallback = getattr(default, key)
+            shown = str(fallback) if isinstance(fallback, Path) else fallback
             problems.append(
-                f"{source}: key {key!r}: {e}; using the default {shown!r}. "
-                f"Fix or remove {key!r} in {source}."
+                f"{source}: key {name!r}: {e}; using the default {shown!r}. "
+                f"Fix or remove {name!r} in {source}."
             )
-    return config, problems
+    return result, problems
 
 
 def load_config(path: Path, *, explicit: bool = False) -> tuple[AgentConfig, list[str]]:

@@ -1,0 +1,162 @@
+"""The boot health gate: ``/usr/bin/python3 -m memu_ota.health``.
+
+Run by ``memu-health-gate.service`` (``Before=boot-complete.target``,
+``RequiredBy=boot-complete.target``, ``FailureAction=reboot``): it exits 0 once the agent
+answers and every core unit is active, so ``systemd-bless-boot`` marks this boot entry
+good; it exits 1 when they are not within the deadline (or a core unit failed), so the box
+reboots and boot counting runs the entry down until systemd-boot falls back to the
+previous version. Before exiting 1 it writes ``{version, reason}`` to
+``<ota state_dir>/health-failure.json``, which the agent turns into "rolled back from Y to
+X, because <reason>".
+
+Test builds only: when ``/usr/lib/memu/test-fail-health-gate`` exists the gate fails at
+once with "test build: health gate forced to fail" (to exercise rollback in QEMU).
+
+Settings come from the agent's config file (``[ota] health_deadline_s``, ``core_units``,
+``state_dir``; the agent's ``port``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from memu_common import MemuError, run
+from memu_ota.state import HealthFailure, save_health_failure
+
+log = logging.getLogger("memu_ota.health")
+
+TEST_FAIL_FLAG = Path("/usr/lib/memu/test-fail-health-gate")
+POLL_S = 2.0
+
+
+class Outcome(enum.StrEnum):
+    PASS = "pass"
+    WAIT = "wait"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Observations:
+    """One look at the system.
+
+    Attributes:
+        units: core unit → ``ActiveState`` (active, activating, failed, inactive, …).
+        api_ok: ``GET /api/status`` on the agent answered 200 (None: not checked).
+    """
+
+    units: Mapping[str, str]
+    api_ok: bool | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+
+
+def decide(obs: Observations, elapsed_s: float, deadline_s: float) -> Decision:
+    """Pass when every unit is active and the API answers; fail at once when a unit has
+    failed; otherwise wait until ``deadline_s`` and then fail, naming what is not ready."""
+    failed = sorted(u for u, s in obs.units.items() if s == "failed")
+    if failed:
+        return Decision(Outcome.FAIL, f"{', '.join(failed)} failed to start")
+    waiting = [f"{u} is {s or 'unknown'}" for u, s in sorted(obs.units.items())
+               if s != "active"]
+    if obs.api_ok is False:
+        waiting.append("the agent does not answer on /api/status")
+    if not waiting:
+        return Decision(Outcome.PASS, "all core services are up")
+    if elapsed_s >= deadline_s:
+        return Decision(Outcome.FAIL,
+                        f"{'; '.join(waiting)} after {deadline_s:.0f} seconds")
+    return Decision(Outcome.WAIT, "; ".join(waiting))
+
+
+def parse_show(text: str) -> dict[str, str]:
+    """``systemctl show -p Id,ActiveState u1 u2…`` output (blank-line separated blocks) →
+    unit → ActiveState."""
+    result: dict[str, str] = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in props:
+            result[props["Id"]] = props.get("ActiveState", "")
+    return result
+
+
+def observe(units: tuple[str, ...], port: int) -> Observations:
+    """Ask systemd about ``units`` and the agent's HTTP API on ``port``."""
+    try:
+        out = run(["systemctl", "show", "--property=Id,ActiveState", "--", *units]).stdout
+        states = parse_show(out)
+    except MemuError as e:
+        log.warning("%s", e)
+        states = {}
+    return Observations(units={u: states.get(u, "") for u in units}, api_ok=_api_ok(port))
+
+
+def _api_ok(port: int) -> bool:
+    url = f"http://127.0.0.1:{port}/api/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def gate(
+    look: Callable[[], Observations],
+    deadline_s: float,
+    *,
+    forced_fail: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Decision:
+    """Poll ``look`` until :func:`decide` passes or fails."""
+    if forced_fail:
+        return Decision(Outcome.FAIL, "test build: health gate forced to fail")
+    start = clock()
+    last = ""
+    while True:
+        decision = decide(look(), clock() - start, deadline_s)
+        if decision.outcome is not Outcome.WAIT:
+            return decision
+        if decision.reason != last:
+            log.info("waiting: %s", decision.reason)
+            last = decision.reason
+        sleep(POLL_S)
+
+
+def main() -> int:
+    """Entry point; exit status 0 (healthy) or 1 (not healthy, failure recorded)."""
+    from memu_agent.config import DEFAULT_CONFIG_PATH, load_config
+    from memu_agent.facts import HostPaths, os_version
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config, problems = load_config(DEFAULT_CONFIG_PATH)
+    for problem in problems:
+        log.warning("config: %s", problem)
+    ota = config.ota
+    decision = gate(lambda: observe(ota.core_units, config.port), ota.health_deadline_s,
+                    forced_fail=TEST_FAIL_FLAG.exists())
+    if decision.outcome is Outcome.PASS:
+        log.info("healthy: %s", decision.reason)
+        return 0
+    version = os_version(HostPaths())
+    log.error("not healthy on %s: %s", version, decision.reason)
+    try:
+        save_health_failure(ota.state_dir, HealthFailure(version, decision.reason, time.time()))
+    except OSError as e:
+        log.error("cannot record the failure in %s: %s", ota.state_dir, e)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

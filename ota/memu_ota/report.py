@@ -1,0 +1,112 @@
+"""What happened to the last update, worked out at agent start from the persisted state,
+the running version and the boot entries in the ESP.
+
+Boot entries are UKIs named by systemd-boot's boot counting
+(systemd docs/AUTOMATIC_BOOT_ASSESSMENT.md): ``memu-os_<version>+<left>-<done>.efi`` while
+being tried, ``memu-os_<version>+0-<done>.efi`` once every try failed (systemd-boot then
+boots the previous entry), ``memu-os_<version>.efi`` once ``systemd-bless-boot`` marked it
+good after ``boot-complete.target``.
+
+The rules (``P`` = pending update from ``X`` to ``Y``, ``R`` = running version):
+
+* ``Y == R`` and the entry is blessed (or there are no entries to look at) → "updated";
+  not blessed yet → still verifying (the health gate decides; keep ``P``).
+* ``Y != R`` and ``P`` was downloading → interrupted; it will be retried.
+* ``Y != R`` and ``P`` was written/rebooting and ``Y``'s entry is gone or at ``+0`` →
+  rolled back, and ``Y`` is blocked (a newer version is still offered).
+* otherwise ``P`` stands (written, waiting for its reboot).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from memu_ota.state import HealthFailure, OtaState, Outcome, PendingPhase
+
+ENTRY_RE = re.compile(r"^memu-os_(?P<version>.+?)(\+(?P<left>\d+)(-(?P<done>\d+))?)?\.efi$")
+BOOT_TRIES = 3
+
+
+class EntryState(enum.StrEnum):
+    """What boot counting says about one version's boot entry."""
+
+    BLESSED = "blessed"
+    TRYING = "trying"
+    BAD = "bad"
+    MISSING = "missing"
+
+
+def read_entries(esp_dirs: tuple[Path, ...]) -> dict[str, EntryState] | None:
+    """Boot entries by version from the first ESP directory that exists (None: none)."""
+    for directory in esp_dirs:
+        try:
+            names = [p.name for p in directory.iterdir()]
+        except OSError:
+            continue
+        entries: dict[str, EntryState] = {}
+        for name in names:
+            m = ENTRY_RE.match(name)
+            if not m:
+                continue
+            if m["left"] is None:
+                state = EntryState.BLESSED
+            else:
+                state = EntryState.TRYING if int(m["left"]) > 0 else EntryState.BAD
+            entries[m["version"]] = state
+        return entries
+    return None
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """The new state and, when something was decided, the sentence for the family."""
+
+    state: OtaState
+    message: str | None
+
+
+def reconcile(
+    state: OtaState,
+    running: str,
+    entries: dict[str, EntryState] | None,
+    health: HealthFailure | None,
+    *,
+    boot_id: str | None,
+    now: float,
+) -> Reconciled:
+    """Apply the rules in the module docstring. Pure: no files are read or written."""
+    p = state.pending
+    if p is None:
+        return Reconciled(state, None)
+    entry = EntryState.MISSING if entries is None else entries.get(p.to_version,
+                                                                     EntryState.MISSING)
+    if p.to_version == running:
+        if entries is not None and entry is not EntryState.BLESSED:
+            return Reconciled(state, None)  # the health gate has not passed yet
+        return _done(state, "updated", f"updated from {p.from_version} to {running}", now)
+    if p.phase is PendingPhase.DOWNLOADING:
+        if boot_id is not None and p.boot_id == boot_id:
+            why = "the agent restarted"
+        else:
+            why = "power loss or crash"
+        return _done(state, "interrupted",
+                     f"update to {p.to_version} was interrupted ({why}) before it finished; "
+                     f"the running version {running} is untouched; it will be retried", now)
+    if entries is not None and entry in (EntryState.MISSING, EntryState.BAD):
+        if health is not None and health.version == p.to_version:
+            reason = health.reason
+        else:
+            reason = f"it did not finish booting {BOOT_TRIES} times"
+        blocked = state.blocked if p.to_version in state.blocked else (
+            *state.blocked, p.to_version)
+        return _done(replace(state, blocked=blocked), "rolled-back",
+                     f"rolled back from {p.to_version} to {running}, because {reason}", now)
+    return Reconciled(state, None)
+
+
+def _done(state: OtaState, kind: str, message: str, now: float) -> Reconciled:
+    outcome = Outcome(kind=kind, message=message, at=now)
+    return Reconciled(replace(state, pending=None, last_result=outcome), message)
