@@ -3,6 +3,7 @@
 Routes:
     ``GET /``, ``GET /static/firstboot.css``: from :mod:`memu_firstboot.web`.
     ``GET /api/status``: JSON, see :func:`status`.
+    ``GET|POST /api/update``: from :mod:`memu_agent.update_api`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from aiohttp import web
 
 from memu_agent.config import AgentConfig
 from memu_agent.facts import BootInfo, HostPaths, boot_info, hostname, os_version, uptime_s
+from memu_agent.update_api import UPDATER
+from memu_agent.update_api import add_routes as add_update_routes
 from memu_firstboot import web as firstboot_web
 from memu_firstboot.state import setup_state
+from memu_ota.updater import Updater
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ async def status(request: web.Request) -> web.Response:
          "uptime_s": 123.4 | null,            # seconds since boot
          "setup": {"state": "pending" | "done"},
          "device_name": "memu",
-         "hostname": "memu"}
+         "hostname": "memu",
+         "update": {...}}                     # see memu_ota.updater.Updater.snapshot
 
     The setup token is never part of it.
     """
@@ -67,6 +72,7 @@ async def status(request: web.Request) -> web.Response:
         "setup": {"state": str(setup_state(config.state_dir))},
         "device_name": config.device_name,
         "hostname": hostname(paths),
+        "update": request.app[UPDATER].snapshot(),
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
@@ -76,6 +82,7 @@ def make_app(
     *,
     paths: HostPaths | None = None,
     facts: BootFacts | None = None,
+    updater: Updater | None = None,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -83,6 +90,7 @@ def make_app(
         config: the agent configuration (device name, state directory).
         paths: where system files live (default: the real ones).
         facts: version and boot info (default: read from ``paths`` now).
+        updater: the update orchestrator (default: a new, not started one).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -91,6 +99,7 @@ def make_app(
     app[PATHS] = paths
     app[FACTS] = facts
     app.router.add_get("/api/status", status, name="api-status")
+    add_update_routes(app, config, updater or Updater(config.ota, running=facts.version))
     firstboot_web.add_routes(
         app,
         firstboot_web.PageInfo(

@@ -21,6 +21,7 @@ from memu_agent.setup_token import ensure_token
 from memu_agent.watchdog import Watchdog
 from memu_common import MemuError
 from memu_firstboot.state import SetupState, setup_state
+from memu_ota.updater import Updater
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 class AgentServer:
     """memu-agent's lifetime: ``await start()`` once, ``await stop()`` once.
 
-    ``start()`` makes the setup token and console greeting, binds the web server, and only
-    then sends ``READY=1``; the watchdog pings from the event loop from the beginning.
+    ``start()`` makes the setup token and console greeting, starts the updater (which
+    reports how the last update ended), binds the web server, and only then sends
+    ``READY=1``; the watchdog pings from the event loop from the beginning.
 
     Args:
         config: the agent configuration.
@@ -57,6 +59,8 @@ class AgentServer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._ports: list[int] = []
+        self._updater: Updater | None = None
+        self._serving = ""
 
     @property
     def notifier(self) -> Notifier:
@@ -99,7 +103,11 @@ class AgentServer:
         self._notifier.status("starting")
         self._watchdog.start()
         self._greet_console()
-        app = make_app(self._config, paths=self._paths, facts=read_boot_facts(self._paths))
+        facts = read_boot_facts(self._paths)
+        self._updater = Updater(self._config.ota, running=facts.version,
+                                on_status=self._update_status)
+        await self._updater.start()
+        app = make_app(self._config, paths=self._paths, facts=facts, updater=self._updater)
         runner = web.AppRunner(
             app, access_log=log if self._access_log else None, handle_signals=False
         )
@@ -113,9 +121,14 @@ class AgentServer:
         else:
             what = f"serving first-boot page on port {ports}"
         log.info("%s", what)
+        self._serving = what
         self._notifier.notify(READY="1", STATUS=what)
         if self._config.issue_dir in AGETTY_ISSUE_DIRS:
             await asyncio.to_thread(reload_agetty)
+
+    def _update_status(self, line: str) -> None:
+        """sd_notify STATUS= with the update line after what the agent serves."""
+        self._notifier.status(f"{self._serving}; {line}" if self._serving else line)
 
     async def _listen(self, runner: web.AppRunner) -> web.TCPSite:
         """Bind the web server. With ``host = ""`` that is every address, IPv4 and IPv6; on a
@@ -159,6 +172,9 @@ class AgentServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        updater, self._updater = self._updater, None
+        if updater is not None:
+            await updater.stop()
         await self._watchdog.stop()
         self._notifier.close()
         log.info("stopped")

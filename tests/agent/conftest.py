@@ -12,6 +12,7 @@ from agent_fixtures import NotifySocket, bind_notify_socket, efi_string
 
 from memu_agent.config import AgentConfig
 from memu_agent.facts import LOADER_GUID, HostPaths
+from memu_ota.config import OtaConfig
 
 
 @pytest.fixture(params=["path", "abstract"])
@@ -36,6 +37,14 @@ def config(tmp_path: Path) -> AgentConfig:
         device_name="Okafor box",
         state_dir=tmp_path / "state",
         issue_dir=tmp_path / "issue.d",
+        ota=OtaConfig(
+            isolate=False,
+            sysupdate=tmp_path / "no-sysupdate",
+            template_dir=tmp_path / "templates",
+            runtime_dir=tmp_path / "run",
+            state_dir=tmp_path / "state" / "ota",
+            esp_dirs=(tmp_path / "esp",),
+        ),
     )
 
 
