@@ -15,6 +15,11 @@ default:
 build: _dev
     {{py}} -m memu_dev.build --board {{board}}
 
+# Build the intelligence bot's container image (mkosi, Format=oci) into a docker-archive + lock file.
+[group('build')]
+build-intelligence *args: _dev
+    {{py}} -m memu_dev.containers {{board}} intelligence {{args}}
+
 # Rebuild from scratch, including mkosi's cached layers (after package list changes).
 [group('build')]
 build-clean: _dev

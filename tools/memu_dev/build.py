@@ -76,6 +76,7 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     """
     OUTPUT.mkdir(exist_ok=True)
     (REPO / "mkosi.cache").mkdir(exist_ok=True)
+    run([sys.executable, "-m", "memu_dev.containers", board], cwd=REPO / "tools", capture=False)
     keys = build_keys()
     force = ["-ff"] if clean else ["-f"]
     args = [f"--profile={board}", f"--verity-key={keys.verity_key}",

@@ -1,0 +1,380 @@
+"""Build the stack's container images and stage them for the OS image: `just build-intelligence`.
+
+    python -m memu_dev.containers [BOARD] [--force] [NAME ...]     (BOARD: n100 (default), pi5)
+
+For every image declared in ``image/containers.toml`` that is built here:
+
+1. ``mkosi -C <project> build`` (``Format=oci``) when the project or the code it installs
+   changed, with the OS build's tools tree (``ToolsTree=`` in the project);
+2. the declared image config (user, entrypoint, env, labels, Docker health check) is merged
+   into mkosi's OCI config, which sets only ``Cmd`` (mkosi 25.3 has no OCI config settings);
+3. ``skopeo copy oci:… docker-archive:…:<repository>:<version>`` turns the OCI layout into a
+   docker-archive, the format Docker 26's default (non-containerd) image store loads: its
+   ``docker load`` requires a ``manifest.json`` and does not read an OCI layout;
+4. the archive and ``containers.lock.json`` (``memu_common.container_lock``) are written to
+   ``mkosi.output/containers/tree/``, which ``mkosi.conf.d/40-containers.conf`` copies to
+   ``/usr/share/memu/containers/`` in the OS image.
+
+``memu_dev.build`` runs this before every OS build. Registry images (``digest =``) are
+declared the same way; copying them is a later issue, and this module refuses them for now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tarfile
+import time
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from memu_common import MemuError, run
+from memu_common import container_lock as lock
+from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, REPO, mkosi_cmd, version
+
+log = logging.getLogger("memu.containers")
+
+DECLARATION = REPO / "image/containers.toml"
+CONTAINERS_OUT = OUTPUT / "containers"
+#: Copied into the OS image as /usr/share/memu/containers (mkosi.conf.d/40-containers.conf).
+TREE = CONTAINERS_OUT / "tree"
+TOOLS_TREE = OUTPUT / "tools"
+#: What a built image's content depends on besides its own mkosi project (the wheel's source).
+WHEEL_INPUTS = ("pyproject.toml", "mkosi.version", "common", "intelligence", "image/sandbox")
+#: mkosi architecture -> OCI/Docker platform architecture.
+OCI_ARCH = {"x86-64": "amd64", "arm64": "arm64"}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_HEALTH_KEYS = {"test", "interval_s", "timeout_s", "start_period_s", "retries"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    """One ``[[image]]`` of image/containers.toml.
+
+    ``build`` (a mkosi project, relative to the repository) for images built here; ``tag``
+    and ``digest`` (``sha256:<hex>``) for registry images. ``config`` holds OCI image config
+    fields (``User``, ``Entrypoint``, …); ``healthcheck`` the ``test`` argv and its timing.
+    """
+
+    name: str
+    repository: str
+    build: str | None = None
+    tag: str | None = None
+    digest: str | None = None
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    healthcheck: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def ref(self, os_version: str) -> str:
+        """The tag ``docker load`` creates: built images carry the OS version."""
+        return f"{self.repository}:{self.tag or os_version}"
+
+
+def parse_declaration(text: str) -> list[ImageSpec]:
+    """The images declared in image/containers.toml's text, validated.
+
+    Raises:
+        MemuError: not TOML, or an entry is malformed (the message names it and why).
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise MemuError(f"image/containers.toml: {e}") from e
+    specs: list[ImageSpec] = []
+    for raw in data.get("image", []):
+        name = raw.get("name", "?")
+
+        def bad(why: str, name: str = name) -> MemuError:
+            return MemuError(f"image/containers.toml: image {name!r}: {why}")
+
+        unknown = set(raw) - {f.name for f in dataclasses.fields(ImageSpec)}
+        if unknown:
+            raise bad(f"unknown keys {sorted(unknown)}")
+        if not _NAME.match(str(name)):
+            raise bad("name must be lower-case letters, digits and dashes")
+        if not raw.get("repository"):
+            raise bad("repository is missing")
+        if ("build" in raw) == ("digest" in raw):
+            raise bad("give either build (built here) or digest (copied from a registry)")
+        if "digest" in raw and (not _DIGEST.match(raw["digest"]) or not raw.get("tag")):
+            raise bad("a registry image needs tag and digest = 'sha256:<64 hex digits>'")
+        if "build" in raw and "tag" in raw:
+            raise bad("a built image is tagged with the OS version; drop tag")
+        health = raw.get("healthcheck", {})
+        if health and (set(health) != _HEALTH_KEYS or not health["test"]):
+            raise bad(f"healthcheck needs exactly {sorted(_HEALTH_KEYS)}")
+        spec = ImageSpec(**raw)
+        if any(s.name == spec.name for s in specs):
+            raise bad("declared twice")
+        specs.append(spec)
+    return specs
+
+
+def docker_healthcheck(health: Mapping[str, Any]) -> dict[str, Any]:
+    """Docker's ``Healthcheck`` object (durations in nanoseconds) from a ``healthcheck`` table.
+
+    Docker reads it from the image config like ``HEALTHCHECK CMD …`` in a Dockerfile; it is an
+    extension of the OCI config, which has no health check.
+    """
+    ns = 1_000_000_000
+    return {
+        "Test": ["CMD", *health["test"]],
+        "Interval": int(health["interval_s"] * ns),
+        "Timeout": int(health["timeout_s"] * ns),
+        "StartPeriod": int(health["start_period_s"] * ns),
+        "Retries": int(health["retries"]),
+    }
+
+
+def _blob(layout: Path, digest: str) -> Path:
+    algo, _, hexd = digest.partition(":")
+    return layout / "blobs" / algo / hexd
+
+
+def _write_blob(layout: Path, data: bytes) -> tuple[str, int]:
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    path = _blob(layout, digest)
+    if not path.exists():
+        path.write_bytes(data)
+    return digest, len(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Configured:
+    """Digests of an OCI layout after its config was set: ``image_id`` is the config's."""
+
+    image_id: str
+    manifest_digest: str
+
+
+def configure_layout(layout: Path, config: Mapping[str, Any], *,
+                     labels: Mapping[str, str] = {}, ref: str | None = None) -> Configured:
+    """Merge ``config`` (and ``labels``) into the image config of a one-image OCI layout.
+
+    Rewrites the config blob, then the manifest that names it, then ``index.json`` (with an
+    ``org.opencontainers.image.ref.name`` annotation when ``ref`` is given); removes the blobs
+    no longer referenced. Idempotent: a second call with the same arguments changes nothing.
+
+    Args:
+        layout: an OCI image layout directory (``oci-layout``, ``index.json``, ``blobs/``)
+            holding exactly one image manifest, as mkosi's ``Format=oci`` writes.
+        config: fields of the config's ``config`` object to set (replacing mkosi's).
+        labels: merged into ``config.Labels``.
+        ref: the reference name to record in the index.
+
+    Raises:
+        MemuError: the layout does not hold exactly one manifest, or a blob is missing.
+    """
+    index_path = layout / "index.json"
+    try:
+        index = json.loads(index_path.read_text())
+        (desc,) = index["manifests"]
+        manifest = json.loads(_blob(layout, desc["digest"]).read_bytes())
+        old_config_digest = manifest["config"]["digest"]
+        image_config = json.loads(_blob(layout, old_config_digest).read_bytes())
+    except (OSError, ValueError, KeyError) as e:
+        raise MemuError(f"{layout} is not a one-image OCI layout: {e}") from e
+    cfg = dict(image_config.get("config") or {})
+    cfg.update(config)
+    if labels:
+        cfg["Labels"] = {**cfg.get("Labels", {}), **labels}
+    image_config["config"] = cfg
+    config_digest, config_size = _write_blob(
+        layout, json.dumps(image_config, sort_keys=True).encode())
+    manifest["config"] = {**manifest["config"], "digest": config_digest, "size": config_size}
+    manifest_digest, manifest_size = _write_blob(
+        layout, json.dumps(manifest, sort_keys=True).encode())
+    new_desc = {**desc, "digest": manifest_digest, "size": manifest_size}
+    if ref:
+        new_desc["annotations"] = {**desc.get("annotations", {}),
+                                   "org.opencontainers.image.ref.name": ref}
+    index["manifests"] = [new_desc]
+    text = json.dumps(index, sort_keys=True)
+    if text != index_path.read_text():  # unchanged: keep the mtime that staleness checks use
+        tmp = index_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(index_path)
+    for old, new in ((old_config_digest, config_digest), (desc["digest"], manifest_digest)):
+        if old != new:
+            _blob(layout, old).unlink(missing_ok=True)
+    return Configured(image_id=config_digest, manifest_digest=manifest_digest)
+
+
+def archive_image_id(archive: Path) -> tuple[str, list[str]]:
+    """The image config digest and repo tags a docker-archive's ``manifest.json`` names.
+
+    This digest is the image ID ``docker load`` gives the image (Docker hashes the config).
+
+    Raises:
+        MemuError: not a tar with a one-image ``manifest.json``.
+    """
+    try:
+        with tarfile.open(archive) as tar:
+            f = tar.extractfile("manifest.json")
+            if f is None:
+                raise KeyError("manifest.json")
+            (item,) = json.loads(f.read())
+    except (OSError, tarfile.TarError, KeyError, ValueError) as e:
+        raise MemuError(f"{archive} is not a one-image docker-archive: {e}") from e
+    config = Path(item["Config"]).name.removesuffix(".json")
+    return f"sha256:{config}", list(item.get("RepoTags", []))
+
+
+def newest_mtime(paths: Iterable[Path]) -> float:
+    """The newest modification time (seconds since the epoch) of files under ``paths``."""
+    newest = 0.0
+    for p in paths:
+        files = [p] if p.is_file() else (f for f in p.rglob("*") if f.is_file())
+        for f in files:
+            if "__pycache__" in f.parts or ".egg-info" in str(f):
+                continue
+            newest = max(newest, f.stat().st_mtime)
+    return newest
+
+
+def ensure_host(board: str) -> None:
+    """mkosi, the OS build's tools tree and skopeo, installed or found. Idempotent.
+
+    Raises:
+        MemuError: not root, or a set-up step failed.
+    """
+    if os.geteuid() != 0:
+        raise MemuError("building container images needs root on this host",
+                        hint="run `sudo just build-intelligence`")
+    run(["bash", str(REPO / "tools/setup-mkosi.sh")], capture=False,
+        hint="is deb.debian.org reachable?")
+    if not (TOOLS_TREE / "usr/bin").is_dir():
+        log.info("memu: building mkosi's tools tree first (once, ~4 min)")
+        run([*mkosi_cmd(), f"--profile={board}", "-f", "sandbox", "--", "true"], cwd=REPO,
+            capture=False, hint="is deb.debian.org reachable?")
+    if shutil.which("skopeo") is None:
+        log.info("memu: installing skopeo (turns OCI layouts into docker-archives)")
+        run(["apt-get", "install", "-y", "--no-install-recommends", "skopeo"], capture=False,
+            hint="run `apt-get update` and retry")
+
+
+def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.LockEntry:
+    """Build one image declared with ``build =`` and return its lock entry.
+
+    The archive lands in TREE; steps are skipped when their outputs are newer than their
+    inputs (unless ``force``).
+
+    Raises:
+        MemuError: mkosi or skopeo failed, or the archive does not carry the built config.
+    """
+    assert spec.build is not None
+    project = REPO / spec.build
+    ver = version()
+    layout = CONTAINERS_OUT / f"memu-{spec.name}_{ver}_{arch}"
+    archive = TREE / f"{layout.name}.tar"
+    inputs = [project, *(REPO / p for p in WHEEL_INPUTS)]
+    if force or not (layout / "index.json").exists() or \
+            (layout / "index.json").stat().st_mtime < newest_mtime(inputs):
+        log.info("memu: building the %s container image with mkosi (~1.5 min, cached ~40 s)",
+                 spec.name)
+        t0 = time.monotonic()
+        run([*mkosi_cmd(), "-C", project, f"--architecture={arch}", "-f", "build"],
+            cwd=project, capture=False, hint="is `just build` (tools tree) done?")
+        log.info("memu: mkosi built %s in %.0f s", layout.name, time.monotonic() - t0)
+        archive.unlink(missing_ok=True)
+    ref = spec.ref(ver)
+    labels = {"org.opencontainers.image.version": ver}
+    config = dict(spec.config)
+    if spec.healthcheck:
+        config["Healthcheck"] = docker_healthcheck(spec.healthcheck)
+    digests = configure_layout(layout, config, labels=labels, ref=ref)
+    if force or not archive.exists() or archive.stat().st_mtime < max(
+            (layout / "index.json").stat().st_mtime, DECLARATION.stat().st_mtime):
+        tmp = archive.with_name(f".{archive.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        run(["skopeo", "copy", "--quiet", f"oci:{layout}", f"docker-archive:{tmp}:{ref}"],
+            hint="is skopeo installed (apt-get install skopeo)?")
+        tmp.replace(archive)
+    image_id, tags = archive_image_id(archive)
+    if image_id != digests.image_id or ref not in {t.removeprefix("docker.io/") for t in tags}:
+        raise MemuError(f"{archive} carries {image_id} {tags}, built {digests.image_id} {ref}",
+                        hint="run `just build-intelligence --force`")
+    log.info("memu: %s -> %s (%s, %.0f MB)", ref, archive.name, image_id[:19],
+             archive.stat().st_size / 1e6)
+    return lock.LockEntry(
+        name=spec.name, ref=ref, source="built", origin=spec.build,
+        platform=f"linux/{OCI_ARCH[arch]}", image_id=digests.image_id,
+        manifest_digest=digests.manifest_digest, archive=archive.name,
+        archive_sha256=lock.sha256_file(archive), archive_bytes=archive.stat().st_size,
+        healthcheck=tuple(spec.healthcheck.get("test", ())))
+
+
+def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> Path:
+    """Build the declared images (all, or those in ``names``) and write the lock file.
+
+    Leaves TREE holding exactly the archives the lock file lists. With ``names``, the other
+    images' entries are kept from the previous lock file when their archives are still there.
+
+    Returns:
+        The lock file's path.
+
+    Raises:
+        MemuError: an unknown name, a registry image (not supported yet), or a build failed.
+    """
+    specs = parse_declaration(DECLARATION.read_text())
+    unknown = set(names) - {s.name for s in specs}
+    if unknown:
+        raise MemuError(f"no image named {sorted(unknown)} in image/containers.toml",
+                        hint=f"declared: {', '.join(s.name for s in specs)}")
+    ensure_host(board)
+    TREE.mkdir(parents=True, exist_ok=True)
+    previous: dict[str, lock.LockEntry] = {}
+    if (TREE / lock.LOCK_NAME).exists():
+        previous = {e.name: e for e in lock.read(TREE)}
+    entries = []
+    for spec in specs:
+        if names and spec.name not in names and spec.name in previous \
+                and (TREE / previous[spec.name].archive).exists():
+            entries.append(previous[spec.name])
+        elif spec.build is None:
+            raise MemuError(f"{spec.name}: copying registry images is not implemented yet",
+                            hint="remove it from image/containers.toml for now")
+        else:
+            entries.append(build_image(spec, BOARD_ARCH[board], force=force))
+    keep = {e.archive for e in entries} | {lock.LOCK_NAME}
+    for stale in TREE.iterdir():
+        if stale.name not in keep:
+            stale.unlink()
+    path = TREE / lock.LOCK_NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(lock.dumps(entries))
+    tmp.replace(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (1 with a message and hint on failure)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("board", nargs="?", default=DEFAULT_BOARD, choices=sorted(BOARD_ARCH),
+                    help=f"whose architecture to build for (default {DEFAULT_BOARD})")
+    ap.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    ap.add_argument("names", nargs="*", help="images to build (default: all)")
+    args = ap.parse_args(argv)
+    try:
+        path = build_all(args.board, args.names, force=args.force)
+    except MemuError as e:
+        print(f"memu: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"memu: hint: {e.hint}", file=sys.stderr)
+        return 1
+    log.info("memu: container lock file %s", path.relative_to(REPO))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
