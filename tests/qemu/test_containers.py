@@ -33,7 +33,7 @@ def bot(booted: VM, os_version: str) -> lock.LockEntry:
 @pytest.fixture(scope="module")
 def loaded(booted: VM, bot: lock.LockEntry) -> str:
     """SLOW: `docker load -i` of the bot's archive in the guest; its output."""
-    return booted.sh(f"docker load -i {DIR}/{bot.archive}", timeout=900)
+    return booted.sh(f"docker load --quiet -i {DIR}/{bot.archive}", timeout=900)
 
 
 def test_lock_file_and_archive_are_in_usr(booted: VM, bot: lock.LockEntry) -> None:
