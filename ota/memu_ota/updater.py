@@ -142,7 +142,7 @@ class Updater:
         for problem in problems:
             log.error("update settings: %s", problem)
         self.reconcile()
-        self._render()
+        self._render(notify=False)  # the agent's READY status follows right after
         if periodic:
             self._periodic = asyncio.create_task(self._check_periodically())
 
@@ -170,13 +170,16 @@ class Updater:
                 self.phase, self.target = Phase.IDLE, None
         return result.message
 
-    def _render(self) -> bool:
+    def _render(self, *, notify: bool = True) -> bool:
         try:
             definitions.render(self._config.template_dir, self._config.definitions_dir,
                                self._config.base_url, self._config.channel)
         except MemuError as e:
             log.error("%s", e)
-            self._fail(str(e))
+            if notify:
+                self._fail(str(e))
+            else:
+                self.phase, self.message = Phase.FAILED, str(e)
             return False
         return True
 
@@ -233,6 +236,7 @@ class Updater:
     def request_check(self) -> None:
         """Start a check in the background. Raises UpdateBusy."""
         self._spawn(self._check())
+        self._set(Phase.CHECKING, f"checking the {self._config.channel} channel")
 
     def request_install(self, version: str | None = None) -> None:
         """Start installing ``version`` (default: the newest offered) in the background.
@@ -248,6 +252,7 @@ class Updater:
         if version is not None:
             self._refuse_version(version)
         self._spawn(self._install(version))
+        self._set(Phase.CHECKING, f"checking the {self._config.channel} channel")
 
     def set_source(self, channel: str | None, base_url: str | None) -> None:
         """Change channel and/or base URL, persist them, re-render the definitions.

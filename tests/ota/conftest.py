@@ -1,0 +1,31 @@
+"""Fixtures for the OTA tests: a config under tmp_path with shipped templates and a fake
+systemd-sysupdate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ota_fixtures import TEMPLATE, write_fake
+
+from memu_ota.config import OtaConfig
+
+
+@pytest.fixture
+def ota_config(tmp_path: Path) -> OtaConfig:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "10-usr.transfer.in").write_text(TEMPLATE)
+    (templates / "20-efi.transfer.in").write_text(TEMPLATE.replace("usr.raw", "efi"))
+    (tmp_path / "esp").mkdir()
+    return OtaConfig(
+        base_url="http://updates.test/memu/",
+        sysupdate=write_fake(tmp_path / "bin", {}),
+        isolate=False,
+        template_dir=templates,
+        runtime_dir=tmp_path / "run",
+        state_dir=tmp_path / "state",
+        esp_dirs=(tmp_path / "esp",),
+        check_interval_s=3600,
+        jitter_s=0,
+    )

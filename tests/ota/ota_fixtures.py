@@ -1,0 +1,83 @@
+"""Helpers for the OTA tests: the captured sysupdate runs and a fake sysupdate built from them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+TEMPLATE = """[Transfer]
+ProtectVersion=%A
+
+[Source]
+Type=url-file
+Path=@SOURCE_URL@
+MatchPattern=memu-os_@v.usr.raw
+
+[Target]
+Type=partition
+Path=auto
+MatchPattern=memu-os_@v
+"""
+
+
+def fixture(name: str) -> dict[str, Any]:
+    """One captured run: argv, returncode, stdout, stderr, notify."""
+    data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return data
+
+
+# The fake: replays a captured run picked by its non-option arguments ("list",
+# "list 0.2.0", "update 0.2.0", …) from scenario.json next to it, sending the notify
+# datagrams over $NOTIFY_SOCKET like the real one, and logs each call to calls.log.
+FAKE = r'''#!@PYTHON@
+import json, os, socket, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+key = " ".join(args)
+with open(os.path.join(here, "calls.log"), "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\n")
+scenario = json.load(open(os.path.join(here, "scenario.json")))
+name = scenario.get(key) or scenario.get(args[0])
+if name is None:
+    sys.stderr.write(f"fake sysupdate: no scenario for {key!r}\n")
+    sys.exit(99)
+run = json.load(open(os.path.join(@FIXTURES@, name + ".json")))
+addr = os.environ.get("NOTIFY_SOCKET", "")
+if addr.startswith("@"):
+    addr = "\0" + addr[1:]
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if addr else None
+delay = float(scenario.get("delay_s", 0))
+for msg in run["notify"]:
+    if sock is not None:
+        sock.sendto(msg.encode(), addr)
+    time.sleep(delay / max(len(run["notify"]), 1))
+sys.stdout.write(run["stdout"])
+sys.stderr.write(run["stderr"])
+sys.exit(run["returncode"])
+'''
+
+
+def write_fake(directory: Path, scenario: dict[str, Any]) -> Path:
+    """Write the fake sysupdate and its scenario into ``directory``; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "systemd-sysupdate"
+    path.write_text(FAKE.replace("@PYTHON@", sys.executable)
+                    .replace("@FIXTURES@", repr(str(FIXTURES))))
+    path.chmod(0o755)
+    set_scenario(directory, scenario)
+    return path
+
+
+def set_scenario(directory: Path, scenario: dict[str, Any]) -> None:
+    (directory / "scenario.json").write_text(json.dumps(scenario))
+
+
+def calls(directory: Path) -> list[str]:
+    try:
+        return (directory / "calls.log").read_text().splitlines()
+    except FileNotFoundError:
+        return []
