@@ -26,12 +26,14 @@ class HostPaths:
         proc: the procfs mount (``uptime``, ``self/mountinfo``, ``sys/kernel/hostname``).
         sys: the sysfs mount (``dev/block/MAJ:MIN/…``).
         efivars: the efivarfs directory.
+        udev_data: udev's device database (``b<MAJ>:<MIN>`` files with ``E:KEY=value``).
     """
 
     os_release: tuple[Path, ...] = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
     proc: Path = Path("/proc")
     sys: Path = Path("/sys")
     efivars: Path = Path("/sys/firmware/efi/efivars")
+    udev_data: Path = Path("/run/udev/data")
 
 
 @dataclass(frozen=True)
@@ -136,29 +138,72 @@ def _uevent(paths: HostPaths, block: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def usr_partlabel(paths: HostPaths) -> str | None:
-    """GPT partition label of the block device backing ``/usr`` (or ``/`` when ``/usr`` is
-    not its own mount). Through dm-verity, the label of the data device under it (the slave
-    whose label does not mention "verity")."""
+def _usr_data_block(paths: HostPaths) -> Path | None:
+    """sysfs directory of the partition that holds ``/usr``'s data (or ``/``'s when ``/usr``
+    is not its own mount). Through dm-verity: the slave whose label does not say "verity"."""
     devno = _mount_device(paths, "/usr") or _mount_device(paths, "/")
     if devno is None:
         return None
     block = paths.sys / "dev" / "block" / devno
-    label = _uevent(paths, block).get("PARTNAME")
-    if label:
-        return label
+    if _uevent(paths, block).get("PARTNAME"):
+        return block
     try:
         slaves = sorted((block / "slaves").iterdir())
     except OSError:
         return None
-    labels = [_uevent(paths, s).get("PARTNAME") for s in slaves]
-    data = [name for name in labels if name and "verity" not in name]
-    return data[0] if data else None
+    for s in slaves:
+        name = _uevent(paths, s).get("PARTNAME")
+        if name and "verity" not in name:
+            return s
+    return None
+
+
+def usr_partlabel(paths: HostPaths) -> str | None:
+    """GPT partition label of the partition holding ``/usr`` (e.g. ``memu-os_0.1.0``)."""
+    block = _usr_data_block(paths)
+    return _uevent(paths, block).get("PARTNAME") if block else None
+
+
+def _part_type(paths: HostPaths, block: Path) -> str | None:
+    """GPT partition type UUID of a partition, from udev's database."""
+    try:
+        devno = (block / "dev").read_text().strip()
+        lines = (paths.udev_data / f"b{devno}").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("E:ID_PART_ENTRY_TYPE="):
+            return line.split("=", 1)[1].lower()
+    return None
+
+
+def usr_slot(paths: HostPaths) -> str | None:
+    """"a" or "b": which of the disk's ``/usr`` partitions (same GPT type, in partition-number
+    order) holds the running ``/usr``. None when it cannot be told."""
+    block = _usr_data_block(paths)
+    if block is None:
+        return None
+    block = block.resolve()
+    ptype = _part_type(paths, block)
+    if ptype is None:
+        return None
+    same: list[tuple[int, Path]] = []
+    for sib in block.parent.iterdir():
+        try:
+            number = int((sib / "partition").read_text())
+        except (OSError, ValueError):
+            continue
+        if _part_type(paths, sib) == ptype:
+            same.append((number, sib.resolve()))
+    order = [p for _, p in sorted(same)]
+    if block not in order or order.index(block) > 1:
+        return None
+    return "ab"[order.index(block)]
 
 
 def boot_info(paths: HostPaths) -> BootInfo:
-    """What this boot came from. ``slot`` stays None until the image's partition labels
-    say which slot is which (a later release)."""
+    """What this boot came from: slot, boot entry and the ``/usr`` partition's label."""
     return BootInfo(
-        slot=None, entry=loader_entry_selected(paths), usr_partlabel=usr_partlabel(paths)
+        slot=usr_slot(paths), entry=loader_entry_selected(paths),
+        usr_partlabel=usr_partlabel(paths),
     )

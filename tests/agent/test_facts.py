@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -18,6 +19,7 @@ from memu_agent.facts import (
     parse_os_release,
     uptime_s,
     usr_partlabel,
+    usr_slot,
 )
 
 
@@ -88,3 +90,47 @@ def test_odd_efi_variable(host: HostPaths) -> None:
     assert loader_entry_selected(host) is None
     var.write_bytes(efi_string(""))
     assert loader_entry_selected(replace(host)) is None
+
+
+USR_TYPE = "8484680c-9521-48c6-9c11-b0720656f69e"  # usr-x86-64
+VERITY_TYPE = "77ff5f63-e7b6-4633-acf4-1565b864c0e6"  # usr-x86-64-verity
+
+
+def _ab_disk(tmp_path: Path, running: int) -> HostPaths:
+    """A fake sysfs disk laid out like the image: p2-p4 slot A, p5-p7 slot B, p8 root;
+    /usr is dm-verity over partition ``running`` (4 or 7) and the one before it."""
+    sys_, udev, proc = tmp_path / "sys", tmp_path / "udev", tmp_path / "proc"
+    disk = sys_ / "devices" / "nvme0n1"
+    (proc / "self").mkdir(parents=True)
+    udev.mkdir()
+    kinds = {2: "sig", 3: VERITY_TYPE, 4: USR_TYPE, 5: "sig", 6: VERITY_TYPE, 7: USR_TYPE,
+             8: "root"}
+    for n, ptype in kinds.items():
+        part = disk / f"nvme0n1p{n}"
+        part.mkdir(parents=True)
+        (part / "partition").write_text(f"{n}\n")
+        (part / "dev").write_text(f"259:{n}\n")
+        label = "_empty" if n in (5, 6, 7) and running == 4 else (
+            "memu-os_0.2.0_verity" if ptype == VERITY_TYPE else "memu-os_0.2.0")
+        (part / "uevent").write_text(f"DEVTYPE=partition\nPARTN={n}\nPARTNAME={label}\n")
+        (udev / f"b259:{n}").write_text(f"E:ID_PART_ENTRY_TYPE={ptype}\n")
+    dm = sys_ / "dev" / "block" / "253:0"
+    (dm / "slaves").mkdir(parents=True)
+    for n in (running - 1, running):
+        os.symlink(disk / f"nvme0n1p{n}", dm / "slaves" / f"nvme0n1p{n}")
+    (proc / "self" / "mountinfo").write_text(
+        "23 22 253:0 / /usr ro,relatime shared:2 - erofs /dev/mapper/usr ro\n")
+    return HostPaths(os_release=(), proc=proc, sys=sys_, efivars=tmp_path / "none",
+                     udev_data=udev)
+
+
+def test_slot_a_and_b_from_partition_order(tmp_path: Path) -> None:
+    assert usr_slot(_ab_disk(tmp_path / "a", running=4)) == "a"
+    assert usr_slot(_ab_disk(tmp_path / "b", running=7)) == "b"
+    assert boot_info(_ab_disk(tmp_path / "c", running=7)).slot == "b"
+
+
+def test_slot_unknown_without_udev_data(tmp_path: Path) -> None:
+    paths = replace(_ab_disk(tmp_path, running=4), udev_data=tmp_path / "missing")
+    assert usr_slot(paths) is None
+    assert usr_partlabel(paths) == "memu-os_0.2.0"

@@ -23,7 +23,7 @@ log = logging.getLogger("memu.build")
 
 #: What goes into an image; a change to any of these makes a built image stale.
 IMAGE_INPUTS = ("mkosi.conf", "mkosi.conf.d", "mkosi.version", "image", "overlays",
-                "pyproject.toml", "common", "agent", "firstboot", "ota")
+                "pyproject.toml", "common", "agent", "firstboot", "ota", "intelligence")
 
 
 def newest_input_mtime(paths: Iterable[str] = IMAGE_INPUTS) -> float:
@@ -79,6 +79,10 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     run([sys.executable, "-m", "memu_dev.containers", board], cwd=REPO / "tools", capture=False)
     keys = build_keys()
     force = ["-ff"] if clean else ["-f"]
+    # Split partitions carry their UUID in the name; drop the previous build's so a release
+    # of this version picks exactly this build's files.
+    for old in OUTPUT.glob(f"{image_path(board, version).stem}.usr*.raw"):
+        old.unlink()
     args = [f"--profile={board}", f"--verity-key={keys.verity_key}",
             f"--verity-certificate={keys.verity_cert}", f"--extra-tree={keys.pubring_tree}"]
     args += [f"--extra-tree={t}" for t in extra_trees]

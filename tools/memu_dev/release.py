@@ -8,8 +8,9 @@ and a detached OpenPGP signature ``SHA256SUMS.gpg`` made with the release key
 (tools/memu_dev/keys.py). Several versions coexist in one channel; devices take the newest.
 
 Artifacts of version V for an x86-64 board (names match overlays/.../sysupdate.d):
-``memu-os_V_x86-64.usr.raw.zst``, ``.usr-verity.raw.zst``, ``.usr-verity-sig.raw.zst`` (the
-slot's three partitions, as mkosi split them out) and ``memu-os_V_x86-64.efi`` (the UKI).
+``memu-os_V_x86-64.usr.UUID.raw.zst``, ``.usr-verity.UUID.raw.zst``,
+``.usr-verity-sig.UUID.raw.zst`` (the slot's three partitions as mkosi split them out, each
+named with its GPT partition UUID) and ``memu-os_V_x86-64.efi`` (the UKI).
 """
 
 from __future__ import annotations
@@ -39,9 +40,22 @@ def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
         MemuError: one is missing (the version was not built, or not with split partitions).
     """
     stem = f"memu-os_{version}_{BOARD_ARCH[board]}"
-    found = {f"{stem}.{p}.raw.zst": OUTPUT / f"{stem}.{p}.raw" for p in PARTITIONS}
-    found[f"{stem}.efi"] = OUTPUT / f"{stem}.efi"
-    missing = [str(p) for p in found.values() if not p.exists()]
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for part in PARTITIONS:
+        # mkosi names split partitions <output>.<part>.<partition UUID>.raw; sysupdate sets the
+        # slot's partition UUID from the name (@u), which is how the initrd finds the verity
+        # data and hash partitions of the UKI's usrhash=.
+        matches = sorted(OUTPUT.glob(f"{stem}.{part}.*.raw"), key=lambda p: p.stat().st_mtime)
+        if not matches:
+            missing.append(f"{stem}.{part}.<uuid>.raw")
+            continue
+        src = matches[-1]
+        found[src.name + ".zst"] = src
+    uki = OUTPUT / f"{stem}.efi"
+    if not uki.exists():
+        missing.append(uki.name)
+    found[uki.name] = uki
     if missing:
         raise MemuError(f"build outputs for {version} are missing: {', '.join(missing)}",
                         hint=f"build it first: MEMU_VERSION={version} just build, "
