@@ -221,8 +221,23 @@ class VM:
         return match
 
     def wait_for_shell(self, timeout: float = 300) -> None:
-        """Wait for the autologin root shell on the serial console and make it quiet."""
-        self.wait_for(r"root@[\w-]+:[^\r\n]*# ", timeout)
+        """Wait for the autologin root shell on the serial console and make it quiet.
+
+        Presses Enter every few seconds, so a prompt that was printed (and drained) earlier
+        shows again.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.child.expect(r"root@[\w-]+:[^\r\n]*# ", timeout=10)
+                break
+            except pexpect.TIMEOUT:
+                if time.monotonic() > deadline:
+                    raise self._error(f"no root shell on the console within {timeout}s"
+                                      ) from None
+                self.child.sendline("")
+            except pexpect.EOF as e:
+                raise self._error("QEMU exited while waiting for the shell") from e
         # No echo, no kernel messages on this console, no pagers or colours: clean output.
         self.child.sendline("stty -echo cols 500; dmesg -n 1; "
                             "export SYSTEMD_PAGER= SYSTEMD_COLORS=0 TERM=dumb")

@@ -1,0 +1,234 @@
+"""A/B updates from a signed release channel, proven on booted images: the happy path into
+slot B and back into slot A, rollback after a failing health gate, power cuts while the slot
+is written, and refused channels (tampered, unsigned, wrongly signed, not newer).
+
+Versions: 0.1.0 is the image `just build` makes; 0.2.0 and 0.3.0 are test builds of the same
+tree with a visible marker file; 0.9.0 carries the test-only flag that makes its health gate
+fail. Each test boots its own VM on a 16 GiB overlay (bigger than the image, as after
+flashing an NVMe drive) and serves its own channel on the host's loopback.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ota_support import (
+    Channel,
+    boot_entries,
+    channel,
+    ensure_build,
+    labels,
+    update,
+    wait_update,
+    wait_version,
+)
+
+from memu_dev.paths import REPO
+from memu_dev.vm import VM, VMConfig
+
+RESULTS = REPO / "test-results" / "qemu"
+SLOT_A, SLOT_B = (2, 3, 4), (5, 6, 7)  # verity-sig, verity, usr partition numbers
+GIB = 1 << 30
+
+
+@pytest.fixture
+def v1_vm(built_image: Path, request: pytest.FixtureRequest) -> Iterator[VM]:
+    """A VM of version 0.1.0 on a 16 GiB overlay, booted to the agent and a root shell."""
+    workdir = RESULTS / request.node.name
+    shutil.rmtree(workdir, ignore_errors=True)
+    vm = VM(VMConfig(image=built_image, workdir=workdir, disk_size="16G"))
+    vm.start()
+    try:
+        wait_version(vm, "0.1.0", timeout=420)
+        vm.wait_for_shell(240)
+        yield vm
+    finally:
+        vm.stop()
+        print(f"\nserial log: {vm.serial_log}")
+        vm.overlay.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Channel]:
+    with channel(tmp_path / "channels") as ch:
+        yield ch
+
+
+def _point_at(vm: VM, ch: Channel) -> None:
+    status, snap = update(vm, "source", channel="stable", base_url=ch.guest_base)
+    assert status == 202, snap
+
+
+def _install_and_wait_ready(vm: VM, version: str) -> list[int]:
+    """Install ``version`` through the API; return the progress percentages seen."""
+    status, snap = update(vm, "install", version=version)
+    assert status == 202, snap
+    seen: list[dict[str, Any]] = []
+    snap = wait_update(vm, {"ready", "failed"}, timeout=900, seen=seen)
+    assert snap["state"] == "ready", snap
+    return [int(s["progress"]) for s in seen if isinstance(s.get("progress"), int)]
+
+
+def _reboot_into(vm: VM, version: str) -> dict[str, Any]:
+    status, snap = update(vm, "reboot")
+    assert status == 202, snap
+    st = wait_version(vm, version, timeout=600)
+    vm.wait_for_shell(240)
+    return st
+
+
+def _wait_blessed(vm: VM, version: str) -> None:
+    vm.sh("systemctl start boot-complete.target", timeout=900)
+    assert f"memu-os_{version}.efi" in boot_entries(vm)
+
+
+def test_update_to_slot_b_and_back_to_a_keeps_data(v1_vm: VM, served: Channel) -> None:
+    vm = v1_vm
+    ensure_build("0.2.0", "v-marker")
+    ensure_build("0.3.0", "v-marker")
+    # First boot on a disk larger than the image: root takes the rest, slots stay equal.
+    sizes = dict(line.split() for line in vm.sh(
+        "for p in 4 7 8; do echo $p $(blockdev --getsize64 /dev/nvme0n1p$p); done").splitlines())
+    assert int(sizes["4"]) == int(sizes["7"]) == 2 * GIB
+    assert int(sizes["8"]) > 10 * GIB
+    vm.sh("mkdir -p /var/lib/memu-test && echo keep-me > /var/lib/memu-test/canary")
+    _wait_blessed(vm, "0.1.0")
+
+    served.add("0.2.0")
+    _point_at(vm, served)
+    status, snap = update(vm, "check")
+    assert status == 202, snap
+    snap = wait_update(vm, {"idle", "failed"}, timeout=300)
+    assert snap["available"] == "0.2.0", snap
+    progress = _install_and_wait_ready(vm, "0.2.0")
+    assert any(0 < p < 100 for p in progress), progress
+    assert [labels(vm)[n] for n in SLOT_B] == [
+        "memu-os_0.2.0_verity_sig", "memu-os_0.2.0_verity", "memu-os_0.2.0"]
+
+    st = _reboot_into(vm, "0.2.0")
+    assert st["boot"] == {"slot": "b", "entry": st["boot"]["entry"],
+                          "usr_partlabel": "memu-os_0.2.0"}
+    assert vm.sh("cat /usr/share/memu/test-marker").strip() == "test build with a visible change"
+    assert vm.sh("cat /var/lib/memu-test/canary").strip() == "keep-me"
+    _wait_blessed(vm, "0.2.0")
+    assert "updated from 0.1.0 to 0.2.0" in str(st["update"])
+
+    served.add("0.3.0")
+    _install_and_wait_ready(vm, "0.3.0")
+    assert [labels(vm)[n] for n in SLOT_A][2] == "memu-os_0.3.0"
+    st = _reboot_into(vm, "0.3.0")
+    assert st["boot"]["slot"] == "a"
+    assert vm.sh("cat /var/lib/memu-test/canary").strip() == "keep-me"
+
+
+def test_failing_health_gate_rolls_back_to_old_slot(v1_vm: VM, served: Channel) -> None:
+    vm = v1_vm
+    ensure_build("0.9.0", "failing-health")
+    vm.sh("mkdir -p /var/lib/memu-test && echo keep-me > /var/lib/memu-test/canary")
+    _wait_blessed(vm, "0.1.0")
+    served.add("0.9.0")
+    _point_at(vm, served)
+    _install_and_wait_ready(vm, "0.9.0")
+    status, snap = update(vm, "reboot")
+    assert status == 202, snap
+    # Three tries of 0.9.0, each failing its health gate and rebooting, then 0.1.0 again.
+    vm.serial_log.write_text("")  # only this phase's console from here on
+    st = wait_version(vm, "0.1.0", timeout=600)
+    deadline_note = "the box should have come back to 0.1.0 on its own"
+    console = vm.serial_log.read_text(errors="replace")
+    assert console.count("health gate forced to fail") >= 1, deadline_note
+    vm.wait_for_shell(240)
+    assert "memu-os_0.9.0+0-3.efi" in boot_entries(vm)
+    assert vm.sh("cat /var/lib/memu-test/canary").strip() == "keep-me"
+    last = str(st["update"]["last_result"])
+    assert re.search(r"rolled back from 0\.9\.0 to 0\.1\.0", last), last
+    assert "health" in last
+    # 0.9.0 is not offered again.
+    update(vm, "check")
+    snap = wait_update(vm, {"idle", "failed"}, timeout=300)
+    assert snap["available"] in (None, ""), snap
+    assert "0.9.0" in snap["blocked"]
+
+
+def test_power_cut_while_writing_slot_keeps_old_version(
+        v1_vm: VM, served: Channel) -> None:
+    vm = v1_vm
+    ensure_build("0.2.0", "v-marker")
+    served.add("0.2.0")
+    _point_at(vm, served)
+    for cut_at in (30, 85):
+        status, snap = update(vm, "install", version="0.2.0")
+        assert status == 202, snap
+        snap = wait_update(vm, {"downloading"}, timeout=300)
+        while int(snap.get("progress") or 0) < cut_at:
+            snap = wait_update(vm, {"downloading", "ready", "failed"}, timeout=300)
+            assert snap["state"] == "downloading", f"finished before the cut: {snap}"
+        vm.power_cut()
+        vm.start()
+        st = wait_version(vm, "0.1.0", timeout=420)
+        vm.wait_for_shell(240)
+        assert "interrupted" in str(st["update"]["last_result"]), st
+        assert [labels(vm)[n] for n in SLOT_B] == ["_empty"] * 3
+        assert not any(e.startswith("memu-os_0.2.0") for e in boot_entries(vm))
+    # A retry succeeds.
+    _install_and_wait_ready(vm, "0.2.0")
+    assert labels(vm)[7] == "memu-os_0.2.0"
+
+
+def _resign_with_stranger(sums: Path, home: Path) -> None:
+    home.mkdir(mode=0o700)
+    subprocess.run(["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback",
+                    "--passphrase", "", "--quick-gen-key", "Stranger <x@invalid>", "ed25519",
+                    "sign", "never"], check=True, capture_output=True)
+    subprocess.run(["gpg", "--homedir", home, "--batch", "--yes", "--detach-sign",
+                    "--output", sums.with_name("SHA256SUMS.gpg"), sums], check=True,
+                   capture_output=True)
+
+
+def test_bad_channels_are_refused_and_running_slot_untouched(
+        v1_vm: VM, served: Channel, tmp_path: Path) -> None:
+    vm = v1_vm
+    ensure_build("0.2.0", "v-marker")
+    served.add("0.2.0")
+    _point_at(vm, served)
+    pristine = tmp_path / "pristine"
+    shutil.copytree(served.dir, pristine)
+    before = labels(vm)
+
+    def refused(what: str) -> str:
+        status, snap = update(vm, "install", version="0.2.0")
+        if status == 202:
+            snap = wait_update(vm, {"ready", "failed"}, timeout=900)
+        assert snap.get("state") != "ready", f"{what}: installed anyway: {snap}"
+        assert labels(vm) == before, what
+        assert not any(e.startswith("memu-os_0.2.0") for e in boot_entries(vm)), what
+        return str(snap.get("message") or snap.get("error") or snap)
+
+    usr = next(served.dir.glob("memu-os_0.2.0_x86-64.usr.*.raw.zst"))
+    data = bytearray(usr.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    usr.write_bytes(bytes(data))
+    assert re.search(r"checksum|tamper|corrupt", refused("tampered"), re.I)
+
+    shutil.rmtree(served.dir)
+    shutil.copytree(pristine, served.dir)
+    (served.dir / "SHA256SUMS.gpg").unlink()
+    assert re.search(r"sign", refused("unsigned"), re.I)
+
+    _resign_with_stranger(served.dir / "SHA256SUMS", tmp_path / "stranger")
+    assert re.search(r"sign|key", refused("unknown key"), re.I)
+
+    status, snap = update(vm, "install", version="0.1.0")
+    assert status == 409 and "newer" in str(snap).lower(), snap
+
+    shutil.rmtree(served.dir)
+    shutil.copytree(pristine, served.dir)
+    _install_and_wait_ready(vm, "0.2.0")
+    assert labels(vm)[7] == "memu-os_0.2.0"
+    assert labels(vm)[4] == "memu-os_0.1.0"
