@@ -4,16 +4,20 @@ Routes:
     ``GET /``, ``GET /static/firstboot.css``: from :mod:`memu_firstboot.web`.
     ``GET /api/status``: JSON, see :func:`status`.
     ``GET|POST /api/update``: from :mod:`memu_agent.update_api`.
+    ``POST /api/factory-reset``: from :mod:`memu_agent.reset_api`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from memu_agent.config import AgentConfig
 from memu_agent.facts import BootInfo, HostPaths, boot_info, hostname, os_version, uptime_s
+from memu_agent.reset_api import add_routes as add_reset_routes
+from memu_agent.reset_api import system_reboot
 from memu_agent.update_api import UPDATER
 from memu_agent.update_api import add_routes as add_update_routes
 from memu_firstboot import web as firstboot_web
@@ -83,6 +87,7 @@ def make_app(
     paths: HostPaths | None = None,
     facts: BootFacts | None = None,
     updater: Updater | None = None,
+    reboot: Callable[[], None] = system_reboot,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -91,6 +96,7 @@ def make_app(
         paths: where system files live (default: the real ones).
         facts: version and boot info (default: read from ``paths`` now).
         updater: the update orchestrator (default: a new, not started one).
+        reboot: how a factory reset reboots the box (default: ``systemctl reboot``).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -100,6 +106,7 @@ def make_app(
     app[FACTS] = facts
     app.router.add_get("/api/status", status, name="api-status")
     add_update_routes(app, config, updater or Updater(config.ota, running=facts.version))
+    add_reset_routes(app, config, reboot)
     firstboot_web.add_routes(
         app,
         firstboot_web.PageInfo(

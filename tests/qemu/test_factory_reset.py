@@ -1,0 +1,94 @@
+"""Factory reset, from the agent API and from the boot menu: the family's data and settings
+are erased, the box comes back as on its first day (new setup token), both OS slots stay."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ota_support import api, drain, labels, wait_version
+
+from memu_dev.paths import REPO
+from memu_dev.vm import VM, VMConfig
+
+RESULTS = REPO / "test-results" / "qemu"
+
+
+@pytest.fixture
+def vm(built_image: Path, request: pytest.FixtureRequest) -> Iterator[VM]:
+    workdir = RESULTS / request.node.name
+    shutil.rmtree(workdir, ignore_errors=True)
+    machine = VM(VMConfig(image=built_image, workdir=workdir))
+    machine.start()
+    try:
+        wait_version(machine, "0.1.0", timeout=420)
+        machine.wait_for_shell(240)
+        yield machine
+    finally:
+        machine.stop()
+        print(f"\nserial log: {machine.serial_log}")
+        machine.overlay.unlink(missing_ok=True)
+
+
+def _family_data(vm: VM) -> str:
+    """Leave family data and settings behind; return the current setup token."""
+    vm.sh("echo photos > /var/lib/memu/canary && mkdir -p /etc/memu && "
+          "printf 'device_name = \"Okafor box\"\\n' > /etc/memu/agent.toml && "
+          "mkdir -p /var/lib/docker/volumes/family && echo db > /var/lib/docker/volumes/family/x")
+    return vm.sh("cat /var/lib/memu/setup-token").strip()
+
+
+def _boot_id(vm: VM) -> str:
+    return vm.sh("cat /proc/sys/kernel/random/boot_id").strip()
+
+
+def _wait_rebooted(vm: VM, old_boot_id: str) -> None:
+    drain(vm, 15)
+    wait_version(vm, "0.1.0", timeout=600)
+    vm.wait_for_shell(240)
+    assert _boot_id(vm) != old_boot_id
+
+
+def _assert_first_day(vm: VM, old_token: str) -> None:
+    assert vm.sh_status("test -e /var/lib/memu/canary") != 0
+    assert vm.sh_status("test -e /etc/memu/agent.toml") != 0
+    assert vm.sh_status("test -e /var/lib/docker/volumes/family/x") != 0
+    assert vm.sh_status("test -e /var/lib/memu/factory-reset") != 0
+    token = vm.sh("cat /var/lib/memu/setup-token").strip()
+    assert token and token != old_token
+    _, status = api(vm, "GET", "/api/status")
+    assert status["setup"]["state"] == "pending"
+    assert status["device_name"] == "memu"
+    assert vm.sh("systemctl is-active docker.service").strip() == "active"
+
+
+def test_factory_reset_from_api_and_from_boot_menu(vm: VM) -> None:
+    slots_before = labels(vm)
+    token = _family_data(vm)
+    # A wrong confirmation does nothing.
+    status, body = api(vm, "POST", "/api/factory-reset", {"confirm": "yes"})
+    assert status == 400, body
+    boot = _boot_id(vm)
+    status, body = api(vm, "POST", "/api/factory-reset",
+                       {"confirm": "erase all family data"})
+    assert status == 202, body
+    _wait_rebooted(vm, boot)
+    _assert_first_day(vm, token)
+    assert labels(vm) == slots_before
+
+    # The boot menu's "Factory reset" entry: a profile of the same UKI.
+    token = _family_data(vm)
+    entries = json.loads(vm.sh("bootctl list --json=short"))
+    reset = [e for e in entries if "factory" in (e.get("title") or "").lower()
+             or "factory" in (e.get("showTitle") or "").lower()]
+    assert reset, entries
+    vm.sh(f"bootctl set-oneshot {reset[0]['id']}")
+    boot = _boot_id(vm)
+    vm.child.sendline("systemctl reboot")
+    _wait_rebooted(vm, boot)
+    assert "memu.factory_reset=1" in vm.sh("cat /proc/cmdline")
+    _assert_first_day(vm, token)
+    assert labels(vm) == slots_before
