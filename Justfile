@@ -25,6 +25,11 @@ build-intelligence *args: _dev
 build-clean: _dev
     {{py}} -m memu_dev.build --board {{board}} --clean
 
+# Add a built version to a release channel (stable or beta) under mkosi.output/channels, signed.
+[group('build')]
+release version channel="stable": _dev
+    {{py}} -m memu_dev.release {{version}} {{channel}} --board {{board}}
+
 # Boot the built image in QEMU on a copy-on-write overlay; prints the first-boot page URL.
 [group('run')]
 vm *args: _dev
@@ -56,6 +61,11 @@ lint: _dev
 [group('bench')]
 bench-boot n="3": _dev
     {{py}} -m memu_dev.bench_boot --runs {{n}}
+
+# Minor-update cost (bytes, seconds) against writing the same slot with dd, in one guest.
+[group('bench')]
+bench-ota: _dev
+    {{py}} -m memu_dev.bench_ota
 
 # Recall latency and bot RSS at 1k/10k/100k memories, against a naive baseline.
 [group('bench')]

@@ -99,6 +99,19 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     return img
 
 
+def ensure_built(version: str, extra_trees: Sequence[Path] = (), board: str = DEFAULT_BOARD
+                 ) -> Path:
+    """Build ``version`` (with ``extra_trees``) when its image is missing or older than its
+    inputs or trees; return the raw image. Used for test and benchmark builds."""
+    img = image_path(board, version)
+    newest = max([newest_input_mtime()] + [f.stat().st_mtime for t in extra_trees
+                                           for f in t.rglob("*")])
+    if not img.exists() or img.stat().st_mtime < newest:
+        ensure_host(board)
+        build(board, version=version, extra_trees=extra_trees)
+    return img
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,0 +1,130 @@
+"""Serving a release channel to a QEMU guest and driving the agent's update API from the
+host: used by the update tests and `just bench-ota`.
+
+The channel is served by a threaded HTTP server on 127.0.0.1; QEMU's user network shows the
+host to the guest as 10.0.2.2. The agent API is reached through the VM's forwarded port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pexpect
+
+from memu_dev.release import release
+from memu_dev.vm import VM
+
+
+class Channel:
+    """A release channel directory served by a threaded HTTP server on 127.0.0.1.
+
+    ``guest_base`` is the base URL as the guest sees it; the channel is ``stable``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "stable").mkdir(parents=True)
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def guest_base(self) -> str:
+        return f"http://10.0.2.2:{self.port}/"
+
+    @property
+    def dir(self) -> Path:
+        return self.root / "stable"
+
+    def add(self, version: str) -> None:
+        """Release a built version into this channel (artifacts + signed SHA256SUMS)."""
+        release(version, "stable", self.root)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def channel(root: Path) -> Iterator[Channel]:
+    """A served channel for the duration of a ``with`` block."""
+    ch = Channel(root)
+    try:
+        yield ch
+    finally:
+        ch.close()
+
+
+def api(vm: VM, method: str, path: str, body: dict[str, Any] | None = None,
+        timeout: float = 30) -> tuple[int, dict[str, Any]]:
+    """Call the agent's JSON API through the forwarded port; returns (status, JSON body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(vm.url(path), data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return int(r.status), json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return int(e.code), json.loads(e.read() or b"{}")
+
+
+def update(vm: VM, action: str, **kw: str) -> tuple[int, dict[str, Any]]:
+    """POST /api/update with an action."""
+    return api(vm, "POST", "/api/update", {"action": action, **kw})
+
+
+def drain(vm: VM, seconds: float) -> None:
+    """Let the guest run, reading its console so QEMU never blocks on output."""
+    with contextlib.suppress(pexpect.TIMEOUT):
+        vm.child.expect(pexpect.TIMEOUT, timeout=seconds)
+
+
+def wait_update(vm: VM, states: set[str], timeout: float,
+                seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Poll GET /api/update until its state is one of ``states``; return that snapshot.
+    Every snapshot polled is appended to ``seen`` when given."""
+    deadline = time.monotonic() + timeout
+    snap: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            _, snap = api(vm, "GET", "/api/update", timeout=10)
+            if seen is not None:
+                seen.append(snap)
+            if snap.get("state") in states:
+                return snap
+        drain(vm, 2)
+    raise AssertionError(f"update state never reached {states} in {timeout}s; last: {snap}"
+                         f" (serial log: {vm.serial_log})")
+
+
+def wait_version(vm: VM, version: str, timeout: float) -> dict[str, Any]:
+    """Poll /api/status until the guest runs ``version``; return the status."""
+    deadline = time.monotonic() + timeout
+    st: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            _, st = api(vm, "GET", "/api/status", timeout=5)
+            if st.get("version") == version:
+                return st
+        drain(vm, 3)
+    raise AssertionError(f"guest never ran {version} within {timeout}s; last status: {st}"
+                         f" (serial log: {vm.serial_log})")
