@@ -215,7 +215,7 @@ def test_bad_channels_are_refused_and_running_slot_untouched(
         assert not any(e.startswith("memu-os_0.2.0") for e in boot_entries(vm)), what
         return str(snap.get("message") or snap.get("error") or snap)
 
-    usr = next(served.dir.glob("memu-os_0.2.0_x86-64.usr.*.raw.zst"))
+    usr = next(served.dir.glob("memu-os_0.2.0_x86-64.usr.*.raw.xz"))
     data = bytearray(usr.read_bytes())
     data[len(data) // 2] ^= 0xFF
     usr.write_bytes(bytes(data))

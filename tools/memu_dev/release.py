@@ -8,8 +8,8 @@ and a detached OpenPGP signature ``SHA256SUMS.gpg`` made with the release key
 (tools/memu_dev/keys.py). Several versions coexist in one channel; devices take the newest.
 
 Artifacts of version V for an x86-64 board (names match overlays/.../sysupdate.d):
-``memu-os_V_x86-64.usr.UUID.raw.zst``, ``.usr-verity.UUID.raw.zst``,
-``.usr-verity-sig.UUID.raw.zst`` (the slot's three partitions as mkosi split them out, each
+``memu-os_V_x86-64.usr.UUID.raw.xz``, ``.usr-verity.UUID.raw.xz``,
+``.usr-verity-sig.UUID.raw.xz`` (the slot's three partitions as mkosi split them out, each
 named with its GPT partition UUID) and ``memu-os_V_x86-64.efi`` (the UKI).
 """
 
@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
             missing.append(f"{stem}.{part}.<uuid>.raw")
             continue
         src = matches[-1]
-        found[src.name + ".zst"] = src
+        found[src.name + ".xz"] = src
     uki = OUTPUT / f"{stem}.efi"
     if not uki.exists():
         missing.append(uki.name)
@@ -61,6 +62,26 @@ def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
                         hint=f"build it first: MEMU_VERSION={version} just build, "
                              "or `python -m memu_dev.build --version VERSION`")
     return found
+
+
+def compressed(src: Path) -> Path:
+    """``src`` compressed with xz, cached in mkosi.output/release-cache (recompressed only when
+    ``src`` is newer). xz because Debian's systemd-pull 257 decompresses xz but not zstd.
+
+    Raises:
+        MemuError: xz failed.
+    """
+    cache = OUTPUT / "release-cache"
+    cache.mkdir(exist_ok=True)
+    out = cache / (src.name + ".xz")
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        tmp = out.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            subprocess.run(["xz", "-T0", "-1", "-c", str(src)], stdout=f, check=False)
+        if tmp.stat().st_size == 0:
+            raise MemuError(f"xz could not compress {src}", hint="is xz-utils installed?")
+        os.replace(tmp, out)
+    return out
 
 
 def sha256(path: Path) -> str:
@@ -106,10 +127,7 @@ def release(version: str, channel: str, root: Path, board: str = DEFAULT_BOARD) 
     channel_dir.mkdir(parents=True, exist_ok=True)
     for name, src in files.items():
         dest = channel_dir / name
-        if name.endswith(".zst"):
-            run(["zstd", "-q", "-f", "-T0", "-6", src, "-o", dest], hint="is zstd installed?")
-        else:
-            shutil.copyfile(src, dest)
+        shutil.copyfile(compressed(src) if name.endswith(".xz") else src, dest)
         log.info("memu: %s (%d bytes)", dest, dest.stat().st_size)
     sign(write_sums(channel_dir), keys.gnupghome)
     return channel_dir
