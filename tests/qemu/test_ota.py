@@ -94,8 +94,13 @@ def _reboot_into(vm: VM, version: str) -> dict[str, Any]:
 
 
 def _wait_blessed(vm: VM, version: str) -> None:
+    """Wait for the health gate to pass and systemd-bless-boot (ordered after
+    boot-complete.target) to rename the entry to its blessed name, without counters."""
     vm.sh("systemctl start boot-complete.target", timeout=900)
-    assert f"memu-os_{version}.efi" in boot_entries(vm)
+    entry = f"/boot/EFI/Linux/memu-os_{version}.efi"
+    vm.sh(f"timeout 300 sh -c 'until [ -e {entry} ]; do sleep 2; done'", timeout=330,
+          check=False)
+    assert f"memu-os_{version}.efi" in boot_entries(vm), boot_entries(vm)
 
 
 def test_update_to_slot_b_and_back_to_a_keeps_data(v1_vm: VM, served: Channel) -> None:

@@ -221,27 +221,25 @@ class VM:
         return match
 
     def wait_for_shell(self, timeout: float = 300) -> None:
-        """Wait for the autologin root shell on the serial console and make it quiet.
+        """Wait until the autologin root shell answers commands, then make it quiet (no
+        echo, no kernel messages, no pagers or colours).
 
-        Presses Enter every few seconds, so a prompt that was printed (and drained) earlier
-        shows again.
+        Keeps pressing Enter and trying a command, because input typed while login(1) is
+        still setting up the terminal is flushed, and a prompt may have been drained earlier.
         """
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.child.expect(r"root@[\w-]+:[^\r\n]*# ", timeout=10)
-                break
-            except pexpect.TIMEOUT:
+                self.sh("stty -echo cols 500; dmesg -n 1; "
+                        "export SYSTEMD_PAGER= SYSTEMD_COLORS=0 TERM=dumb", timeout=15)
+                return
+            except MemuError as e:
+                if not self.alive():
+                    raise self._error("QEMU exited while waiting for the shell") from e
                 if time.monotonic() > deadline:
                     raise self._error(f"no root shell on the console within {timeout}s"
                                       ) from None
                 self.child.sendline("")
-            except pexpect.EOF as e:
-                raise self._error("QEMU exited while waiting for the shell") from e
-        # No echo, no kernel messages on this console, no pagers or colours: clean output.
-        self.child.sendline("stty -echo cols 500; dmesg -n 1; "
-                            "export SYSTEMD_PAGER= SYSTEMD_COLORS=0 TERM=dumb")
-        self.sh("true", timeout=60)
 
     def sh(self, command: str, timeout: float = 60, check: bool = True) -> str:
         """Run a shell command as root in the guest; return its output (stdout and stderr).
