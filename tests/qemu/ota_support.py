@@ -3,6 +3,9 @@ The channel server and the agent API helpers are in memu_dev.channel."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from memu_dev.build import ensure_built
@@ -16,9 +19,29 @@ from memu_dev.channel import (
     wait_version,
 )
 from memu_dev.paths import REPO
-from memu_dev.vm import VM
+from memu_dev.vm import VM, VMConfig
 
 TREES = Path(__file__).parent / "trees"
+
+
+@contextlib.contextmanager
+def booted_vm(name: str, image: Path, version: str = "0.1.0",
+              disk_size: str | None = None) -> Iterator[VM]:
+    """A VM of its own (workdir test-results/qemu/<name>), booted until the agent answers
+    with ``version`` and a root shell answers; stopped and its overlay removed afterwards
+    (the serial log stays)."""
+    workdir = REPO / "test-results" / "qemu" / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    vm = VM(VMConfig(image=image, workdir=workdir, disk_size=disk_size))
+    vm.start()
+    try:
+        wait_version(vm, version, timeout=420)
+        vm.wait_for_shell(240)
+        yield vm
+    finally:
+        vm.stop()
+        print(f"\nserial log: {vm.serial_log}")
+        vm.overlay.unlink(missing_ok=True)
 
 
 def ensure_build(version: str, *trees: str) -> Path:
@@ -43,5 +66,6 @@ def boot_entries(vm: VM) -> list[str]:
     return sorted(vm.sh("ls /boot/EFI/Linux/").split())
 
 
-__all__ = ["REPO", "Channel", "api", "boot_entries", "channel", "drain", "ensure_build",
+__all__ = ["REPO", "Channel", "api", "boot_entries", "booted_vm", "channel", "drain",
+           "ensure_build",
            "labels", "update", "wait_update", "wait_version"]

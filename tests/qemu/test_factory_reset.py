@@ -4,33 +4,19 @@ are erased, the box comes back as on its first day (new setup token), both OS sl
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ota_support import api, drain, labels, wait_version
+from ota_support import api, booted_vm, drain, labels, wait_version
 
-from memu_dev.paths import REPO
-from memu_dev.vm import VM, VMConfig
-
-RESULTS = REPO / "test-results" / "qemu"
+from memu_dev.vm import VM
 
 
 @pytest.fixture
 def vm(built_image: Path, request: pytest.FixtureRequest) -> Iterator[VM]:
-    workdir = RESULTS / request.node.name
-    shutil.rmtree(workdir, ignore_errors=True)
-    machine = VM(VMConfig(image=built_image, workdir=workdir))
-    machine.start()
-    try:
-        wait_version(machine, "0.1.0", timeout=420)
-        machine.wait_for_shell(240)
+    with booted_vm(request.node.name, built_image) as machine:
         yield machine
-    finally:
-        machine.stop()
-        print(f"\nserial log: {machine.serial_log}")
-        machine.overlay.unlink(missing_ok=True)
 
 
 def _family_data(vm: VM) -> str:

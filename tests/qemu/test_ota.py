@@ -21,6 +21,7 @@ import pytest
 from ota_support import (
     Channel,
     boot_entries,
+    booted_vm,
     channel,
     ensure_build,
     labels,
@@ -29,10 +30,8 @@ from ota_support import (
     wait_version,
 )
 
-from memu_dev.paths import REPO
-from memu_dev.vm import VM, VMConfig
+from memu_dev.vm import VM
 
-RESULTS = REPO / "test-results" / "qemu"
 SLOT_A, SLOT_B = (2, 3, 4), (5, 6, 7)  # verity-sig, verity, usr partition numbers
 GIB = 1 << 30
 
@@ -50,18 +49,8 @@ def test_versions(built_image: Path) -> None:
 def v1_vm(built_image: Path, test_versions: None,
           request: pytest.FixtureRequest) -> Iterator[VM]:
     """A VM of version 0.1.0 on a 16 GiB overlay, booted to the agent and a root shell."""
-    workdir = RESULTS / request.node.name
-    shutil.rmtree(workdir, ignore_errors=True)
-    vm = VM(VMConfig(image=built_image, workdir=workdir, disk_size="16G"))
-    vm.start()
-    try:
-        wait_version(vm, "0.1.0", timeout=420)
-        vm.wait_for_shell(240)
+    with booted_vm(request.node.name, built_image, disk_size="16G") as vm:
         yield vm
-    finally:
-        vm.stop()
-        print(f"\nserial log: {vm.serial_log}")
-        vm.overlay.unlink(missing_ok=True)
 
 
 @pytest.fixture
