@@ -186,7 +186,14 @@ class Updater:
     # ---- what the API shows ---------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The ``update`` object of ``/api/status`` and ``GET /api/update``."""
+        """The ``update`` object of ``/api/status`` and ``GET /api/update``.
+
+        When this boot runs the pending update's version, first checks whether it has been
+        blessed meanwhile, so "updated from X to Y" shows as soon as the health gate passed
+        (other outcomes are only decided at start, after a reboot)."""
+        pending = self._state.pending
+        if pending is not None and pending.to_version == self._running and not self.busy():
+            self.reconcile()
         s = self._state
         return {
             "state": str(self.phase),

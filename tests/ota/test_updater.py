@@ -178,3 +178,22 @@ async def test_missing_templates_mean_failed_not_crash(ota_config: OtaConfig,
     updater = make(replace(ota_config, template_dir=tmp_path / "none"), STABLE)
     await updater.start(periodic=False)
     assert updater.phase is Phase.FAILED and "no update definitions" in str(updater.message)
+
+
+async def test_update_reported_as_soon_as_blessed(ota_config: OtaConfig) -> None:
+    """On the new version, "updated" shows once systemd-bless-boot renamed the entry, without
+    waiting for the next periodic check."""
+    updater = make(ota_config, STABLE)
+    await updater.start(periodic=False)
+    updater.request_install()
+    await settle(updater)
+    updater.reboot()
+    await asyncio.sleep(0.01)
+    await settle(updater)
+    counting = ota_config.esp_dirs[0] / "memu-os_0.2.0+2-1.efi"
+    counting.touch()
+    new = make(ota_config, STABLE, running="0.2.0")  # booted the new version
+    await new.start(periodic=False)
+    assert new.snapshot()["last_result"] is None  # health gate not passed yet
+    counting.rename(ota_config.esp_dirs[0] / "memu-os_0.2.0.efi")
+    assert new.snapshot()["last_result"] == "updated from 0.1.0 to 0.2.0"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from ota_support import (
     Channel,
+    api,
     boot_entries,
     booted_vm,
     channel,
@@ -119,7 +120,8 @@ def test_update_to_slot_b_and_back_to_a_keeps_data(v1_vm: VM, served: Channel) -
     assert vm.sh("cat /usr/share/memu/test-marker").strip() == "test build with a visible change"
     assert vm.sh("cat /var/lib/memu-test/canary").strip() == "keep-me"
     _wait_blessed(vm, "0.2.0")
-    assert "updated from 0.1.0 to 0.2.0" in str(st["update"])
+    _, st = api(vm, "GET", "/api/status")
+    assert st["update"]["last_result"] == "updated from 0.1.0 to 0.2.0", st["update"]
 
     served.add("0.3.0")
     _install_and_wait_ready(vm, "0.3.0")
