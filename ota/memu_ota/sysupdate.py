@@ -112,6 +112,10 @@ FAILURES: tuple[tuple[str, str, str, str], ...] = (
     ("no-space", r"No space left on device|Failed to write file|Disk quota exceeded",
      "could not write the update to disk (no space or a failing disk)",
      "nothing was changed; free space or check the disk"),
+    # After "no-space": a full disk also ends in this line, but says "Failed to write file".
+    ("damaged", r"\(sd-pull-raw\) failed with exit status \d+: Input/output error",
+     "a downloaded file could not be unpacked (damaged, tampered with or truncated)",
+     "nothing was changed; try again later, and check the server if it repeats"),
     ("network", r"Could not connect|Could not resolve|Transfer failed|Premature connection"
      r"|timed out|Connection reset|failed with code \d+",
      "could not download from the update server",

@@ -92,6 +92,17 @@ def test_unknown_failure_keeps_last_line() -> None:
     assert error.reason == "other" and "Something odd happened." in error.message
 
 
+def test_damaged_compressed_download_is_explained() -> None:
+    """Seen in the QEMU tamper test: a flipped byte in an .xz artifact fails unpacking (before
+    the checksum is compared), which sysupdate reports as an I/O error of its pull child."""
+    stderr = ("Pulling 'http://10.0.2.2/stable/memu-os_0.2.0_x86-64.usr.x.raw.xz'\n"
+              "(sd-pull-raw) failed with exit status 1: Input/output error\n")
+    error = explain(Completed(["x"], 1, "", stderr, [{"ERRNO": "5"}]), "update failed")
+    assert error.reason == "damaged" and "tampered" in error.message
+    full = "Failed to write file: Input/output error\n" + stderr
+    assert explain(Completed(["x"], 1, "", full, []), "update failed").reason == "no-space"
+
+
 def test_progress_from_real_datagrams() -> None:
     progress = [parse_progress(parse_notify(d.encode())) for d in fixture("update-ok")["notify"]]
     percents = [p.percent for p in progress if p is not None and p.percent is not None]
