@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pexpect
 
-from memu_common import MemuError, run
-from memu_dev.build import ensure_host, newest_input_mtime
-from memu_dev.paths import OUTPUT, REPO, image_path, mkosi_cmd, version
+from memu_common import MemuError
+from memu_dev.build import build, ensure_host, newest_input_mtime
+from memu_dev.paths import OUTPUT, image_path, version
 from memu_dev.vm import VM, VMConfig
 
 LOGIN = r"login: "
@@ -43,8 +43,7 @@ def bare_image() -> Path:
     img = OUTPUT / f"memu-os-bare_{version()}_x86-64.raw"
     if not img.exists() or img.stat().st_mtime < newest_input_mtime():
         ensure_host("n100")
-        run([*mkosi_cmd(), "--profile=n100", "--profile=bare", "-f", "build"], cwd=REPO,
-            capture=False)
+        build("n100", profiles=["bare"])
     return img
 
 

@@ -62,7 +62,7 @@ def ensure_host(board: str) -> None:
 
 
 def build(board: str, *, clean: bool = False, version: str | None = None,
-          extra_trees: Sequence[Path] = ()) -> Path:
+          extra_trees: Sequence[Path] = (), profiles: Sequence[str] = ()) -> Path:
     """Build the image for ``board``; return the raw disk image's path.
 
     Args:
@@ -70,6 +70,8 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
         clean: also rebuild mkosi's cached layers and tools tree (``-ff``).
         version: build this version instead of mkosi.version's (test and release builds).
         extra_trees: more file trees to copy into the image (test builds only).
+        profiles: more mkosi profiles (e.g. "bare" for the boot benchmark's baseline); the
+            returned path is then only meaningful for the default output name.
 
     Raises:
         MemuError: a key is missing, or mkosi failed (its output went to the terminal).
@@ -81,9 +83,11 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     force = ["-ff"] if clean else ["-f"]
     # Split partitions carry their UUID in the name; drop the previous build's so a release
     # of this version picks exactly this build's files.
-    for old in OUTPUT.glob(f"{image_path(board, version).stem}.usr*.raw"):
-        old.unlink()
-    args = [f"--profile={board}", f"--verity-key={keys.verity_key}",
+    if not profiles:
+        for old in OUTPUT.glob(f"{image_path(board, version).stem}.usr*.raw"):
+            old.unlink()
+    args = [f"--profile={p}" for p in (board, *profiles)]
+    args += [f"--verity-key={keys.verity_key}",
             f"--verity-certificate={keys.verity_cert}", f"--extra-tree={keys.pubring_tree}"]
     args += [f"--extra-tree={t}" for t in extra_trees]
     if version:
