@@ -5,8 +5,8 @@ it). Same authentication as the update API. The agent writes the marker
 ``<state_dir>/factory-reset`` and reboots; early in the next boot
 ``memu-factory-reset.service`` erases the family's data and settings on the writable
 partition (``/usr/lib/memu/factory-reset``) and the box comes up as on its first boot. Both
-OS slots are kept. The boot menu's "Factory reset" entry does the same through the kernel
-command line ``memu.factory_reset=1``.
+OS slots are kept. Without a working admin page, adding ``memu.factory_reset=1`` to the kernel
+command line in the boot menu's editor does the same.
 """
 
 from __future__ import annotations
