@@ -34,6 +34,17 @@ def make(config: OtaConfig, scenario: dict[str, object], running: str = "0.1.0",
                    reboot_command=(sys.executable, "-c", "pass"))
 
 
+async def install_and_reboot(config: OtaConfig) -> None:
+    """0.1.0 installs 0.2.0 from the stable channel and asks for the reboot into it."""
+    updater = make(config, STABLE)
+    await updater.start(periodic=False)
+    updater.request_install()
+    await settle(updater)
+    updater.reboot()
+    await asyncio.sleep(0.01)
+    await settle(updater)
+
+
 async def test_check_then_install_then_reboot(ota_config: OtaConfig) -> None:
     lines: list[str] = []
     updater = make(ota_config, STABLE, lines=lines)
@@ -129,13 +140,7 @@ async def test_blocked_version_is_skipped_but_newer_offered(ota_config: OtaConfi
 
 
 async def test_rollback_reported_at_start(ota_config: OtaConfig) -> None:
-    updater = make(ota_config, STABLE)
-    await updater.start(periodic=False)
-    updater.request_install()
-    await settle(updater)
-    updater.reboot()
-    await asyncio.sleep(0.01)
-    await settle(updater)
+    await install_and_reboot(ota_config)
     (ota_config.esp_dirs[0] / "memu-os_0.2.0+0-3.efi").touch()
     (ota_config.esp_dirs[0] / "memu-os_0.1.0.efi").touch()
     again = make(ota_config, STABLE)  # the old version booted again
@@ -183,13 +188,7 @@ async def test_missing_templates_mean_failed_not_crash(ota_config: OtaConfig,
 async def test_update_reported_as_soon_as_blessed(ota_config: OtaConfig) -> None:
     """On the new version, "updated" shows once systemd-bless-boot renamed the entry, without
     waiting for the next periodic check."""
-    updater = make(ota_config, STABLE)
-    await updater.start(periodic=False)
-    updater.request_install()
-    await settle(updater)
-    updater.reboot()
-    await asyncio.sleep(0.01)
-    await settle(updater)
+    await install_and_reboot(ota_config)
     counting = ota_config.esp_dirs[0] / "memu-os_0.2.0+2-1.efi"
     counting.touch()
     new = make(ota_config, STABLE, running="0.2.0")  # booted the new version
