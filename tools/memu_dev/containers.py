@@ -254,7 +254,9 @@ def ensure_host(board: str) -> None:
         hint="is deb.debian.org reachable?")
     if not (TOOLS_TREE / "usr/bin").is_dir():
         log.info("memu: building mkosi's tools tree first (once, ~4 min)")
-        run([*mkosi_cmd(), f"--profile={board}", "-f", "sandbox", "--", "true"], cwd=REPO,
+        # No "--" before the command: with options before the verb, mkosi 25.3 passes a
+        # "--" through as the command's first word (exit 127).
+        run([*mkosi_cmd(), f"--profile={board}", "-f", "sandbox", "true"], cwd=REPO,
             capture=False, hint="is deb.debian.org reachable?")
     if shutil.which("skopeo") is None:
         log.info("memu: installing skopeo (turns OCI layouts into docker-archives)")
