@@ -65,6 +65,7 @@ def test_parse_listing_rejects_odd_output(bad: str) -> None:
         ("check-new-server-down", "network"),
         ("list-empty", None),
         ("update-no-space", "no-space"),
+        ("update-oversized", "oversized"),
         ("update-version-unknown", "version-unknown"),
         ("update-incomplete-version", "version-unknown"),
     ],
