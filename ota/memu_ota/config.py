@@ -46,10 +46,8 @@ class OtaConfig:
         jitter_s: up to this many random seconds added to each wait, so that many boxes do
             not hit the server at once.
         sysupdate: the systemd-sysupdate binary (Debian keeps it off ``PATH``).
-        bootctl: the bootctl binary (pins the boot default while an update waits, see
-            :mod:`memu_ota.bootmenu`).
-        isolate: run sysupdate and bootctl in a transient unit through ``systemd-run`` (as
-            the device does); tests turn it off to run stand-ins directly.
+        isolate: run sysupdate in a transient unit through ``systemd-run`` (as the device
+            does); tests turn it off to run a fake sysupdate directly.
         template_dir: shipped ``*.transfer.in`` files with ``@SOURCE_URL@``.
         runtime_dir: the agent's run-time directory; definitions go to its
             ``sysupdate.d``, sysupdate's notify socket lives here too.
@@ -65,7 +63,6 @@ class OtaConfig:
     check_interval_s: float = 6 * 3600.0
     jitter_s: float = 3600.0
     sysupdate: Path = Path("/usr/lib/systemd/systemd-sysupdate")
-    bootctl: Path = Path("/usr/bin/bootctl")
     isolate: bool = True
     template_dir: Path = Path("/usr/lib/memu/sysupdate.d")
     runtime_dir: Path = Path("/run/memu")
@@ -155,7 +152,6 @@ OTA_PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "check_interval_s": _seconds(60.0),
     "jitter_s": _seconds(0.0),
     "sysupdate": _abs_path,
-    "bootctl": _abs_path,
     "isolate": _bool,
     "template_dir": _abs_path,
     "runtime_dir": _abs_path,

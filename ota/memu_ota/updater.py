@@ -9,9 +9,7 @@ channel offers no complete newer version.
 
 The persisted side (``state.json``) records the pending update before sysupdate starts
 writing, moves it to ``written`` when it succeeded and ``rebooting`` when a reboot is
-asked for; :mod:`memu_ota.report` reads it at the next start. From before the write until
-the chosen restart the running boot entry stays the default (:mod:`memu_ota.bootmenu`), so a
-power cut in between starts the running version again and the update still waits.
+asked for; :mod:`memu_ota.report` reads it at the next start.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from memu_common import MemuError, run
-from memu_ota import bootmenu, definitions, report
+from memu_ota import definitions, report
 from memu_ota.config import (
     OtaConfig,
     apply_overrides,
@@ -343,11 +341,9 @@ class Updater:
                 self._running, version, self._clock(), PendingPhase.DOWNLOADING,
                 self._boot_id)))
             self._set(Phase.DOWNLOADING, f"downloading {version}", 0)
-            await self._pin_running()
             await driver.update(version, self._on_progress)
         except MemuError as e:
             if self._state.pending is not None:
-                await self._unpin_quietly()
                 self._save(replace(self._state, pending=None, last_result=Outcome(
                     "failed", f"update to {version} failed: {e.message}", self._clock())))
             self.target = None
@@ -357,18 +353,6 @@ class Updater:
         self._save(replace(self._state,
                            pending=replace(self._state.pending, phase=PendingPhase.WRITTEN)))
         self._set(Phase.READY, f"{version} is installed; restart the box to use it")
-
-    async def _pin_running(self) -> None:
-        try:
-            await bootmenu.pin_running(self._config)
-        except MemuError as e:
-            log.warning("%s; a power cut after the write would start the new version", e)
-
-    async def _unpin_quietly(self) -> None:
-        try:
-            await bootmenu.unpin(self._config)
-        except MemuError as e:
-            log.warning("%s", e)
 
     def _on_progress(self, progress: Progress) -> None:
         if progress.percent is not None and progress.percent != self.progress:
@@ -404,7 +388,6 @@ class Updater:
 
     async def _run_reboot(self) -> None:
         try:
-            await bootmenu.unpin(self._config)
             await asyncio.to_thread(run, list(self._reboot_command),
                                     hint="could not ask systemd to reboot")
         except MemuError as e:

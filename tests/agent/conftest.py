@@ -30,12 +30,7 @@ def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[No
 
 @pytest.fixture
 def config(tmp_path: Path) -> AgentConfig:
-    """A config that listens on a free loopback port and writes only under tmp_path (the
-    updater's bootctl is a no-op stand-in: never the host's EFI variables)."""
-    bootctl = tmp_path / "bin" / "bootctl"
-    bootctl.parent.mkdir()
-    bootctl.write_text("#!/bin/sh\nexit 0\n")
-    bootctl.chmod(0o755)
+    """A config that listens on a free loopback port and writes only under tmp_path."""
     return AgentConfig(
         host="127.0.0.1",
         port=0,
@@ -45,7 +40,6 @@ def config(tmp_path: Path) -> AgentConfig:
         ota=OtaConfig(
             isolate=False,
             sysupdate=tmp_path / "no-sysupdate",
-            bootctl=bootctl,
             template_dir=tmp_path / "templates",
             runtime_dir=tmp_path / "run",
             state_dir=tmp_path / "state" / "ota",

@@ -1,12 +1,12 @@
 """Fixtures for the OTA tests: a config under tmp_path with shipped templates and a fake
-systemd-sysupdate and a stand-in for bootctl."""
+systemd-sysupdate."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from ota_fixtures import TEMPLATE, write_fake, write_fake_bootctl
+from ota_fixtures import TEMPLATE, write_fake
 
 from memu_ota.config import OtaConfig
 
@@ -21,7 +21,6 @@ def ota_config(tmp_path: Path) -> OtaConfig:
     return OtaConfig(
         base_url="http://updates.test/memu/",
         sysupdate=write_fake(tmp_path / "bin", {}),
-        bootctl=write_fake_bootctl(tmp_path / "bin"),
         isolate=False,
         template_dir=templates,
         runtime_dir=tmp_path / "run",

@@ -72,37 +72,6 @@ def write_fake(directory: Path, scenario: dict[str, Any]) -> Path:
     return path
 
 
-# bootctl's stand-in (EFI variables cannot be touched on the test host): logs its arguments
-# to bootctl.log, one JSON list per line, and fails like bootctl does without EFI variables
-# when a file "bootctl-fails" exists next to it.
-FAKE_BOOTCTL = r'''#!@PYTHON@
-import json, os, sys
-here = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(here, "bootctl.log"), "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\n")
-if os.path.exists(os.path.join(here, "bootctl-fails")):
-    sys.stderr.write("Failed to update EFI variable 'LoaderEntryDefault': Read-only file system\n")
-    sys.exit(1)
-'''
-
-
-def write_fake_bootctl(directory: Path) -> Path:
-    """Write bootctl's stand-in into ``directory``; returns its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "bootctl"
-    path.write_text(FAKE_BOOTCTL.replace("@PYTHON@", sys.executable))
-    path.chmod(0o755)
-    return path
-
-
-def bootctl_calls(directory: Path) -> list[list[str]]:
-    """The argument lists bootctl's stand-in in ``directory`` was called with, in order."""
-    log = directory / "bootctl.log"
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines()]
-
-
 def set_scenario(directory: Path, scenario: dict[str, Any]) -> None:
     (directory / "scenario.json").write_text(json.dumps(scenario))
 

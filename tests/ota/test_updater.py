@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from ota_fixtures import bootctl_calls, calls, set_scenario
+from ota_fixtures import calls, set_scenario
 
 from memu_ota.config import OtaConfig
 from memu_ota.state import PendingPhase, load_state
@@ -27,12 +27,11 @@ async def settle(updater: Updater) -> None:
 
 
 def make(config: OtaConfig, scenario: dict[str, object], running: str = "0.1.0",
-         lines: list[str] | None = None,
-         reboot_command: tuple[str, ...] = (sys.executable, "-c", "pass")) -> Updater:
+         lines: list[str] | None = None) -> Updater:
     set_scenario(config.sysupdate.parent, scenario)
     return Updater(config, running=running, boot_id="boot-1",
                    on_status=(lines.append if lines is not None else None),
-                   reboot_command=reboot_command)
+                   reboot_command=(sys.executable, "-c", "pass"))
 
 
 async def install_and_reboot(config: OtaConfig) -> None:
@@ -67,8 +66,6 @@ async def test_check_then_install_then_reboot(ota_config: OtaConfig) -> None:
     pending = load_state(ota_config.state_dir).pending
     assert pending is not None and pending.phase is PendingPhase.WRITTEN
 
-    # The running entry stays the boot default until the chosen restart.
-    assert bootctl_calls(ota_config.bootctl.parent) == [["set-default", "@current"]]
     with pytest.raises(UpdateRefused, match="waits for a restart"):
         updater.request_install()
     updater.reboot()
@@ -77,40 +74,7 @@ async def test_check_then_install_then_reboot(ota_config: OtaConfig) -> None:
     await settle(updater)
     pending = load_state(ota_config.state_dir).pending
     assert pending is not None and pending.phase is PendingPhase.REBOOTING
-    assert bootctl_calls(ota_config.bootctl.parent)[-1] == ["set-default", ""]
     await updater.stop()
-
-
-async def test_restart_waits_when_the_boot_default_cannot_be_changed(
-        ota_config: OtaConfig, tmp_path: Path) -> None:
-    """Without unpinning, the restart would start the old version again: do not restart,
-    say why, keep the update waiting."""
-    rebooted = tmp_path / "rebooted"
-    updater = make(ota_config, STABLE, reboot_command=("touch", str(rebooted)))
-    await updater.start(periodic=False)
-    updater.request_install()
-    await settle(updater)
-    (ota_config.bootctl.parent / "bootctl-fails").touch()
-    updater.reboot()
-    await asyncio.sleep(0.01)
-    await settle(updater)
-    assert updater.phase is Phase.READY and not rebooted.exists()
-    assert "restart failed: could not make the new version the boot default" in str(
-        updater.message)
-    assert "Read-only file system" in str(updater.message)
-    pending = load_state(ota_config.state_dir).pending
-    assert pending is not None and pending.phase is PendingPhase.WRITTEN
-
-
-async def test_install_goes_on_when_the_boot_default_cannot_be_pinned(
-        ota_config: OtaConfig, caplog: pytest.LogCaptureFixture) -> None:
-    (ota_config.bootctl.parent / "bootctl-fails").touch()
-    updater = make(ota_config, STABLE)
-    await updater.start(periodic=False)
-    updater.request_install()
-    await settle(updater)
-    assert updater.phase is Phase.READY
-    assert "power cut after the write would start the new version" in caplog.text
 
 
 async def test_failed_download_is_explained_and_forgotten(ota_config: OtaConfig) -> None:
@@ -123,9 +87,6 @@ async def test_failed_download_is_explained_and_forgotten(ota_config: OtaConfig)
     assert "tampered or truncated" in snap["message"]
     assert "update to 0.2.0 failed" in snap["last_result"]
     assert load_state(ota_config.state_dir).pending is None
-    # Nothing waits for a restart: the pin is gone again.
-    assert bootctl_calls(ota_config.bootctl.parent) == [["set-default", "@current"],
-                                                        ["set-default", ""]]
 
 
 @pytest.mark.parametrize(

@@ -93,13 +93,6 @@ def _wait_blessed(vm: VM, version: str) -> None:
     assert f"memu-os_{version}.efi" in boot_entries(vm), boot_entries(vm)
 
 
-NOT_YET_GREEN = pytest.mark.xfail(
-    strict=False,
-    reason="not yet seen green end to end: its last run failed because boots took the UKI's "
-           "factory-reset profile (now removed), which wiped the update state; the happy path "
-           "passed since; re-verify, then drop this mark")
-
-
 def test_update_to_slot_b_and_back_to_a_keeps_data(v1_vm: VM, served: Channel) -> None:
     vm = v1_vm
     # First boot on a disk larger than the image: root takes the rest, slots stay equal.
@@ -138,7 +131,6 @@ def test_update_to_slot_b_and_back_to_a_keeps_data(v1_vm: VM, served: Channel) -
     assert vm.sh("cat /var/lib/memu-test/canary").strip() == "keep-me"
 
 
-@NOT_YET_GREEN
 def test_failing_health_gate_rolls_back_to_old_slot(v1_vm: VM, served: Channel) -> None:
     vm = v1_vm
     vm.sh("mkdir -p /var/lib/memu-test && echo keep-me > /var/lib/memu-test/canary")
@@ -170,7 +162,7 @@ def test_failing_health_gate_rolls_back_to_old_slot(v1_vm: VM, served: Channel) 
     assert "0.9.0" in snap["blocked"]
 
 
-def test_power_cut_while_or_after_writing_slot_keeps_old_version(
+def test_power_cut_while_writing_slot_keeps_old_version(
         v1_vm: VM, served: Channel) -> None:
     vm = v1_vm
     served.add("0.2.0")
@@ -192,14 +184,6 @@ def test_power_cut_while_or_after_writing_slot_keeps_old_version(
     # A retry succeeds.
     _install_and_wait_ready(vm, "0.2.0")
     assert labels(vm)[7] == "memu-os_0.2.0"
-    # A power cut right after the write, before the chosen restart: the running version
-    # starts again (it stayed the boot default) and the update still waits for its restart.
-    vm.power_cut()
-    vm.start()
-    st = wait_version(vm, "0.1.0", timeout=420)
-    vm.wait_for_shell(240)
-    assert (st["update"]["state"], st["update"]["target"]) == ("ready", "0.2.0"), st
-    assert _reboot_into(vm, "0.2.0")["boot"]["slot"] == "b"
 
 
 def _resign_with_stranger(sums: Path, home: Path) -> None:
