@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         junit = RESULTS / "junit.xml"
         junit.unlink(missing_ok=True)
         marker = ["-m", "not qemu"] if args.no_qemu else []
+        # --durations: the slowest tests in the log, to keep CI's 90-minute budget in view.
         steps.append(run_step("tests", [py, "-m", "pytest", *marker, f"--junitxml={junit}",
-                                        *pytest_args]))
+                                        "--durations=12", *pytest_args]))
         if junit.exists():
             counts = junit_counts(str(junit))
     print("\n=== summary")
