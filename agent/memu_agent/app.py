@@ -1,10 +1,11 @@
 """The agent's aiohttp application: ``/api/status`` plus the first-boot pages.
 
-Routes:
-    ``GET /``, ``GET /static/firstboot.css``: from :mod:`memu_firstboot.web`.
-    ``GET /api/status``: JSON, see :func:`status`.
-    ``GET|POST /api/update``: from :mod:`memu_agent.update_api`.
-    ``POST /api/factory-reset``: from :mod:`memu_agent.reset_api`.
+Routes (every one declares its access, enforced by :mod:`memu_agent.auth`):
+    ``GET /``, ``GET /static/firstboot.css``: open; from :mod:`memu_firstboot.web`.
+    ``GET /api/status``: open; JSON, see :func:`status`.
+    ``GET /api/update`` (open), ``POST /api/update`` (admin): :mod:`memu_agent.update_api`.
+    ``POST /api/factory-reset`` (admin): :mod:`memu_agent.reset_api`.
+    ``POST /api/claim`` (claim): :mod:`memu_agent.claim_api`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from memu_agent import claim_api, reset_api, update_api
+from memu_agent.appkeys import CONFIG
+from memu_agent.auth import AUTH, Auth, auth_middleware
 from memu_agent.config import AgentConfig
 from memu_agent.facts import BootInfo, HostPaths, boot_info, hostname, os_version, uptime_s
-from memu_agent.reset_api import add_routes as add_reset_routes
+from memu_agent.ratelimit import FailureLimiter
 from memu_agent.reset_api import system_reboot
+from memu_agent.sessions import Sessions
 from memu_agent.update_api import UPDATER
-from memu_agent.update_api import add_routes as add_update_routes
+from memu_common.access import Access, add_route
 from memu_firstboot import web as firstboot_web
 from memu_firstboot.state import setup_state
 from memu_ota.updater import Updater
@@ -38,9 +43,14 @@ class BootFacts:
     boot: BootInfo
 
 
-CONFIG = web.AppKey("memu_agent.config", AgentConfig)
 PATHS = web.AppKey("memu_agent.paths", HostPaths)
 FACTS = web.AppKey("memu_agent.facts", BootFacts)
+
+
+def host_names(name: str) -> tuple[str, ...]:
+    """The names the box answers to besides its IP addresses: its host name, the same
+    under ``.local`` (mDNS) and ``localhost``."""
+    return (name, f"{name}.local", "localhost")
 
 
 def read_boot_facts(paths: HostPaths) -> BootFacts:
@@ -88,6 +98,7 @@ def make_app(
     facts: BootFacts | None = None,
     updater: Updater | None = None,
     reboot: Callable[[], None] = system_reboot,
+    limiter: FailureLimiter | None = None,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -97,16 +108,26 @@ def make_app(
         facts: version and boot info (default: read from ``paths`` now).
         updater: the update orchestrator (default: a new, not started one).
         reboot: how a factory reset reboots the box (default: ``systemctl reboot``).
+        limiter: back-off for wrong credentials (default: 5 free tries, then 1 s doubling
+            up to 5 minutes).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
-    app = web.Application()
+    updater = updater or Updater(config.ota, running=facts.version)
+    app = web.Application(middlewares=[auth_middleware])
     app[CONFIG] = config
     app[PATHS] = paths
     app[FACTS] = facts
-    app.router.add_get("/api/status", status, name="api-status")
-    add_update_routes(app, config, updater or Updater(config.ota, running=facts.version))
-    add_reset_routes(app, config, reboot)
+    app[AUTH] = Auth(
+        state_dir=config.state_dir,
+        sessions=Sessions(config.state_dir),
+        limiter=limiter if limiter is not None else FailureLimiter(),
+        host_names=lambda: host_names(hostname(paths)),
+    )
+    add_route(app, "GET", "/api/status", status, Access.OPEN, name="api-status")
+    update_api.add_routes(app, updater)
+    reset_api.add_routes(app, reboot)
+    claim_api.add_routes(app, updater.reset_source)
     firstboot_web.add_routes(
         app,
         firstboot_web.PageInfo(

@@ -1,7 +1,7 @@
 """Factory reset from the admin page: ``POST /api/factory-reset``.
 
 Body ``{"confirm": "erase all family data"}`` (the exact phrase, so no stray request can do
-it). Same authentication as the update API. The agent writes the marker
+it). Access: admin (the setup code before setup). The agent writes the marker
 ``<state_dir>/factory-reset`` and reboots; early in the next boot
 ``memu-factory-reset.service`` erases the family's data and settings on the writable
 partition (``/usr/lib/memu/factory-reset``) and the box comes up as on its first boot. Both
@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 
 from aiohttp import web
 
-from memu_agent.config import AgentConfig
-from memu_agent.update_api import authorized
+from memu_agent.appkeys import CONFIG
 from memu_common import MemuError, run
+from memu_common.access import Access, add_route
+from memu_common.jsonfile import write_atomic
 
 log = logging.getLogger(__name__)
 
 CONFIRM = "erase all family data"
 MARKER = "factory-reset"
 REBOOT: web.AppKey[Callable[[], None]] = web.AppKey("memu_agent.reset_api.reboot")
-RESET_CONFIG = web.AppKey("memu_agent.reset_api.config", AgentConfig)
 
 
 def system_reboot() -> None:
@@ -41,11 +40,7 @@ def system_reboot() -> None:
 
 async def post_factory_reset(request: web.Request) -> web.Response:
     """``POST /api/factory-reset``: mark the reset, answer 202, then reboot."""
-    config = request.app[RESET_CONFIG]
-    if not authorized(request, config):
-        return web.json_response({"error": "this box is set up; factory reset needs its API "
-                                  "token", "hint": "send Authorization: Bearer <token>"},
-                                 status=401)
+    config = request.app[CONFIG]
     try:
         body = await request.json()
     except ValueError:
@@ -53,11 +48,13 @@ async def post_factory_reset(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or body.get("confirm") != CONFIRM:
         return web.json_response({"error": "factory reset not confirmed",
                                   "hint": f'send {{"confirm": "{CONFIRM}"}}'}, status=400)
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    marker = config.state_dir / MARKER
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text("requested through the API\n")
-    os.replace(tmp, marker)
+    try:
+        write_atomic(config.state_dir / MARKER, b"requested through the API\n")
+    except OSError as e:
+        log.error("factory reset: cannot write the marker: %s", e)
+        return web.json_response({"error": "the box could not record the reset",
+                                  "hint": "try again; if it keeps failing, use the boot menu"},
+                                 status=500)
     log.warning("factory reset requested: erasing family data on the next boot; rebooting")
     reboot = request.app[REBOOT]
 
@@ -73,9 +70,9 @@ async def post_factory_reset(request: web.Request) -> web.Response:
                              status=202)
 
 
-def add_routes(app: web.Application, config: AgentConfig,
-               reboot: Callable[[], None] = system_reboot) -> None:
-    """Register ``POST /api/factory-reset`` on ``app``."""
-    app[RESET_CONFIG] = config
+def add_routes(app: web.Application, reboot: Callable[[], None] = system_reboot) -> None:
+    """Register ``POST /api/factory-reset`` on ``app`` (which holds the config under
+    :data:`memu_agent.appkeys.CONFIG`)."""
     app[REBOOT] = reboot
-    app.router.add_post("/api/factory-reset", post_factory_reset, name="api-factory-reset")
+    add_route(app, "POST", "/api/factory-reset", post_factory_reset, Access.ADMIN,
+              name="api-factory-reset")

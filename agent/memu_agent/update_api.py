@@ -10,33 +10,27 @@
 and answers 202 with the update snapshot (see :meth:`memu_ota.updater.Updater.snapshot`);
 409 ``{"error", "hint"}`` when another operation runs or the request is refused in the
 current situation (not newer, blocked, nothing to reboot into); 400 for malformed input;
-401 without valid credentials.
+401/403/429 from the auth layer.
 
-Authentication: while setup is pending (no ``<state_dir>/setup-done``; first boot, LAN
-only) the endpoints are open. Afterwards they need ``Authorization: Bearer <token>`` with
-the token in ``<state_dir>/api-token`` (mode 0600, written by setup), compared in constant
-time. No token file once set up means nobody is let in.
+Access (:mod:`memu_agent.auth`): ``GET /api/update`` is open (the same snapshot is in
+``/api/status``); ``POST /api/update`` needs the admin (the setup code before setup).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import logging
 from typing import Any
 
 from aiohttp import web
 
-from memu_agent.config import AgentConfig
 from memu_common import MemuError
-from memu_firstboot.state import SetupState, setup_state
+from memu_common.access import Access, add_route
 from memu_ota.updater import UpdateBusy, UpdateInvalid, Updater, UpdateRefused
 
 log = logging.getLogger(__name__)
 
-API_TOKEN_FILE = "api-token"
 UPDATER = web.AppKey("memu_agent.updater", Updater)
-CONFIG = web.AppKey("memu_agent.update_api.config", AgentConfig)
 _HEADERS = {"Cache-Control": "no-store"}
 
 
@@ -44,31 +38,8 @@ def _error(status: int, message: str, hint: str | None = None) -> web.Response:
     return web.json_response({"error": message, "hint": hint}, status=status, headers=_HEADERS)
 
 
-def authorized(request: web.Request, config: AgentConfig) -> bool:
-    """True when the request may use the update API (see the module docstring)."""
-    if setup_state(config.state_dir) is not SetupState.DONE:
-        return True
-    try:
-        expected = (config.state_dir / API_TOKEN_FILE).read_text("utf-8").strip()
-    except OSError:
-        return False
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not expected:
-        return False
-    return hmac.compare_digest(given.strip().encode(), expected.encode())
-
-
-def _unauthorized() -> web.Response:
-    resp = _error(401, "this box is set up; the update API needs its API token",
-                  "send Authorization: Bearer <token>")
-    resp.headers["WWW-Authenticate"] = 'Bearer realm="memu"'
-    return resp
-
-
 async def get_update(request: web.Request) -> web.Response:
     """``GET /api/update``: the update snapshot."""
-    if not authorized(request, request.app[CONFIG]):
-        return _unauthorized()
     return web.json_response(request.app[UPDATER].snapshot(), headers=_HEADERS)
 
 
@@ -94,8 +65,6 @@ def _time(value: str | None) -> dt.datetime | None:
 
 async def post_update(request: web.Request) -> web.Response:
     """``POST /api/update``: start an action; 202 + snapshot."""
-    if not authorized(request, request.app[CONFIG]):
-        return _unauthorized()
     updater = request.app[UPDATER]
     try:
         body = await request.json()
@@ -127,9 +96,8 @@ async def post_update(request: web.Request) -> web.Response:
     return web.json_response(updater.snapshot(), status=202, headers=_HEADERS)
 
 
-def add_routes(app: web.Application, config: AgentConfig, updater: Updater) -> None:
+def add_routes(app: web.Application, updater: Updater) -> None:
     """Register the update endpoints and what they need on ``app``."""
     app[UPDATER] = updater
-    app[CONFIG] = config
-    app.router.add_get("/api/update", get_update, name="api-update")
-    app.router.add_post("/api/update", post_update, name="api-update-post")
+    add_route(app, "GET", "/api/update", get_update, Access.OPEN, name="api-update")
+    add_route(app, "POST", "/api/update", post_update, Access.ADMIN, name="api-update-post")

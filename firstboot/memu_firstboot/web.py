@@ -20,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from memu_common.access import Access, add_route
 from memu_firstboot.state import SetupState, setup_state
 
 _SECURITY_HEADERS = {
@@ -113,5 +114,5 @@ def add_routes(app: web.Application, info: PageInfo) -> None:
     """
     app[PAGE_INFO] = info
     app[_ASSETS] = _load_assets()
-    app.router.add_get("/", _index, name="firstboot-index")
-    app.router.add_get("/static/firstboot.css", _css, name="firstboot-css")
+    add_route(app, "GET", "/", _index, Access.OPEN, name="firstboot-index")
+    add_route(app, "GET", "/static/firstboot.css", _css, Access.OPEN, name="firstboot-css")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from memu_ota.jsonfile import read_json_object, write_json_atomic
+from memu_common.jsonfile import read_json_object, write_json_atomic
 
 SETTINGS_FILE = "settings.json"
 
@@ -195,3 +195,12 @@ def save_overrides(config: OtaConfig) -> None:
         config.state_dir / SETTINGS_FILE,
         {"channel": str(config.channel), "base_url": config.base_url},
     )
+
+
+def clear_overrides(config: OtaConfig) -> None:
+    """Remove ``<state_dir>/settings.json``, so the image's settings apply again.
+
+    Raises:
+        OSError: it exists and cannot be removed.
+    """
+    (config.state_dir / SETTINGS_FILE).unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from memu_ota import definitions, report
 from memu_ota.config import (
     OtaConfig,
     apply_overrides,
+    clear_overrides,
     parse_base_url,
     parse_channel,
     save_overrides,
@@ -107,6 +108,7 @@ class Updater:
         boot_id: str | None = None,
     ) -> None:
         self._config = config
+        self._defaults = config  # the image's settings, before run-time overrides
         self._running = running
         self._on_status = on_status or (lambda line: None)
         self._reboot_command = reboot_command
@@ -285,6 +287,22 @@ class Updater:
         self._config, self.available = new, None
         if self._render() and self.phase is Phase.FAILED:
             self._set(Phase.IDLE, None)
+
+    def reset_source(self) -> None:
+        """Put channel and base URL back to the image's settings and forget the run-time
+        override (used when the box is claimed: a source changed before the claim must not
+        outlive it). Never raises: a file that cannot be removed is logged."""
+        try:
+            clear_overrides(self._config)
+        except OSError as e:
+            log.error("cannot remove the update settings override: %s", e)
+        self._config = replace(self._config, channel=self._defaults.channel,
+                               base_url=self._defaults.base_url)
+        self.available = None
+        if self._render() and self.phase is Phase.FAILED:
+            self._set(Phase.IDLE, None)
+        log.info("update source reset to the image's settings (%s channel)",
+                 self._config.channel)
 
     def _refuse_version(self, version: str) -> None:
         if not is_newer(version, self._running):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+from pathlib import Path
+
+from memu_agent.setup_token import ensure_token
 
 
 @dataclass
@@ -40,3 +43,9 @@ def bind_notify_socket(address: str, bind_to: str) -> NotifySocket:
 def efi_string(text: str) -> bytes:
     """An efivarfs file: 4 bytes of attributes, then UTF-16LE with a NUL terminator."""
     return struct.pack("<I", 7) + (text + "\0").encode("utf-16-le")
+
+
+def code_header(state_dir: Path) -> dict[str, str]:
+    """The header that proves the setup code of the box whose state is in ``state_dir``
+    (made there if missing, as the agent does at start)."""
+    return {"X-Memu-Setup-Code": ensure_token(state_dir)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from agent_fixtures import code_header
 from pytest_aiohttp import AiohttpClient
 
 from memu_agent.app import make_app
@@ -20,11 +21,12 @@ async def test_reset_needs_the_exact_confirmation(
     reboots: list[int] = []
     client = await aiohttp_client(make_app(config, paths=host,
                                            reboot=lambda: reboots.append(1)))
+    code = code_header(config.state_dir)
     for body in ({}, {"confirm": "yes"}, {"confirm": CONFIRM.upper()}):
-        resp = await client.post("/api/factory-reset", json=body)
+        resp = await client.post("/api/factory-reset", json=body, headers=code)
         assert resp.status == 400
         assert CONFIRM in (await resp.json())["hint"]
-    resp = await client.post("/api/factory-reset", data=b"not json")
+    resp = await client.post("/api/factory-reset", data=b"not json", headers=code)
     assert resp.status == 400
     await asyncio.sleep(1.2)
     assert not (config.state_dir / MARKER).exists()
@@ -37,7 +39,8 @@ async def test_reset_marks_and_reboots(
     reboots: list[int] = []
     client = await aiohttp_client(make_app(config, paths=host,
                                            reboot=lambda: reboots.append(1)))
-    resp = await client.post("/api/factory-reset", json={"confirm": CONFIRM})
+    resp = await client.post("/api/factory-reset", json={"confirm": CONFIRM},
+                             headers=code_header(config.state_dir))
     assert resp.status == 202
     assert (await resp.json())["state"] == "resetting"
     assert (config.state_dir / MARKER).exists()
@@ -52,8 +55,10 @@ async def test_reset_needs_the_token_once_set_up(
     (config.state_dir / SETUP_DONE_MARKER).write_text("")
     (config.state_dir / "api-token").write_text("s3cret\n")
     client = await aiohttp_client(make_app(config, paths=host, reboot=lambda: None))
-    resp = await client.post("/api/factory-reset", json={"confirm": CONFIRM})
-    assert resp.status == 401
+    for headers in ({}, code_header(config.state_dir)):  # the code stops working at setup
+        resp = await client.post("/api/factory-reset", json={"confirm": CONFIRM},
+                                 headers=headers)
+        assert resp.status in (401, 403)
     assert not (config.state_dir / MARKER).exists()
     resp = await client.post("/api/factory-reset", json={"confirm": CONFIRM},
                              headers={"Authorization": "Bearer s3cret"})

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+from agent_fixtures import code_header
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
@@ -26,8 +27,11 @@ esac
 
 
 async def client_with_updater(
-    aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths, tmp_path: Path
+    aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths, tmp_path: Path,
+    *, with_code: bool = True,
 ) -> tuple[TestClient[web.Request, web.Application], Updater]:
+    """A test client of the agent with a fake sysupdate; it sends the setup code on every
+    request unless ``with_code`` is false."""
     fake = tmp_path / "fake-sysupdate"
     fake.write_text(FAKE)
     fake.chmod(0o755)
@@ -37,8 +41,9 @@ async def client_with_updater(
     ota = replace(config.ota, sysupdate=fake)
     updater = Updater(ota, running="0.3.1", boot_id="b")
     await updater.start(periodic=False)
+    headers = code_header(config.state_dir) if with_code else {}
     client = await aiohttp_client(make_app(replace(config, ota=ota), paths=host,
-                                           updater=updater))
+                                           updater=updater), headers=headers)
     return client, updater
 
 
@@ -94,20 +99,22 @@ async def test_bad_input(
 async def test_auth_after_setup(
     aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths, tmp_path: Path
 ) -> None:
-    client, updater = await client_with_updater(aiohttp_client, config, host, tmp_path)
-    assert (await client.get("/api/update")).status == 200  # setup pending: open
+    client, updater = await client_with_updater(aiohttp_client, config, host, tmp_path,
+                                                with_code=False)
+    check = {"action": "check"}
+    resp = await client.post("/api/update", json=check)  # setup pending: the code is needed
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
     config.state_dir.mkdir(parents=True, exist_ok=True)
     (config.state_dir / SETUP_DONE_MARKER).touch()
-    resp = await client.get("/api/update")
+    assert (await client.get("/api/update")).status == 200  # read-only, like /api/status
+    resp = await client.post("/api/update", json=check)
     assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
     token_file = config.state_dir / "api-token"
     token_file.write_text("s3cret-token\n")
     token_file.chmod(0o600)
     bad = {"Authorization": "Bearer wrong"}
     good = {"Authorization": "Bearer s3cret-token"}
-    assert (await client.get("/api/update", headers=bad)).status == 401
-    assert (await client.post("/api/update", json={"action": "check"}, headers=bad)).status == 401
-    assert (await client.get("/api/update", headers=good)).status == 200
+    assert (await client.post("/api/update", json=check, headers=bad)).status == 403
     assert (await client.post("/api/update", json={"action": "check"},
                               headers=good)).status == 202
     assert (await client.get("/api/status")).status == 200  # status stays public

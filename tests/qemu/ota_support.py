@@ -14,6 +14,7 @@ from memu_dev.channel import (
     api,
     channel,
     drain,
+    setup_code,
     update,
     wait_update,
     wait_version,
@@ -67,5 +68,4 @@ def boot_entries(vm: VM) -> list[str]:
 
 
 __all__ = ["REPO", "Channel", "api", "boot_entries", "booted_vm", "channel", "drain",
-           "ensure_build",
-           "labels", "update", "wait_update", "wait_version"]
+           "ensure_build", "labels", "setup_code", "update", "wait_update", "wait_version"]

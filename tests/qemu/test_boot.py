@@ -1,11 +1,14 @@
 """The walking skeleton, proven on a booted N100 image: the agent comes up READY and serves
-the first-boot page, the setup token is on the console and private, and nothing failed."""
+the first-boot page, the setup token is on the console and private, nothing failed, and
+nothing changes the box before it is claimed."""
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
+from memu_dev.channel import api, setup_code
 from memu_dev.vm import VM
 
 
@@ -74,3 +77,38 @@ def test_box_identity_network_and_docker(booted: VM) -> None:
     # no SSH server and no default password in a release build
     assert booted.sh_status("systemctl cat ssh.service sshd.service") != 0
     assert booted.sh("getent shadow root").split(":")[1] in ("!*", "!", "*", "!!")
+
+
+def test_nothing_changes_the_box_before_it_is_claimed(booted: VM) -> None:
+    """A stranger on the LAN, with no credentials or a guessed code, tries what used to be
+    open on a fresh box: all refused, the box untouched, the page still served."""
+    before = booted.sh("cat /proc/sys/kernel/random/boot_id; "
+                       "cat /run/memu/sysupdate.d/*.transfer | sha256sum")
+    code = setup_code(booted)
+    source = {"action": "source", "channel": "beta", "base_url": "http://203.0.113.9/os/"}
+    probes: list[tuple[str, dict[str, Any], dict[str, str], int]] = [
+        ("/api/update", source, {}, 401),
+        ("/api/update", {"action": "check"}, {}, 401),
+        ("/api/factory-reset", {"confirm": "erase all family data"}, {}, 401),
+        ("/api/claim", {}, {}, 401),
+        ("/api/update", source, {"X-Memu-Setup-Code": "aaaa-bbbb-cccc"}, 403),
+        ("/api/factory-reset", {"confirm": "erase all family data"},
+         {"X-Memu-Setup-Code": "aaaa-bbbb-cccc"}, 403),
+        # even with the right code: not through a stranger's host name or web page
+        ("/api/update", source, {**code, "Host": "rebind.example"}, 403),
+        ("/api/factory-reset", {"confirm": "erase all family data"},
+         {**code, "Origin": "http://attacker.example"}, 403),
+    ]
+    for path, body, headers, want in probes:
+        status, answer = api(booted, "POST", path, body, headers=headers)
+        assert status == want, (path, headers, answer)
+        assert answer["error"] and answer["hint"]
+    assert booted.sh_status("test -e /var/lib/memu/ota/settings.json") != 0
+    assert booted.sh_status("test -e /var/lib/memu/factory-reset") != 0
+    assert booted.sh("cat /proc/sys/kernel/random/boot_id; "
+                     "cat /run/memu/sysupdate.d/*.transfer | sha256sum") == before
+    status, page = booted.http_get("/")
+    assert status == 200 and "<form" in page
+    status, body = booted.http_get("/api/status")
+    assert status == 200 and code["X-Memu-Setup-Code"] not in body + page
+    assert json.loads(body)["update"]["channel"] == "stable"

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from ota_support import api, booted_vm, drain, labels, wait_version
+from ota_support import api, booted_vm, drain, labels, setup_code, wait_version
 
 from memu_dev.vm import VM
 
@@ -58,11 +58,12 @@ def test_factory_reset_from_api_and_from_kernel_cmdline(vm: VM) -> None:
     slots_before = labels(vm)
     token = _family_data(vm)
     # A wrong confirmation does nothing.
-    status, body = api(vm, "POST", "/api/factory-reset", {"confirm": "yes"})
+    status, body = api(vm, "POST", "/api/factory-reset", {"confirm": "yes"},
+                       headers=setup_code(vm))
     assert status == 400, body
     boot = _boot_id(vm)
     status, body = api(vm, "POST", "/api/factory-reset",
-                       {"confirm": "erase all family data"})
+                       {"confirm": "erase all family data"}, headers=setup_code(vm))
     assert status == 202, body
     _wait_rebooted(vm, boot)
     _assert_first_day(vm, token)

@@ -75,11 +75,12 @@ def channel(root: Path) -> Iterator[Channel]:
 
 
 def api(vm: VM, method: str, path: str, body: dict[str, Any] | None = None,
-        timeout: float = 30) -> tuple[int, dict[str, Any]]:
+        timeout: float = 30, headers: dict[str, str] | None = None
+        ) -> tuple[int, dict[str, Any]]:
     """Call the agent's JSON API through the forwarded port; returns (status, JSON body)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(vm.url(path), data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return int(r.status), json.loads(r.read() or b"{}")
@@ -87,9 +88,15 @@ def api(vm: VM, method: str, path: str, body: dict[str, Any] | None = None,
         return int(e.code), json.loads(e.read() or b"{}")
 
 
+def setup_code(vm: VM) -> dict[str, str]:
+    """The header that proves the guest's setup code (read through the root shell), as the
+    person in front of the box would type it from its screen."""
+    return {"X-Memu-Setup-Code": vm.sh("cat /var/lib/memu/setup-token").strip()}
+
+
 def update(vm: VM, action: str, **kw: str) -> tuple[int, dict[str, Any]]:
-    """POST /api/update with an action."""
-    return api(vm, "POST", "/api/update", {"action": action, **kw})
+    """POST /api/update with an action, proving the setup code (the box is not set up)."""
+    return api(vm, "POST", "/api/update", {"action": action, **kw}, headers=setup_code(vm))
 
 
 def drain(vm: VM, seconds: float) -> None:

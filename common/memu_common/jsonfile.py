@@ -1,5 +1,5 @@
-"""Small JSON files written so that a power cut leaves either the old or the new file, never
-a torn one: write a temporary file in the same directory, fsync it, rename it over the
+"""Small files (JSON above all) written so that a power cut leaves either the old or the new
+file, never a torn one: write a temporary file in the same directory, fsync it, rename it over the
 target, fsync the directory (rename(2) is atomic within one filesystem)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def write_json_atomic(path: Path, data: Any, *, mode: int = 0o600) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (parent created with mode 0700).
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically (parent created with mode 0700).
 
     Raises:
         OSError: the directory or file cannot be written.
@@ -24,9 +24,8 @@ def write_json_atomic(path: Path, data: Any, *, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,6 +38,17 @@ def write_json_atomic(path: Path, data: Any, *, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_json_atomic(path: Path, data: Any, *, mode: int = 0o600) -> None:
+    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically (see
+    :func:`write_atomic`).
+
+    Raises:
+        OSError: the directory or file cannot be written.
+    """
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    write_atomic(path, text.encode("utf-8"), mode=mode)
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
