@@ -11,6 +11,13 @@ Artifacts of version V for an x86-64 board (names match overlays/.../sysupdate.d
 ``memu-os_V_x86-64.usr.UUID.raw.xz``, ``.usr-verity.UUID.raw.xz``,
 ``.usr-verity-sig.UUID.raw.xz`` (the slot's three partitions as mkosi split them out, each
 named with its GPT partition UUID) and ``memu-os_V_x86-64.efi`` (the UKI).
+
+The ``/usr`` and verity artifacts are cut to what the slot really holds: the erofs
+filesystem's blocks (which must be exactly the blocks dm-verity covers) and the verity
+superblock plus hash tree. The partitions are 2 GiB and 64 MiB so that later releases fit;
+shipping and writing their empty tails would cost every device 1.6 GiB of writes per update.
+The root hash does not change (it covers only those blocks); the bytes past the end in the
+device's slot are never read.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import math
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -64,9 +73,94 @@ def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
     return found
 
 
-def compressed(src: Path) -> Path:
-    """``src`` compressed with xz, cached in mkosi.output/release-cache (recompressed only when
-    ``src`` is newer). xz because Debian's systemd-pull 257 decompresses xz but not zstd.
+EROFS_MAGIC = 0xE0F5E1E2
+VERITY_SIGNATURE = b"verity\0\0"
+
+
+def erofs_bytes(usr: Path) -> int:
+    """Size in bytes of the erofs filesystem at the start of ``usr``: its superblock (at byte
+    1024; linux ``fs/erofs/erofs_fs.h``) gives the block size (``blkszbits`` at +12) and
+    the block count (``blocks`` at +36).
+
+    Raises:
+        MemuError: ``usr`` does not start with an erofs filesystem.
+    """
+    with usr.open("rb") as f:
+        f.seek(1024)
+        sb = f.read(40)
+    if len(sb) < 40 or struct.unpack_from("<I", sb, 0)[0] != EROFS_MAGIC:
+        raise MemuError(f"{usr.name} holds no erofs filesystem", hint="rebuild the image")
+    return int(struct.unpack_from("<I", sb, 36)[0]) << sb[12]
+
+
+def verity_layout(verity: Path) -> tuple[int, int]:
+    """What a dm-verity hash partition covers and how long it is, from its superblock
+    (veritysetup(8) "on-disk format": ``data_block_size`` at +64, ``hash_block_size`` at
+    +68, ``data_blocks`` at +72, hash name at +32; the hash tree follows the superblock's
+    block, one level after another, down to a single block).
+
+    Returns:
+        (bytes of data covered, bytes of superblock + hash tree).
+
+    Raises:
+        MemuError: no verity superblock (or one we do not understand).
+    """
+    with verity.open("rb") as f:
+        sb = f.read(512)
+    if len(sb) < 512 or sb[:8] != VERITY_SIGNATURE:
+        raise MemuError(f"{verity.name} holds no dm-verity superblock", hint="rebuild the image")
+    algorithm = sb[32:64].rstrip(b"\0").decode("ascii", "replace")
+    digest = {"sha256": 32, "sha512": 64, "sha1": 20}.get(algorithm)
+    if digest is None:
+        raise MemuError(f"{verity.name}: unknown verity hash {algorithm!r}")
+    data_block, hash_block, data_blocks = struct.unpack_from("<IIQ", sb, 64)
+    per_block = hash_block // (1 << math.ceil(math.log2(digest)))  # digests padded to 2^n
+    hash_blocks, level = 0, data_blocks
+    while True:
+        level = math.ceil(level / per_block)
+        hash_blocks += level
+        if level <= 1:
+            break
+    return data_blocks * data_block, hash_block + hash_blocks * hash_block
+
+
+def partition_of(src: Path) -> str:
+    """Which slot partition a split artifact ``<stem>.<partition>.<uuid>.raw`` is."""
+    return src.name.rsplit(".", 3)[1]
+
+
+def used_bytes(src: Path, slot: dict[str, Path]) -> int | None:
+    """How much of the split partition ``src`` a slot needs, or None to ship it whole (the
+    signature partition: 16 KiB). ``slot`` maps partition names to the slot's artifacts.
+
+    Raises:
+        MemuError: the filesystem is not exactly what verity covers, or bytes past the cut
+            are not zero (the cut would lose data).
+    """
+    part = partition_of(src)
+    if part == "usr-verity":
+        _, size = verity_layout(src)
+    elif part == "usr":
+        size = erofs_bytes(src)
+        covered, _ = verity_layout(slot["usr-verity"])
+        if covered != size:
+            raise MemuError(f"{src.name}: the erofs filesystem is {size} bytes but dm-verity "
+                            f"covers {covered}", hint="rebuild the image; this is a build bug")
+    else:
+        return None
+    with src.open("rb") as f:
+        f.seek(size)
+        for block in iter(lambda: f.read(1 << 22), b""):
+            if block.count(0) != len(block):
+                raise MemuError(f"{src.name} has data past its first {size} bytes",
+                                hint="the release would cut it off; this is a build bug")
+    return size
+
+
+def compressed(src: Path, size: int | None = None) -> Path:
+    """The first ``size`` bytes of ``src`` (all of it when None) compressed with xz, cached in
+    mkosi.output/release-cache (recompressed only when ``src`` is newer). xz because
+    Debian's systemd-pull 257 decompresses xz but not zstd.
 
     Raises:
         MemuError: xz failed.
@@ -76,9 +170,19 @@ def compressed(src: Path) -> Path:
     out = cache / (src.name + ".xz")
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
         tmp = out.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            subprocess.run(["xz", "-T0", "-1", "-c", str(src)], stdout=f, check=False)
-        if tmp.stat().st_size == 0:
+        with tmp.open("wb") as f, src.open("rb") as data:
+            xz = subprocess.Popen(["xz", "-T0", "-1", "-c"], stdin=subprocess.PIPE, stdout=f)
+            assert xz.stdin is not None
+            left = src.stat().st_size if size is None else size
+            with xz.stdin:
+                while left > 0:
+                    block = data.read(min(left, 1 << 22))
+                    if not block:
+                        break
+                    xz.stdin.write(block)
+                    left -= len(block)
+            xz.wait()
+        if xz.returncode != 0 or tmp.stat().st_size == 0:
             raise MemuError(f"xz could not compress {src}", hint="is xz-utils installed?")
         os.replace(tmp, out)
     return out
@@ -122,13 +226,21 @@ def release(version: str, channel: str, root: Path, board: str = DEFAULT_BOARD) 
     if channel not in CHANNELS:
         raise MemuError(f"unknown channel {channel!r}", hint=f"use one of {', '.join(CHANNELS)}")
     files = artifacts(version, board)
+    slot = {partition_of(src): src for name, src in files.items() if name.endswith(".xz")}
     keys = build_keys()
     channel_dir = root / channel
     channel_dir.mkdir(parents=True, exist_ok=True)
     for name, src in files.items():
         dest = channel_dir / name
-        shutil.copyfile(compressed(src) if name.endswith(".xz") else src, dest)
-        log.info("memu: %s (%d bytes)", dest, dest.stat().st_size)
+        if name.endswith(".xz"):
+            size = used_bytes(src, slot)
+            shutil.copyfile(compressed(src, size), dest)
+            log.info("memu: %s (%d bytes; %s of the %d-byte partition)", dest,
+                     dest.stat().st_size, "all" if size is None else f"first {size}",
+                     src.stat().st_size)
+        else:
+            shutil.copyfile(src, dest)
+            log.info("memu: %s (%d bytes)", dest, dest.stat().st_size)
     sign(write_sums(channel_dir), keys.gnupghome)
     return channel_dir
 

@@ -1,0 +1,90 @@
+"""``just release`` cuts the /usr and verity artifacts to what the slot holds: checked on
+synthetic partitions laid out as erofs(5) and veritysetup(8) describe them."""
+
+from __future__ import annotations
+
+import lzma
+import math
+import struct
+from pathlib import Path
+
+import pytest
+
+from memu_common import MemuError
+from memu_dev import release
+
+BLOCK = 4096
+
+
+def _usr(path: Path, blocks: int, partition: int) -> None:
+    sb = bytearray(128)
+    struct.pack_into("<I", sb, 0, release.EROFS_MAGIC)
+    sb[12] = 12  # 4 KiB blocks
+    struct.pack_into("<I", sb, 36, blocks)
+    with path.open("wb") as f:
+        f.write(b"\0" * 1024 + bytes(sb))
+        f.seek(blocks * BLOCK - 1)
+        f.write(b"\x01")  # the filesystem's last byte
+        f.truncate(partition)
+
+
+def _verity(path: Path, data_blocks: int, partition: int) -> int:
+    """A verity partition for ``data_blocks``; returns its used length."""
+    sb = bytearray(512)
+    sb[:8] = release.VERITY_SIGNATURE
+    struct.pack_into("<II", sb, 8, 1, 1)
+    sb[32:38] = b"sha256"
+    struct.pack_into("<IIQH", sb, 64, BLOCK, BLOCK, data_blocks, 32)
+    levels, n = [], data_blocks
+    while True:
+        n = math.ceil(n / 128)
+        levels.append(n)
+        if n <= 1:
+            break
+    used = BLOCK * (1 + sum(levels))
+    with path.open("wb") as f:
+        f.write(bytes(sb))
+        f.seek(used - 1)
+        f.write(b"\x01")
+        f.truncate(partition)
+    return used
+
+
+@pytest.mark.parametrize("blocks", [1, 127, 128, 129, 16384, 121_600])
+def test_verity_layout_matches_the_hash_tree(tmp_path: Path, blocks: int) -> None:
+    used = _verity(tmp_path / "v.raw", blocks, 64 << 20)
+    assert release.verity_layout(tmp_path / "v.raw") == (blocks * BLOCK, used)
+
+
+def test_release_ships_only_the_used_bytes(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(release, "OUTPUT", tmp_path)
+    usr = tmp_path / "memu-os_1.2.3_x86-64.usr.aa11.raw"
+    verity = tmp_path / "memu-os_1.2.3_x86-64.usr-verity.bb22.raw"
+    _usr(usr, 300, 8 << 20)
+    used = _verity(verity, 300, 1 << 20)
+    slot = {"usr": usr, "usr-verity": verity}
+    assert release.used_bytes(usr, slot) == 300 * BLOCK
+    assert release.used_bytes(verity, slot) == used
+    out = release.compressed(usr, 300 * BLOCK)
+    data = lzma.decompress(out.read_bytes())
+    assert len(data) == 300 * BLOCK and data[-1] == 1
+    assert data == usr.read_bytes()[: 300 * BLOCK]
+
+
+def test_release_refuses_a_cut_that_would_lose_data(tmp_path: Path) -> None:
+    usr = tmp_path / "memu-os_1.2.3_x86-64.usr.aa11.raw"
+    verity = tmp_path / "memu-os_1.2.3_x86-64.usr-verity.bb22.raw"
+    _usr(usr, 300, 8 << 20)
+    _verity(verity, 299, 1 << 20)
+    with pytest.raises(MemuError, match="dm-verity covers"):
+        release.used_bytes(usr, {"usr": usr, "usr-verity": verity})
+    _verity(verity, 300, 1 << 20)
+    with usr.open("r+b") as f:  # something past the filesystem's end
+        f.seek(400 * BLOCK)
+        f.write(b"x")
+    with pytest.raises(MemuError, match="past its first"):
+        release.used_bytes(usr, {"usr": usr, "usr-verity": verity})
+    (tmp_path / "junk.usr.cc33.raw").write_bytes(b"\0" * 4096)
+    with pytest.raises(MemuError, match="no erofs"):
+        release.erofs_bytes(tmp_path / "junk.usr.cc33.raw")
