@@ -1,8 +1,14 @@
 """Fixtures for tests that boot built Memu OS images in QEMU.
 
 One built image is shared by every test of a run (``just test`` builds it when missing or
-stale); each VM boots a copy-on-write overlay of it, so the image itself is never written.
+stale); each VM runs on a copy-on-write overlay of it, so the image itself is never written.
 Serial logs are kept under test-results/qemu/ and their path is printed when a test fails.
+
+The image's first boot happens once per run, in the golden VM (:mod:`memu_dev.golden`: on a
+16 GiB virtio disk, saved when the box is up). Tests that start from a freshly booted box
+(``booted``, the update tests' ``v1_vm``) resume a copy of it in seconds; the boot checks
+read that first boot's console. Tests about booting on NVMe itself (the factory reset) boot
+for real.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
+from memu_dev.golden import Golden, make_golden, restore
 from memu_dev.paths import REPO, image_path, version
 from memu_dev.vm import VM, VMConfig
 
@@ -43,44 +50,30 @@ def os_version() -> str:
     return version()
 
 
-def _boot(name: str, image: Path, **kw: object) -> VM:
-    workdir = RESULTS / name
-    if workdir.exists():
-        for f in workdir.iterdir():
-            f.unlink()
-    return VM(VMConfig(image=image, workdir=workdir, **kw))  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="session")
-def booted(built_image: Path) -> Iterator[VM]:
-    """One VM booted from the built image, shared by the read-only boot checks.
-
-    Waits (with deadlines) for the first-boot page to answer and for the root shell.
-    """
-    vm = _boot("boot", built_image)
-    vm.start()
+def golden(built_image: Path) -> Golden:
+    """The built image's first boot on a 16 GiB disk, saved once the box is up (reused
+    across runs while the image is unchanged)."""
+    config = VMConfig(image=built_image, workdir=RESULTS / "golden", disk_size="16G")
     try:
-        vm.wait_http("/api/status", timeout=420)
-        vm.wait_for_shell(timeout=180)
+        return make_golden(RESULTS / "golden", config)
+    except BaseException:
+        print(f"\nserial log kept at {RESULTS / 'golden' / 'serial.log'}")
+        raise
+
+
+@pytest.fixture(scope="module")
+def booted(golden: Golden, request: pytest.FixtureRequest) -> Iterator[VM]:
+    """A VM resumed from the golden first boot, shared by one module's read-only checks
+    (module-scoped, so it does not run beside later tests' builds and VMs)."""
+    vm = restore(golden, RESULTS / f"booted-{request.module.__name__}")
+    try:
         yield vm
     except BaseException:
         print(f"\nserial log kept at {vm.serial_log}")
         raise
     finally:
         vm.stop()
-        vm.overlay.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def fresh_vm(built_image: Path, request: pytest.FixtureRequest) -> Iterator[VM]:
-    """A VM of its own for a test that changes the guest (not started yet)."""
-    vm = _boot(request.node.name, built_image)
-    try:
-        yield vm
-    finally:
-        vm.stop()
-        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-            print(f"\nserial log kept at {vm.serial_log}")
         vm.overlay.unlink(missing_ok=True)
 
 

@@ -19,10 +19,24 @@ from memu_dev.channel import (
     wait_update,
     wait_version,
 )
+from memu_dev.golden import Golden, restore
 from memu_dev.paths import REPO
 from memu_dev.vm import VM, VMConfig
 
 TREES = Path(__file__).parent / "trees"
+
+
+@contextlib.contextmanager
+def restored_vm(golden: Golden, name: str) -> Iterator[VM]:
+    """A VM of its own (workdir test-results/qemu/<name>) resumed from ``golden`` with a root
+    shell; stopped and its overlay removed afterwards (the serial log stays)."""
+    vm = restore(golden, REPO / "test-results" / "qemu" / name)
+    try:
+        yield vm
+    finally:
+        vm.stop()
+        print(f"\nserial log: {vm.serial_log}")
+        vm.overlay.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -52,11 +66,13 @@ def ensure_build(version: str, *trees: str) -> Path:
 
 def labels(vm: VM) -> dict[int, str]:
     """GPT partition number -> label on the guest's disk (read from the GPT, not a cache)."""
-    out = vm.sh("for p in /dev/nvme0n1p*; do "
-                "echo \"${p##*p} $(blkid -p -s PART_ENTRY_NAME -o value $p)\"; done")
+    out = vm.sh(f"for p in {vm.disk}*[0-9]; do "
+                "echo \"$p $(blkid -p -s PART_ENTRY_NAME -o value $p)\"; done")
     result: dict[int, str] = {}
     for line in out.splitlines():
-        number, _, name = line.strip().partition(" ")
+        device, _, name = line.strip().partition(" ")
+        number = device.rsplit("/", 1)[-1].removeprefix(vm.disk.rsplit("/", 1)[-1])
+        number = number.removeprefix("p")
         if number.isdigit():
             result[int(number)] = name.strip()
     return result
@@ -68,4 +84,5 @@ def boot_entries(vm: VM) -> list[str]:
 
 
 __all__ = ["REPO", "Channel", "api", "boot_entries", "booted_vm", "channel", "drain",
-           "ensure_build", "labels", "setup_code", "update", "wait_update", "wait_version"]
+           "ensure_build", "labels", "restored_vm", "setup_code", "update", "wait_update",
+           "wait_version"]

@@ -4,8 +4,10 @@ is written, and refused channels (tampered, unsigned, wrongly signed, not newer)
 
 Versions: 0.1.0 is the image `just build` makes; 0.2.0 and 0.3.0 are test builds of the same
 tree with a visible marker file; 0.9.0 carries the test-only flag that makes its health gate
-fail. Each test boots its own VM on a 16 GiB overlay (bigger than the image, as after
-flashing an NVMe drive) and serves its own channel on the host's loopback.
+fail. Each test starts its own VM, restored from the run's golden snapshot of 0.1.0's first
+boot on a 16 GiB disk (bigger than the image, as after flashing a drive; see
+memu_dev.golden), and serves its own channel on the host's loopback. Reboots and power cuts
+after that are real boots.
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ from ota_support import (
     Channel,
     api,
     boot_entries,
-    booted_vm,
     channel,
     ensure_build,
     labels,
+    restored_vm,
     update,
     wait_update,
     wait_version,
 )
 
+from memu_dev.golden import Golden
 from memu_dev.vm import VM
 
 SLOT_A, SLOT_B = (2, 3, 4), (5, 6, 7)  # verity-sig, verity, usr partition numbers
@@ -47,10 +50,10 @@ def test_versions(built_image: Path) -> None:
 
 
 @pytest.fixture
-def v1_vm(built_image: Path, test_versions: None,
+def v1_vm(golden: Golden, test_versions: None,
           request: pytest.FixtureRequest) -> Iterator[VM]:
-    """A VM of version 0.1.0 on a 16 GiB overlay, booted to the agent and a root shell."""
-    with booted_vm(request.node.name, built_image, disk_size="16G") as vm:
+    """A VM of version 0.1.0 on a 16 GiB disk, restored from the golden first boot."""
+    with restored_vm(golden, request.node.name) as vm:
         yield vm
 
 
@@ -96,8 +99,7 @@ def _wait_blessed(vm: VM, version: str) -> None:
 def test_update_to_slot_b_and_back_to_a_keeps_data(v1_vm: VM, served: Channel) -> None:
     vm = v1_vm
     # First boot on a disk larger than the image: root takes the rest, slots stay equal.
-    sizes = dict(line.split() for line in vm.sh(
-        "for p in 4 7 8; do echo $p $(blockdev --getsize64 /dev/nvme0n1p$p); done").splitlines())
+    sizes = {str(n): vm.sh(f"blockdev --getsize64 {vm.part(n)}").strip() for n in (4, 7, 8)}
     assert int(sizes["4"]) == int(sizes["7"]) == 2 * GIB
     assert int(sizes["8"]) > 10 * GIB
     vm.sh("mkdir -p /var/lib/memu-test && echo keep-me > /var/lib/memu-test/canary")

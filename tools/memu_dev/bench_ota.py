@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             if snap["state"] != "ready":
                 print(f"memu: update failed: {snap}", file=sys.stderr)
                 return 1
-            written = sum(int(vm.sh(f"blockdev --getsize64 /dev/nvme0n1p{n}"))
+            written = sum(int(vm.sh(f"blockdev --getsize64 {vm.part(n)}"))
                           for n in SLOT_B)
             t0 = time.monotonic()
             for n in SLOT_B:
-                vm.sh(f"dd if=/dev/zero of=/dev/nvme0n1p{n} bs=4M oflag=direct status=none",
+                vm.sh(f"dd if=/dev/zero of={vm.part(n)} bs=4M oflag=direct status=none",
                       timeout=1800, check=False)
             vm.sh("sync", timeout=600)
             t_dd = time.monotonic() - t0

@@ -51,6 +51,27 @@ def junit_counts(path: str) -> tuple[int, int, int]:
     return tests - failed - skipped, failed, skipped
 
 
+def group_of(classname: str) -> str:
+    """The budget group of a JUnit test class (``tests.qemu.test_ota.…``): ``unit``,
+    ``services`` (the bot against real PostgreSQL and Synapse) or ``qemu/<file>``."""
+    parts = classname.split(".")
+    if len(parts) > 2 and parts[1] == "qemu":
+        return f"qemu/{parts[2]}"
+    if len(parts) > 1 and parts[1] == "intelligence":
+        return "services"
+    return "unit"
+
+
+def junit_groups(path: str) -> dict[str, float]:
+    """Seconds per budget group (see :func:`group_of`), summed over the JUnit report's test
+    cases (each case's time includes its fixtures' set-up and tear-down)."""
+    groups: dict[str, float] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        group = group_of(case.get("classname", ""))
+        groups[group] = groups.get(group, 0.0) + float(case.get("time", 0) or 0)
+    return groups
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns 0 only when every step passed."""
     ap = argparse.ArgumentParser(description="lint, type-check and test Memu OS")
@@ -63,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         run_step("types", [py, "-m", "mypy"]),
     ]
     counts = None
+    groups: dict[str, float] = {}
     if not args.lint_only:
         RESULTS.mkdir(exist_ok=True)
         junit = RESULTS / "junit.xml"
@@ -73,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
                                         "--durations=12", *pytest_args]))
         if junit.exists():
             counts = junit_counts(str(junit))
+            groups = junit_groups(str(junit))
     print("\n=== summary")
     for s in steps:
         print(f"  {s.name:<6} {'ok' if s.status == 0 else 'FAILED':<7} {s.seconds:7.1f} s")
+    for group, seconds in sorted(groups.items()):
+        print(f"    {group:<26} {seconds:7.1f} s")
     if counts:
         passed, failed, skipped = counts
         print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")

@@ -61,6 +61,12 @@ class VMConfig:
         credentials: systemd credentials (name -> value) passed through SMBIOS type 11.
         shell: log root in on the serial console (test-only, via a credential).
         extra_cmdline: kernel command line added through systemd-stub's SMBIOS hook.
+        snapshottable: boot so that the running VM can be saved and restored (see
+            :mod:`memu_dev.golden`): the disk on virtio-blk (QEMU cannot migrate its NVMe
+            device), the UEFI variables as qcow2 (a raw pflash blocks snapshots) and a QMP
+            socket. Off, the disk is on NVMe, as on the N100.
+        backing: for a restored VM, the golden disk and variable store (qcow2) its own
+            overlays are backed by, instead of the built image and OVMF's template.
     """
 
     image: Path
@@ -72,6 +78,8 @@ class VMConfig:
     credentials: dict[str, str] = field(default_factory=dict)
     shell: bool = True
     extra_cmdline: str = ""
+    snapshottable: bool = False
+    backing: tuple[Path, Path] | None = None
 
 
 class VM:
@@ -86,24 +94,47 @@ class VM:
         self.workdir = config.workdir
         self.serial_log = self.workdir / "serial.log"
         self.overlay = self.workdir / "disk.qcow2"
+        self.efivars = self.workdir / ("efivars.qcow2" if config.snapshottable else "efivars.fd")
+        self.qmp_socket = self.workdir / "qmp.sock"
+        self.incoming: Path | None = None  # a saved state to resume instead of booting
         self.ports: dict[int, int] = {}
         self._child: pexpect.spawn | None = None
         self._started_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def disk(self) -> str:
+        """The guest's disk device: ``/dev/vda`` (snapshottable) or ``/dev/nvme0n1``."""
+        return "/dev/vda" if self.config.snapshottable else "/dev/nvme0n1"
+
+    def part(self, number: int) -> str:
+        """The guest's device node of partition ``number`` of its disk."""
+        return f"{self.disk}{number}" if self.config.snapshottable else f"{self.disk}p{number}"
+
     def create_disk(self) -> None:
         """Create the copy-on-write overlay and the writable EFI variable store."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.overlay.exists():
             return
-        argv = [*mkosi_cmd(), "sandbox", "--", "qemu-img", "create", "-q", "-f", "qcow2",
-                "-F", "raw", "-b", str(self.config.image.resolve()), str(self.overlay)]
+        tool = [*mkosi_cmd(), "sandbox", "--"]
+        overlay = ["qemu-img", "create", "-q", "-f", "qcow2"]
+        if self.config.backing is not None:
+            disk, efivars = self.config.backing
+            run([*tool, *overlay, "-F", "qcow2", "-b", str(disk), str(self.overlay)], cwd=REPO)
+            run([*tool, *overlay, "-F", "qcow2", "-b", str(efivars), str(self.efivars)],
+                cwd=REPO)
+            return
+        argv = [*tool, *overlay, "-F", "raw", "-b", str(self.config.image.resolve()),
+                str(self.overlay)]
         if self.config.disk_size:
             argv.append(self.config.disk_size)
         run(argv, cwd=REPO, hint="is the tools tree built? run `just build`")
-        run([*mkosi_cmd(), "sandbox", "--", "cp", OVMF_VARS, str(self.workdir / "efivars.fd")],
-            cwd=REPO)
+        if self.config.snapshottable:
+            run([*tool, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", OVMF_VARS,
+                 str(self.efivars)], cwd=REPO)
+        else:
+            run([*tool, "cp", OVMF_VARS, str(self.efivars)], cwd=REPO)
 
     def qemu_argv(self) -> list[str]:
         """The full QEMU command line for this VM (ports must already be chosen)."""
@@ -118,20 +149,27 @@ class VM:
         if self.config.extra_cmdline:
             smbios += ["-smbios", "type=11,value=io.systemd.stub.kernel-cmdline-extra="
                        + self.config.extra_cmdline]
+        snap = self.config.snapshottable
+        extra: list[str] = []
+        if snap:
+            extra += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
+        if self.incoming is not None:
+            extra += ["-incoming", f"exec:cat {self.incoming}"]
         return [
             "qemu-system-x86_64",
             "-machine", "q35,smm=off", "-accel", "tcg,thread=multi", "-cpu", "max",
             "-smp", str(self.config.cpus), "-m", str(self.config.memory_mb),
             "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-            "-drive", f"if=pflash,format=raw,file={self.workdir / 'efivars.fd'}",
+            "-drive", f"if=pflash,format={'qcow2' if snap else 'raw'},file={self.efivars}",
             "-drive", f"if=none,id=disk0,format=qcow2,file={self.overlay},discard=unmap",
-            "-device", "nvme,serial=memu0,drive=disk0",
+            "-device", "virtio-blk-pci,drive=disk0" if snap else "nvme,serial=memu0,drive=disk0",
             "-nic", f"user,model=virtio-net-pci{hostfwd}",
             "-device", "virtio-rng-pci",
             "-display", "none", "-vga", "none", "-monitor", "none",
             "-chardev", f"stdio,id=ser0,signal=off,logfile={self.serial_log},logappend=on",
             "-serial", "chardev:ser0",
             *smbios,
+            *extra,
         ]
 
     def start(self) -> VM:

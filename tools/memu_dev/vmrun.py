@@ -1,5 +1,7 @@
 """`just vm`: boot the built image in QEMU on a copy-on-write overlay, print where the
-first-boot page is, and attach the terminal to the serial console (Ctrl-] quits).
+first-boot page is, and attach the terminal to the serial console (Ctrl-] quits). Without a
+terminal (from a script or CI) it runs headless: the console goes only to the serial log,
+whose path it prints, until the guest powers off or the process is interrupted.
 
     python -m memu_dev.vmrun [--board n100] [--shell] [--port 8080] [--disk-size 32G]
 """
@@ -7,9 +9,12 @@ first-boot page is, and attach the terminal to the serial console (Ctrl-] quits)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
+
+import pexpect
 
 from memu_dev.paths import DEFAULT_BOARD, image_path
 from memu_dev.vm import VM, VMConfig
@@ -34,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     with vm:
         print(f"memu: booting {img.name} (overlay and serial log in {workdir})")
         print(f"memu: first-boot page: {vm.url('/')}  (answers once the agent is READY)")
+        if not sys.stdin.isatty():
+            print(f"memu: no terminal: running headless; console in {vm.serial_log}; "
+                  "interrupt (Ctrl-C, SIGINT) to power off", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                vm.child.expect(pexpect.EOF, timeout=None)  # reads (and drains) the console
+            return 0
         print("memu: console follows; press Ctrl-] to power off and quit\n", flush=True)
         vm.child.interact()
     return 0

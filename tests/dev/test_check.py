@@ -1,0 +1,31 @@
+"""`just test`'s summary: per-group seconds from the JUnit report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memu_dev.check import group_of, junit_groups
+
+REPORT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="5">
+<testcase classname="tests.agent.test_auth" name="a" time="0.5"/>
+<testcase classname="tests.ota.test_updater" name="b" time="1.5"/>
+<testcase classname="tests.intelligence.test_bot_e2e" name="c" time="30"/>
+<testcase classname="tests.qemu.test_ota" name="d" time="400.25"/>
+<testcase classname="tests.qemu.test_ota" name="e" time="100"/>
+</testsuite></testsuites>
+"""
+
+
+def test_groups_sum_each_budget_group(tmp_path: Path) -> None:
+    report = tmp_path / "junit.xml"
+    report.write_text(REPORT)
+    assert junit_groups(str(report)) == {"unit": 2.0, "services": 30.0,
+                                         "qemu/test_ota": 500.25}
+
+
+def test_group_of_names() -> None:
+    assert group_of("tests.qemu.test_boot") == "qemu/test_boot"
+    assert group_of("tests.intelligence.test_bot_store") == "services"
+    assert group_of("tests.containers.test_container_lock") == "unit"
+    assert group_of("") == "unit"
