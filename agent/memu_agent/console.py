@@ -9,13 +9,11 @@ setup token, so it is mode 0600: agetty runs as root and can read it; other user
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import secrets
 from pathlib import Path
 
 from memu_common import MemuError, run
+from memu_common.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +55,8 @@ def write_issue(issue_dir: Path, text: str) -> Path:
     Raises:
         OSError: the directory cannot be created or written.
     """
-    issue_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     path = issue_dir / ISSUE_FILE
-    tmp = issue_dir / f".{ISSUE_FILE}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    write_atomic(path, text.encode("utf-8"), mode=0o600, dir_mode=0o755)
     return path
 
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from memu_agent.appkeys import CONFIG
 from memu_common import MemuError, run
 from memu_common.access import Access, add_route
-from memu_common.jsonfile import write_atomic
+from memu_common.files import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from memu_common.jsonfile import read_json_object, write_json_atomic
+from memu_common.files import read_json_object, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,13 @@ look-alikes (no 0/o, 1/l/i), about 59 bits of entropy, easy to type on a phone.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
 import secrets
 import stat
 from pathlib import Path
+
+from memu_common.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -44,38 +44,6 @@ def ensure_private_dir(path: Path) -> None:
     if mode != 0o700:
         log.warning("%s had mode %04o; setting 0700", path, mode)
         path.chmod(0o700)
-
-
-def _write_new(path: Path, token: str) -> bool:
-    """Write ``token`` to ``path`` atomically, only if ``path`` does not exist.
-
-    The token goes to a fresh temporary file (O_CREAT|O_EXCL, 0600) which is then hard-linked
-    to ``path``: the link fails if ``path`` exists, and ``path`` is never seen half-written.
-
-    Returns:
-        True when written, False when ``path`` already existed.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(token + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return True
 
 
 def _read_existing(path: Path) -> str | None:
@@ -114,7 +82,7 @@ def ensure_token(state_dir: Path) -> str:
         if path.exists():  # present but invalid: replace it
             path.unlink()
         token = generate_token()
-        if _write_new(path, token):
+        if write_atomic(path, (token + "\n").encode("ascii"), exclusive=True):
             log.info("made a new setup token in %s", path)
             return token
     raise OSError(f"cannot settle the setup token in {path}")

@@ -1,14 +1,22 @@
-"""The one helper through which every Memu OS subprocess runs (modelled on mkosi's run())."""
+"""The one way every Memu OS subprocess runs (modelled on mkosi's run()): :func:`run` for
+synchronous callers, :func:`run_async` for the event loop (optionally listening for the
+child's sd_notify datagrams, see :mod:`memu_common.notify`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memu_common.errors import MemuError
+from memu_common.notify import NotifyCallback, NotifyListener
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +73,92 @@ def run(
         log.error("command failed (exit %d): %s%s", proc.returncode, line, detail)
         raise MemuError(f"command failed (exit {proc.returncode}): {line}{detail}", hint=hint)
     return proc
+
+
+@dataclass
+class Completed:
+    """A finished command: its exit status, output and notify datagrams (in order)."""
+
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    notify: list[dict[str, str]] = field(default_factory=list)
+
+    def stderr_tail(self, lines: int = 8) -> str:
+        """The last ``lines`` of stderr, for logs."""
+        return "\n".join(self.stderr.strip().splitlines()[-lines:])
+
+
+async def run_async(
+    argv: Sequence[str | Path],
+    *,
+    env: Mapping[str, str] | None = None,
+    time_limit_s: float | None = None,
+    notify_dir: Path | None = None,
+    on_notify: NotifyCallback | None = None,
+) -> Completed:
+    """Run one command (never through a shell) and collect its output; never checks the
+    exit status (the caller explains failures).
+
+    Args:
+        argv: the command and its arguments.
+        env: extra environment on top of ours.
+        time_limit_s: seconds before the child is killed.
+        notify_dir: when given, listen for sd_notify datagrams on a socket in this
+            directory; the child gets ``$NOTIFY_SOCKET``, and :data:`NOTIFY_PLACEHOLDER`
+            in ``argv`` is replaced by its address (for ``systemd-run --setenv=``).
+        on_notify: called for each datagram as it arrives.
+
+    Raises:
+        MemuError: the command is missing or timed out.
+    """
+    cmd = [str(a) for a in argv]
+    datagrams: list[dict[str, str]] = []
+
+    def collect(msg: dict[str, str]) -> None:
+        datagrams.append(msg)
+        if on_notify is not None:
+            on_notify(msg)
+
+    async with contextlib.AsyncExitStack() as stack:
+        child_env = dict(os.environ)
+        child_env.update(env or {})
+        if notify_dir is not None:
+            listener = await stack.enter_async_context(NotifyListener(notify_dir, collect))
+            child_env["NOTIFY_SOCKET"] = listener.address
+            cmd = [a.replace(NOTIFY_PLACEHOLDER, listener.address) for a in cmd]
+        log.debug("run: %s", shlex.join(cmd))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=child_env,
+            )
+        except FileNotFoundError as e:
+            raise MemuError(f"command not found: {cmd[0]}", hint="is it installed?") from e
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), time_limit_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise MemuError(f"command timed out after {time_limit_s}s: {shlex.join(cmd)}") from None
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
+            raise
+    return Completed(
+        argv=cmd,
+        returncode=proc.returncode if proc.returncode is not None else -1,
+        stdout=out.decode("utf-8", errors="replace"),
+        stderr=err.decode("utf-8", errors="replace"),
+        notify=datagrams,
+    )
+
+
+# In argv, replaced by the notify socket address (for ``systemd-run -E NOTIFY_SOCKET=…``).
+NOTIFY_PLACEHOLDER = "@NOTIFY_SOCKET@"

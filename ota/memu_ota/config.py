@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from memu_common.jsonfile import read_json_object, write_json_atomic
+from memu_common.files import read_json_object, write_json_atomic
 
 SETTINGS_FILE = "settings.json"
 
@@ -75,11 +75,6 @@ class OtaConfig:
     def definitions_dir(self) -> Path:
         """Where the rendered ``*.transfer`` files go (``--definitions=``)."""
         return self.runtime_dir / "sysupdate.d"
-
-    @property
-    def channel_url(self) -> str:
-        """The directory sysupdate fetches from, e.g. ``https://…/os/stable/``."""
-        return f"{self.base_url}{self.channel}/"
 
 
 def parse_channel(value: Any) -> Channel:

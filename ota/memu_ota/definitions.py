@@ -10,11 +10,10 @@ channel URL (``<base_url><channel>/``); the agent always runs sysupdate with
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 from memu_common import MemuError
+from memu_common.files import write_atomic
 from memu_ota.config import parse_base_url, parse_channel
 
 PLACEHOLDER = "@SOURCE_URL@"
@@ -68,7 +67,7 @@ def render(template_dir: Path, out_dir: Path, base_url: str, channel: str) -> li
     try:
         out_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         for name, text in rendered.items():
-            _write_atomic(out_dir / name, text)
+            write_atomic(out_dir / name, text.encode("utf-8"), mode=0o644, dir_mode=0o755)
         for old in out_dir.glob("*.transfer"):
             if old.name not in rendered:
                 old.unlink()
@@ -78,16 +77,3 @@ def render(template_dir: Path, out_dir: Path, base_url: str, channel: str) -> li
             hint="the agent needs RuntimeDirectory=memu",
         ) from e
     return sorted(out_dir / name for name in rendered)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

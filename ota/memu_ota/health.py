@@ -1,4 +1,5 @@
-"""The boot health gate: ``/usr/bin/python3 -m memu_ota.health``.
+"""The boot health gate's logic; its entry point is ``python3 -m memu_agent.health_gate``
+(the agent's side, which knows the device's config).
 
 Run by ``memu-health-gate.service`` (``Before=boot-complete.target``,
 ``RequiredBy=boot-complete.target``, ``FailureAction=reboot``): it exits 0 once the agent
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memu_common import MemuError, run
-from memu_ota.state import HealthFailure, save_health_failure
 
 log = logging.getLogger("memu_ota.health")
 
@@ -132,31 +131,3 @@ def gate(
             log.info("waiting: %s", decision.reason)
             last = decision.reason
         sleep(POLL_S)
-
-
-def main() -> int:
-    """Entry point; exit status 0 (healthy) or 1 (not healthy, failure recorded)."""
-    from memu_agent.config import DEFAULT_CONFIG_PATH, load_config
-    from memu_agent.facts import HostPaths, os_version
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config, problems = load_config(DEFAULT_CONFIG_PATH)
-    for problem in problems:
-        log.warning("config: %s", problem)
-    ota = config.ota
-    decision = gate(lambda: observe(ota.core_units, config.port), ota.health_deadline_s,
-                    forced_fail=TEST_FAIL_FLAG.exists())
-    if decision.outcome is Outcome.PASS:
-        log.info("healthy: %s", decision.reason)
-        return 0
-    version = os_version(HostPaths())
-    log.error("not healthy on %s: %s", version, decision.reason)
-    try:
-        save_health_failure(ota.state_dir, HealthFailure(version, decision.reason, time.time()))
-    except OSError as e:
-        log.error("cannot record the failure in %s: %s", ota.state_dir, e)
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memu_common.jsonfile import read_json_object, write_json_atomic
+from memu_common.files import read_json_object, write_json_atomic
 
 log = logging.getLogger(__name__)
 

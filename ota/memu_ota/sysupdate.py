@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from memu_common import MemuError
+from memu_common.run import NOTIFY_PLACEHOLDER, Completed, run_async
 from memu_ota.config import OtaConfig
-from memu_ota.proc import NOTIFY_PLACEHOLDER, Completed, run_async
 
 log = logging.getLogger(__name__)
 
@@ -248,19 +248,6 @@ class Sysupdate:
         """Flags of one version. Raises SysupdateError."""
         result = await self._run("list", version, "--json=short", time_limit_s=LIST_TIMEOUT_S)
         return self._parsed(result, f"cannot look up version {version}", parse_version_info)
-
-    async def check_new(self) -> str | None:
-        """The newest offered version if newer than the newest installed one, else None.
-
-        Raises:
-            SysupdateError: the check failed (network, signature, …).
-        """
-        result = await self._run("check-new", time_limit_s=LIST_TIMEOUT_S)
-        if result.returncode == 0:
-            return result.stdout.strip() or None
-        if failed(result):
-            raise self._log(explain(result, "cannot check for updates"))
-        return None
 
     async def update(self, version: str, on_progress: Callable[[Progress], None]) -> None:
         """Download, verify and install ``version``; ``on_progress`` sees each report.

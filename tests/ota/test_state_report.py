@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from memu_common.jsonfile import write_json_atomic
+from memu_common.files import write_json_atomic
 from memu_ota.report import EntryState, read_entries, reconcile
 from memu_ota.state import (
     Check,

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from ota_fixtures import fixture, set_scenario
 
+from memu_common.notify import NotifyListener, parse_notify
+from memu_common.run import Completed
 from memu_ota.config import OtaConfig
-from memu_ota.proc import Completed, NotifyListener, parse_notify
 from memu_ota.sysupdate import (
     Progress,
     Sysupdate,
@@ -141,16 +142,14 @@ async def test_listener_falls_back_to_abstract_for_long_paths(tmp_path: Path) ->
 async def test_driver_against_fake(ota_config: OtaConfig) -> None:
     bin_dir = ota_config.sysupdate.parent
     set_scenario(bin_dir, {"list": "list-beta", "list 1.10.0": "list-version-available",
-                           "check-new": "check-new-beta", "update": "update-ok"})
+                           "update": "update-ok"})
     driver = Sysupdate(ota_config)
     assert (await driver.list_versions()).versions[0] == "1.10.0"
     assert (await driver.version_info("1.10.0")).available
-    assert await driver.check_new() == "1.10.0"
     seen: list[Progress] = []
     await driver.update("0.2.0", seen.append)
     assert [p.percent for p in seen if p.percent is not None][-1] >= 52
-    set_scenario(bin_dir, {"check-new": "check-new-none", "update": "update-tampered"})
-    assert await driver.check_new() is None
+    set_scenario(bin_dir, {"update": "update-tampered"})
     with pytest.raises(SysupdateError, match="tampered or truncated") as e:
         await driver.update("0.2.0", seen.append)
     assert e.value.reason == "checksum"

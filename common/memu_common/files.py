@@ -1,6 +1,7 @@
-"""Small files (JSON above all) written so that a power cut leaves either the old or the new
-file, never a torn one: write a temporary file in the same directory, fsync it, rename it over the
-target, fsync the directory (rename(2) is atomic within one filesystem)."""
+"""The one way Memu OS writes small files (JSON above all), so that a power cut leaves either
+the old or the new file, never a torn one: write a temporary file in the same directory,
+fsync it, rename it over the target, fsync the directory (rename(2) is atomic within one
+filesystem)."""
 
 from __future__ import annotations
 
@@ -8,36 +9,56 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically (parent created with mode 0700).
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, dir_mode: int = 0o700,
+                 exclusive: bool = False) -> bool:
+    """Write ``data`` to ``path`` atomically: readers see the old file or the new one, also
+    after a power cut (the file and its directory are fsynced).
+
+    Args:
+        path: the file to write; its parent is created with ``dir_mode`` when missing.
+        data: the whole new content.
+        mode: the file's permission bits (set before any byte is written).
+        exclusive: only write when ``path`` does not exist yet (the new file is linked into
+            place, which fails when one is there; rename would replace it).
+
+    Returns:
+        True when written; False when ``exclusive`` and ``path`` already existed.
 
     Raises:
         OSError: the directory or file cannot be written.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # whatever the umask said
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        else:
+            os.replace(tmp, path)
+    finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return True
 
 
 def write_json_atomic(path: Path, data: Any, *, mode: int = 0o600) -> None:

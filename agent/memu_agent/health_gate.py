@@ -1,0 +1,43 @@
+"""The boot health gate's entry point: ``/usr/bin/python3 -m memu_agent.health_gate``, run by
+``memu-health-gate.service`` (see :mod:`memu_ota.health` for what it decides and why). It
+lives on the agent's side because it reads the agent's config and the OS version; the
+decision itself stays in memu_ota.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from memu_agent.config import DEFAULT_CONFIG_PATH, load_config
+from memu_agent.facts import HostPaths, os_version
+from memu_ota.health import TEST_FAIL_FLAG, Outcome, gate, observe
+from memu_ota.state import HealthFailure, save_health_failure
+
+log = logging.getLogger("memu_agent.health_gate")
+
+
+def main() -> int:
+    """Entry point; exit status 0 (healthy) or 1 (not healthy, failure recorded)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config, problems = load_config(DEFAULT_CONFIG_PATH)
+    for problem in problems:
+        log.warning("config: %s", problem)
+    ota = config.ota
+    decision = gate(lambda: observe(ota.core_units, config.port), ota.health_deadline_s,
+                    forced_fail=TEST_FAIL_FLAG.exists())
+    if decision.outcome is Outcome.PASS:
+        log.info("healthy: %s", decision.reason)
+        return 0
+    version = os_version(HostPaths())
+    log.error("not healthy on %s: %s", version, decision.reason)
+    try:
+        save_health_failure(ota.state_dir, HealthFailure(version, decision.reason, time.time()))
+    except OSError as e:
+        log.error("cannot record the failure in %s: %s", ota.state_dir, e)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
