@@ -78,9 +78,10 @@ def boot_once(image: Path, want_http: bool, deadline: float,
             if analyze is not None and login is not None:
                 with contextlib.suppress(MemuError):
                     vm.wait_for_shell(timeout=120)
-                    analysis = vm.sh("systemd-analyze time; "
+                    analysis = vm.sh("systemctl is-system-running --wait >/dev/null; "
+                                     "systemd-analyze time; "
                                      f"systemd-analyze critical-chain {analyze}",
-                                     timeout=120, check=False)
+                                     timeout=300, check=False)
     return BootTimes(login, ready, analysis)
 
 
