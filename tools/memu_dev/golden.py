@@ -18,6 +18,7 @@ mtime): see ``stamp.json`` in its directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -70,6 +71,13 @@ def _qmp(vm: VM, timeout: float = 30) -> QEMUMonitorProtocol:
     return qmp
 
 
+def _close(qmp: QEMUMonitorProtocol) -> None:
+    """Close a QMP connection; QEMU having closed its end already (after ``quit``, or when
+    it exited) is not an error."""
+    with contextlib.suppress(EOFError, OSError):
+        qmp.close()
+
+
 def _wait_migration(qmp: QEMUMonitorProtocol, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -117,7 +125,7 @@ def make_golden(directory: Path, config: VMConfig, *, ready_timeout: float = 600
             _wait_migration(qmp, timeout=300)
             qmp.cmd_obj({"execute": "quit"})
         finally:
-            qmp.close()
+            _close(qmp)  # after "quit" QEMU may already have hung up
         vm.wait_exit(timeout=60)
     except BaseException:
         vm.stop()
@@ -158,7 +166,7 @@ def restore(golden: Golden, workdir: Path, *, timeout: float = 120) -> VM:
                 time.sleep(0.2)
             qmp.cmd_obj({"execute": "cont"})
         finally:
-            qmp.close()
+            _close(qmp)
         vm.sh(f"date -s @{time.time():.3f} >/dev/null", timeout=60)
     except BaseException:
         vm.stop()
