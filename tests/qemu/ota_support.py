@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,8 @@ TREES = Path(__file__).parent / "trees"
 def restored_vm(golden: Golden, name: str) -> Iterator[VM]:
     """A VM of its own (workdir test-results/qemu/<name>) resumed from ``golden`` with a root
     shell; stopped and its overlay removed afterwards (the serial log stays)."""
-    vm = restore(golden, REPO / "test-results" / "qemu" / name)
+    with step("restore the golden VM"):
+        vm = restore(golden, REPO / "test-results" / "qemu" / name)
     try:
         yield vm
     finally:
@@ -59,6 +61,17 @@ def booted_vm(name: str, image: Path, version: str = "0.1.0",
         vm.overlay.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def step(what: str) -> Iterator[None]:
+    """Print how long a step of a test took (seen with ``-s`` and in a failing test's captured
+    output), so the suite's cost can be read per step, not only per test."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        print(f"[step] {what}: {time.monotonic() - start:.1f} s", flush=True)
+
+
 def ensure_build(version: str, *trees: str) -> Path:
     """Build ``version`` with test trees (tests/qemu/trees/<name>) when missing or stale."""
     return ensure_built(version, [TREES / t for t in trees])
@@ -84,5 +97,5 @@ def boot_entries(vm: VM) -> list[str]:
 
 
 __all__ = ["REPO", "Channel", "api", "boot_entries", "booted_vm", "channel", "drain",
-           "ensure_build", "labels", "restored_vm", "setup_code", "update", "wait_update",
+           "ensure_build", "labels", "restored_vm", "setup_code", "step", "update", "wait_update",
            "wait_version"]

@@ -28,6 +28,7 @@ from ota_support import (
     ensure_build,
     labels,
     restored_vm,
+    step,
     update,
     wait_update,
     wait_version,
@@ -64,35 +65,39 @@ def served(tmp_path: Path) -> Iterator[Channel]:
 
 
 def _point_at(vm: VM, ch: Channel) -> None:
-    status, snap = update(vm, "source", channel="stable", base_url=ch.guest_base)
-    assert status == 202, snap
+    with step("point at the test channel"):
+        status, snap = update(vm, "source", channel="stable", base_url=ch.guest_base)
+        assert status == 202, snap
 
 
 def _install_and_wait_ready(vm: VM, version: str) -> list[int]:
     """Install ``version`` through the API; return the progress percentages seen."""
-    status, snap = update(vm, "install", version=version)
-    assert status == 202, snap
-    seen: list[dict[str, Any]] = []
-    snap = wait_update(vm, {"ready", "failed"}, timeout=900, seen=seen)
+    with step(f"install {version}"):
+        status, snap = update(vm, "install", version=version)
+        assert status == 202, snap
+        seen: list[dict[str, Any]] = []
+        snap = wait_update(vm, {"ready", "failed"}, timeout=900, seen=seen)
     assert snap["state"] == "ready", snap
     return [int(s["progress"]) for s in seen if isinstance(s.get("progress"), int)]
 
 
 def _reboot_into(vm: VM, version: str) -> dict[str, Any]:
-    status, snap = update(vm, "reboot")
-    assert status == 202, snap
-    st = wait_version(vm, version, timeout=600)
-    vm.wait_for_shell(240)
+    with step(f"reboot into {version}"):
+        status, snap = update(vm, "reboot")
+        assert status == 202, snap
+        st = wait_version(vm, version, timeout=600)
+        vm.wait_for_shell(240)
     return st
 
 
 def _wait_blessed(vm: VM, version: str) -> None:
     """Wait for the health gate to pass and systemd-bless-boot (ordered after
     boot-complete.target) to rename the entry to its blessed name, without counters."""
-    vm.sh("systemctl start boot-complete.target", timeout=900)
-    entry = f"/boot/EFI/Linux/memu-os_{version}.efi"
-    vm.sh(f"timeout 300 sh -c 'until [ -e {entry} ]; do sleep 2; done'", timeout=330,
-          check=False)
+    with step(f"blessed {version}"):
+        vm.sh("systemctl start boot-complete.target", timeout=900)
+        entry = f"/boot/EFI/Linux/memu-os_{version}.efi"
+        vm.sh(f"timeout 300 sh -c 'until [ -e {entry} ]; do sleep 2; done'", timeout=330,
+              check=False)
     assert f"memu-os_{version}.efi" in boot_entries(vm), boot_entries(vm)
 
 
@@ -107,9 +112,10 @@ def test_update_to_slot_b_and_back_to_a_keeps_data(v1_vm: VM, served: Channel) -
 
     served.add("0.2.0")
     _point_at(vm, served)
-    status, snap = update(vm, "check")
-    assert status == 202, snap
-    snap = wait_update(vm, {"idle", "failed"}, timeout=300)
+    with step("check"):
+        status, snap = update(vm, "check")
+        assert status == 202, snap
+        snap = wait_update(vm, {"idle", "failed"}, timeout=300)
     assert snap["available"] == "0.2.0", snap
     progress = _install_and_wait_ready(vm, "0.2.0")
     assert any(0 < p < 100 for p in progress), progress
@@ -143,23 +149,26 @@ def test_failing_health_gate_rolls_back_to_old_slot(v1_vm: VM, served: Channel) 
     status, snap = update(vm, "reboot")
     assert status == 202, snap
     # Three tries of 0.9.0, each failing its health gate and rebooting, then 0.1.0 again.
-    vm.wait_for(r"Linux version", timeout=300)  # the first boot of 0.9.0 starts
-    st = wait_version(vm, "0.1.0", timeout=1200)
+    with step("three failing tries of 0.9.0, then 0.1.0 again"):
+        vm.wait_for(r"Linux version", timeout=300)  # the first boot of 0.9.0 starts
+        st = wait_version(vm, "0.1.0", timeout=1200)
     # The console shows every boot's command line: the first is 0.1.0's, then 0.9.0 three
     # times (its tries), then 0.1.0 again.
     hashes = re.findall(r"Command line: usrhash=([0-9a-f]+)",
                         vm.serial_log.read_text(errors="replace"))
     assert len([h for h in hashes if h != hashes[0]]) == 3, hashes
     assert hashes[-1] == hashes[0], hashes
-    vm.wait_for_shell(240)
+    with step("shell after the rollback"):
+        vm.wait_for_shell(240)
     assert "memu-os_0.9.0+0-3.efi" in boot_entries(vm)
     assert vm.sh("cat /var/lib/memu-test/canary").strip() == "keep-me"
     last = str(st["update"]["last_result"])
     assert re.search(r"rolled back from 0\.9\.0 to 0\.1\.0", last), last
     assert "health" in last
     # 0.9.0 is not offered again.
-    update(vm, "check")
-    snap = wait_update(vm, {"idle", "failed"}, timeout=300)
+    with step("check after the rollback"):
+        update(vm, "check")
+        snap = wait_update(vm, {"idle", "failed"}, timeout=300)
     assert snap["available"] in (None, ""), snap
     assert "0.9.0" in snap["blocked"]
 
@@ -181,9 +190,10 @@ def test_power_cut_while_writing_slot_keeps_old_version(
             snap = wait_update(vm, {"downloading", "ready", "failed"}, timeout=300)
             assert snap["state"] == "downloading", f"finished before the cut: {snap}"
         vm.power_cut()
-        vm.start()
-        st = wait_version(vm, "0.1.0", timeout=420)
-        vm.wait_for_shell(240)
+        with step(f"boot after a power cut at {cut_at} %"):
+            vm.start()
+            st = wait_version(vm, "0.1.0", timeout=420)
+            vm.wait_for_shell(240)
         assert "interrupted" in str(st["update"]["last_result"]), st
         assert [labels(vm)[n] for n in SLOT_B] == ["_empty"] * 3
         assert not any(e.startswith("memu-os_0.2.0") for e in boot_entries(vm))
@@ -212,9 +222,10 @@ def test_bad_channels_are_refused_and_running_slot_untouched(
     before = labels(vm)
 
     def refused(what: str) -> str:
-        status, snap = update(vm, "install", version="0.2.0")
-        if status == 202:
-            snap = wait_update(vm, {"ready", "failed"}, timeout=900)
+        with step(f"refused: {what}"):
+            status, snap = update(vm, "install", version="0.2.0")
+            if status == 202:
+                snap = wait_update(vm, {"ready", "failed"}, timeout=900)
         assert snap.get("state") != "ready", f"{what}: installed anyway: {snap}"
         assert labels(vm) == before, what
         assert not any(e.startswith("memu-os_0.2.0") for e in boot_entries(vm)), what
@@ -230,7 +241,7 @@ def test_bad_channels_are_refused_and_running_slot_untouched(
     # The /usr artifact cut in half: it cannot be unpacked (or does not match).
     shutil.rmtree(served.dir)
     shutil.copytree(pristine, served.dir)
-    usr = next(served.dir.glob("memu-os_0.2.0_x86-64.usr.*.raw.xz"))
+    usr = next(served.dir.glob("memu-os_0.2.0_x86-64.usr.*.raw.gz"))
     with usr.open("r+b") as f:
         f.truncate(usr.stat().st_size // 2)
     assert re.search(r"truncated|damaged|checksum", refused("truncated /usr"), re.I)
