@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install the real services tests/intelligence runs against: PostgreSQL 15 with the pgvector
-# extension (so the semantic-search path is tested too) and Synapse in its own virtualenv
-# (.tools/synapse-venv, kept out of the project's .venv). Idempotent; silent when done.
-# Needs root for apt-get. The tests start their own throwaway clusters/homeservers.
+# Install the real services the tests run against: PostgreSQL 15 with the pgvector extension
+# (so the bot's semantic-search path is tested too), Synapse in its own virtualenv
+# (.tools/synapse-venv, kept out of the project's .venv), and Docker's engine (tests/stack
+# runs the stack's images on it). Idempotent; silent when done. Needs root for apt-get. The
+# tests start their own throwaway clusters, homeservers and dockerd (memu_dev.engine).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 pg_version=15
@@ -69,6 +70,11 @@ EOF
         make -s -C "$apt_dir/build/src" PG_CONFIG="$pg_bin/pg_config" install >/dev/null
     fi
 fi
+
+# --- Docker engine ---------------------------------------------------------------------
+# bookworm's docker.io (engine 20.10) loads the images `just build` makes and runs them;
+# the tests start their own dockerd, so the package's service is left as apt set it up.
+apt_install docker.io
 
 # --- Synapse ---------------------------------------------------------------------------
 if ! "$synapse_venv/bin/python" -c 'import synapse' 2>/dev/null; then

@@ -28,4 +28,5 @@ def test_group_of_names() -> None:
     assert group_of("tests.qemu.test_boot") == "qemu/test_boot"
     assert group_of("tests.intelligence.test_bot_store") == "services"
     assert group_of("tests.containers.test_container_lock") == "unit"
+    assert group_of("tests.stack.test_stack_images") == "stack"
     assert group_of("") == "unit"

@@ -53,12 +53,15 @@ def junit_counts(path: str) -> tuple[int, int, int]:
 
 def group_of(classname: str) -> str:
     """The budget group of a JUnit test class (``tests.qemu.test_ota.…``): ``unit``,
-    ``services`` (the bot against real PostgreSQL and Synapse) or ``qemu/<file>``."""
+    ``services`` (the bot against real PostgreSQL and Synapse), ``stack`` (the stack's images
+    on the host's Docker) or ``qemu/<file>``."""
     parts = classname.split(".")
     if len(parts) > 2 and parts[1] == "qemu":
         return f"qemu/{parts[2]}"
     if len(parts) > 1 and parts[1] == "intelligence":
         return "services"
+    if len(parts) > 1 and parts[1] == "stack":
+        return "stack"
     return "unit"
 
 

@@ -13,7 +13,9 @@ For every image declared in ``image/containers.toml`` that is built here:
    ``docker load`` requires a ``manifest.json`` and does not read an OCI layout;
 4. the archive and ``containers.lock.json`` (``memu_common.container_lock``) are written to
    ``mkosi.output/containers/tree/``, which ``mkosi.conf.d/40-containers.conf`` copies to
-   ``/usr/share/memu/containers/`` in the OS image.
+   ``/usr/share/memu/containers/`` in the OS image. Images declared ``in_os_image = false``
+   (built and tested on the host, not shipped yet) go to ``mkosi.output/containers/staged/``
+   with a lock file of their own instead.
 
 ``memu_dev.build`` runs this before every OS build. Registry images (``digest =``) are
 declared the same way; copying them is a later issue, and this module refuses them for now.
@@ -47,9 +49,11 @@ DECLARATION = REPO / "image/containers.toml"
 CONTAINERS_OUT = OUTPUT / "containers"
 #: Copied into the OS image as /usr/share/memu/containers (mkosi.conf.d/40-containers.conf).
 TREE = CONTAINERS_OUT / "tree"
+#: Built images the OS image does not carry yet (``in_os_image = false``), with their lock.
+STAGED = CONTAINERS_OUT / "staged"
 TOOLS_TREE = OUTPUT / "tools"
-#: What a built image's content depends on besides its own mkosi project (the wheel's source).
-WHEEL_INPUTS = ("pyproject.toml", "mkosi.version", "common", "intelligence", "image/sandbox")
+#: What every built image's content depends on besides its project and declared ``sources``.
+COMMON_INPUTS = ("image/sandbox",)
 #: mkosi architecture -> OCI/Docker platform architecture.
 OCI_ARCH = {"x86-64": "amd64", "arm64": "arm64"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -64,6 +68,9 @@ class ImageSpec:
     ``build`` (a mkosi project, relative to the repository) for images built here; ``tag``
     and ``digest`` (``sha256:<hex>``) for registry images. ``config`` holds OCI image config
     fields (``User``, ``Entrypoint``, …); ``healthcheck`` the ``test`` argv and its timing.
+    ``in_os_image`` False: built and staged for host tests, not copied into the OS image.
+    ``sources``: repository paths the build reads besides its project (a change to one makes
+    the image stale), e.g. the Python packages the bot's wheel is built from.
     """
 
     name: str
@@ -73,6 +80,13 @@ class ImageSpec:
     digest: str | None = None
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     healthcheck: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    in_os_image: bool = True
+    sources: tuple[str, ...] = ()
+
+    @property
+    def directory(self) -> Path:
+        """Where its archive and lock entry go: TREE (into the OS image) or STAGED."""
+        return TREE if self.in_os_image else STAGED
 
     def ref(self, os_version: str) -> str:
         """The tag ``docker load`` creates: built images carry the OS version."""
@@ -109,6 +123,13 @@ def parse_declaration(text: str) -> list[ImageSpec]:
             raise bad("a registry image needs tag and digest = 'sha256:<64 hex digits>'")
         if "build" in raw and "tag" in raw:
             raise bad("a built image is tagged with the OS version; drop tag")
+        if not isinstance(raw.get("in_os_image", True), bool):
+            raise bad("in_os_image is true or false")
+        sources = raw.get("sources", [])
+        if not isinstance(sources, list) or not all(
+                isinstance(x, str) and (REPO / x).exists() for x in sources):
+            raise bad("sources lists paths in the repository")
+        raw = {**raw, "sources": tuple(sources)}
         health = raw.get("healthcheck", {})
         if health and (set(health) != _HEALTH_KEYS or not health["test"]):
             raise bad(f"healthcheck needs exactly {sorted(_HEALTH_KEYS)}")
@@ -267,8 +288,8 @@ def ensure_host(board: str) -> None:
 def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.LockEntry:
     """Build one image declared with ``build =`` and return its lock entry.
 
-    The archive lands in TREE; steps are skipped when their outputs are newer than their
-    inputs (unless ``force``).
+    The archive lands in ``spec.directory``; steps are skipped when their outputs are newer
+    than their inputs (unless ``force``).
 
     Raises:
         MemuError: mkosi or skopeo failed, or the archive does not carry the built config.
@@ -277,8 +298,8 @@ def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.Lock
     project = REPO / spec.build
     ver = version()
     layout = CONTAINERS_OUT / f"memu-{spec.name}_{ver}_{arch}"
-    archive = TREE / f"{layout.name}.tar"
-    inputs = [project, *(REPO / p for p in WHEEL_INPUTS)]
+    archive = spec.directory / f"{layout.name}.tar"
+    inputs = [project, *(REPO / p for p in (*COMMON_INPUTS, *spec.sources))]
     if force or not (layout / "index.json").exists() or \
             (layout / "index.json").stat().st_mtime < newest_mtime(inputs):
         log.info("memu: building the %s container image with mkosi (~1.5 min, cached ~40 s)",
@@ -316,13 +337,14 @@ def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.Lock
 
 
 def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> Path:
-    """Build the declared images (all, or those in ``names``) and write the lock file.
+    """Build the declared images (all, or those in ``names``) and write the lock files.
 
-    Leaves TREE holding exactly the archives the lock file lists. With ``names``, the other
-    images' entries are kept from the previous lock file when their archives are still there.
+    Leaves TREE (and STAGED) holding exactly the archives their lock files list. With
+    ``names``, the other images' entries are kept from the previous lock files when their
+    archives are still there.
 
     Returns:
-        The lock file's path.
+        The OS image's lock file's path (TREE).
 
     Raises:
         MemuError: an unknown name, a registry image (not supported yet), or a build failed.
@@ -333,29 +355,32 @@ def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> 
         raise MemuError(f"no image named {sorted(unknown)} in image/containers.toml",
                         hint=f"declared: {', '.join(s.name for s in specs)}")
     ensure_host(board)
-    TREE.mkdir(parents=True, exist_ok=True)
     previous: dict[str, lock.LockEntry] = {}
-    if (TREE / lock.LOCK_NAME).exists():
-        previous = {e.name: e for e in lock.read(TREE)}
-    entries = []
+    for directory in (TREE, STAGED):
+        directory.mkdir(parents=True, exist_ok=True)
+        if (directory / lock.LOCK_NAME).exists():
+            previous.update({e.name: e for e in lock.read(directory)})
+    entries: dict[Path, list[lock.LockEntry]] = {TREE: [], STAGED: []}
     for spec in specs:
-        if names and spec.name not in names and spec.name in previous \
-                and (TREE / previous[spec.name].archive).exists():
-            entries.append(previous[spec.name])
+        kept = previous.get(spec.name)
+        if names and spec.name not in names and kept is not None \
+                and (spec.directory / kept.archive).exists():
+            entries[spec.directory].append(kept)
         elif spec.build is None:
             raise MemuError(f"{spec.name}: copying registry images is not implemented yet",
                             hint="remove it from image/containers.toml for now")
         else:
-            entries.append(build_image(spec, BOARD_ARCH[board], force=force))
-    keep = {e.archive for e in entries} | {lock.LOCK_NAME}
-    for stale in TREE.iterdir():
-        if stale.name not in keep:
-            stale.unlink()
-    path = TREE / lock.LOCK_NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(lock.dumps(entries))
-    tmp.replace(path)
-    return path
+            entries[spec.directory].append(build_image(spec, BOARD_ARCH[board], force=force))
+    for directory, listed in entries.items():
+        keep = {e.archive for e in listed} | {lock.LOCK_NAME}
+        for stale in directory.iterdir():
+            if stale.name not in keep:
+                stale.unlink()
+        path = directory / lock.LOCK_NAME
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(lock.dumps(listed))
+        tmp.replace(path)
+    return TREE / lock.LOCK_NAME
 
 
 def main(argv: list[str] | None = None) -> int:

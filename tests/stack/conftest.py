@@ -1,0 +1,45 @@
+"""Fixtures for the stack's container images, run on the build host's Docker (fast, no VM).
+
+A private ``dockerd`` (memu_dev.engine) is started once per session; the images ``just
+build`` made are loaded from their archives (the OS image's and the staged ones), checked
+against their lock entries. Fails, never skips, with a hint when Docker or a build is
+missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from memu_common import MemuError
+from memu_common import container_lock as lock
+from memu_dev import engine as docker_engine
+from memu_dev.containers import STAGED, TREE
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[docker_engine.Engine]:
+    try:
+        eng = docker_engine.start()
+    except MemuError as e:
+        pytest.fail(f"{e.message} ({e.hint})", pytrace=False)
+    yield eng
+    eng.stop()
+
+
+@pytest.fixture(scope="session")
+def images(engine: docker_engine.Engine) -> dict[str, lock.LockEntry]:
+    """Every built image's lock entry by name, loaded into ``engine``."""
+    entries: dict[str, lock.LockEntry] = {}
+    for directory in (TREE, STAGED):
+        if not (directory / lock.LOCK_NAME).exists():
+            pytest.fail(f"{directory / lock.LOCK_NAME} is missing: run `just build`",
+                        pytrace=False)
+        for entry in lock.read(directory):
+            try:
+                engine.load(entry, directory)
+            except MemuError as e:
+                pytest.fail(f"{e.message} ({e.hint})", pytrace=False)
+            entries[entry.name] = entry
+    return entries
