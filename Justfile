@@ -25,6 +25,12 @@ build-intelligence *args: _dev
 build-clean: _dev
     {{py}} -m memu_dev.build --board {{board}} --clean
 
+# Re-pin Synapse and its Python dependencies (image/synapse/requirements.in -> requirements.txt, with hashes).
+[group('build')]
+lock-synapse: _dev
+    {{py}} -m pip install -q uv
+    {{py}} -m uv pip compile image/synapse/requirements.in --universal --python-version 3.13 --generate-hashes --only-binary :all: -q -o image/synapse/requirements.txt
+
 # Add a built version to a release channel (stable or beta) under mkosi.output/channels, signed.
 [group('build')]
 release version channel="stable": _dev

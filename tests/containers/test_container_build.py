@@ -36,7 +36,7 @@ def test_stack_images_are_staged_and_only_the_bot_reads_the_repository() -> None
     specs = {s.name: s for s in containers.parse_declaration(
         (REPO / "image/containers.toml").read_text())}
     assert specs["intelligence"].directory == containers.TREE
-    for name in ("postgres", "valkey", "nginx"):
+    for name in ("postgres", "valkey", "nginx", "synapse"):
         assert specs[name].directory == containers.STAGED
         assert specs[name].sources == ()
         assert specs[name].healthcheck["test"], name

@@ -7,8 +7,6 @@ Installed by ``tools/setup-services.sh``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import pwd
@@ -25,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from memu_dev import matrix
 
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -183,24 +183,10 @@ class Synapse:
         raise AssertionError  # unreachable
 
     def register(self, localpart: str, *, admin: bool = False) -> MatrixUser:
-        """Create a user through the shared-secret admin API (``/_synapse/admin/v1/register``,
-        HMAC-SHA1 over ``nonce\\0user\\0password\\0admin|notadmin``)."""
-        path = f"{self.url}/_synapse/admin/v1/register"
-        with urllib.request.urlopen(path, timeout=10) as r:
-            nonce = json.load(r)["nonce"]
-        password = os.urandom(8).hex()
-        mac = hmac.new(self.secret.encode(), digestmod=hashlib.sha1)
-        for part in (nonce, localpart, password, "admin" if admin else "notadmin"):
-            mac.update(part.encode())
-            if part != ("admin" if admin else "notadmin"):
-                mac.update(b"\x00")
-        body = {"nonce": nonce, "username": localpart, "password": password, "admin": admin,
-                "mac": mac.hexdigest()}
-        req = urllib.request.Request(path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            data = json.load(r)
-        return MatrixUser(data["user_id"], data["access_token"], data["device_id"])
+        """Create a user through the shared-secret admin API (memu_dev.matrix)."""
+        user = matrix.register(self.url, self.secret, localpart, os.urandom(8).hex(),
+                               admin=admin, timeout=10)
+        return MatrixUser(user.user_id, user.access_token, user.device_id)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

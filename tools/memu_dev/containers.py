@@ -41,6 +41,7 @@ from typing import Any
 
 from memu_common import MemuError, run
 from memu_common import container_lock as lock
+from memu_dev import wheelhouse
 from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, REPO, mkosi_cmd, version
 
 log = logging.getLogger("memu.containers")
@@ -300,6 +301,9 @@ def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.Lock
     layout = CONTAINERS_OUT / f"memu-{spec.name}_{ver}_{arch}"
     archive = spec.directory / f"{layout.name}.tar"
     inputs = [project, *(REPO / p for p in (*COMMON_INPUTS, *spec.sources))]
+    pins = project / "requirements.txt"
+    if pins.exists():  # Python packages from PyPI, hash-pinned: fetched here, installed offline
+        wheelhouse.fetch(pins, spec.name, arch)
     if force or not (layout / "index.json").exists() or \
             (layout / "index.json").stat().st_mtime < newest_mtime(inputs):
         log.info("memu: building the %s container image with mkosi (~1.5 min, cached ~40 s)",
