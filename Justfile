@@ -73,6 +73,11 @@ bench-boot n="3": _dev
 bench-ota: _dev
     {{py}} -m memu_dev.bench_ota
 
+# Idle memory of the stack's images built here (host Docker), against the 1.5 GiB budget.
+[group('bench')]
+bench-stack *args: _dev _services
+    {{py}} -m memu_dev.bench_stack {{args}}
+
 # Recall latency and bot RSS at 1k/10k/100k memories, against a naive baseline.
 [group('bench')]
 bench-recall *args: _dev _services

@@ -12,15 +12,14 @@ import psycopg
 import pytest
 
 from memu_common import container_lock as lock
+from memu_dev import hoststack
 from memu_dev.engine import Engine, container
 
 pytestmark = pytest.mark.services
 
 PASSWORD = "family-secret-for-tests"
-#: The image's own health check, run every second instead of its production interval, so the
-#: tests need not wait out the interval before the first check (Docker 20.10 has no
-#: start interval).
-FAST_HEALTH = "--health-interval=1s"
+#: The image's own health check, run every second instead of its production interval.
+FAST_HEALTH = hoststack.FAST_HEALTH
 
 
 def _host_port(engine: Engine, name: str, port: str) -> int:

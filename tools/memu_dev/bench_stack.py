@@ -1,0 +1,100 @@
+"""`just bench-stack`: what the stack's images built here cost at rest, on the host's Docker.
+
+    python -m memu_dev.bench_stack [--settle SECONDS]
+
+Starts chat's core as the stack wires it (memu_dev.hoststack: PostgreSQL, Synapse, nginx)
+plus Valkey on a private dockerd, waits until all are healthy and then ``--settle`` seconds
+(idle: no clients), and prints each container's memory as ``docker stats`` reports it (the
+cgroup's memory use minus its inactive page cache), the total against the 1.5 GiB
+budget for the services built here, and each image's archive size from the lock files.
+
+Not measured here yet (the QEMU part of issue 9): seconds from boot to "stack healthy", the
+time to load the preloaded images, and the OS image size with the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from memu_common import MemuError
+from memu_common import container_lock as lock
+from memu_dev import engine as docker_engine
+from memu_dev import hoststack
+from memu_dev.containers import STAGED, TREE
+
+BUDGET_BYTES = 1.5 * (1 << 30)
+_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "kB": 1000, "MB": 10**6,
+          "GB": 10**9}
+
+
+def parse_size(text: str) -> float:
+    """Bytes from Docker's human size (``"48.3MiB"``, ``"512kB"``).
+
+    Raises:
+        ValueError: not a size Docker prints.
+    """
+    text = text.strip()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * _UNITS[unit]
+    raise ValueError(f"not a Docker size: {text!r}")
+
+
+def memory(engine: docker_engine.Engine, names: list[str]) -> dict[str, float]:
+    """Bytes of memory each container uses now (``docker stats --no-stream``)."""
+    out = engine.docker("stats", "--no-stream", "--format", "{{json .}}", *names).stdout
+    usage: dict[str, float] = {}
+    for line in out.splitlines():
+        row = json.loads(line)
+        usage[row["Name"]] = parse_size(row["MemUsage"].split("/")[0])
+    return usage
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    ap = argparse.ArgumentParser(description="idle memory of the stack's images built here")
+    ap.add_argument("--settle", type=float, default=60, help="idle seconds before measuring")
+    args = ap.parse_args(argv)
+    try:
+        engine = docker_engine.start()
+        images: dict[str, lock.LockEntry] = {}
+        sizes: dict[str, int] = {}
+        for directory in (TREE, STAGED):
+            for entry in lock.read(directory):
+                engine.load(entry, directory)
+                images[entry.name] = entry
+                sizes[entry.name] = entry.archive_bytes
+        with tempfile.TemporaryDirectory(prefix="memu-bench-stack-") as tmp:
+            work = Path(tmp)
+            (work / "chat").mkdir()
+            with hoststack.chat(engine, images, work / "chat", prefix="memu-bench") as core, \
+                    docker_engine.container(engine, "memu-bench-valkey", [
+                        hoststack.FAST_HEALTH, "-v", f"{work / 'valkey'}:/data",
+                        images["valkey"].ref]) as valkey:
+                engine.wait_healthy(valkey, timeout=120)
+                time.sleep(args.settle)
+                usage = memory(engine, [*core.containers, valkey])
+    except MemuError as e:
+        print(f"memu: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"memu: hint: {e.hint}", file=sys.stderr)
+        return 1
+    print(f"idle memory after {args.settle:.0f} s (docker stats: cgroup use minus page cache):")
+    for name, used in sorted(usage.items()):
+        print(f"  {name:<24} {used / (1 << 20):8.1f} MiB")
+    total = sum(usage.values())
+    print(f"  {'total':<24} {total / (1 << 20):8.1f} MiB = {total / BUDGET_BYTES:.2f}x "
+          f"the 1.5 GiB budget")
+    print("image archives (docker-archive, uncompressed layers):")
+    for name, size in sorted(sizes.items()):
+        print(f"  {name:<24} {size / 1e6:8.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
