@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from memu_common import MemuError
-from memu_dev import containers
+from memu_dev import containers, oci
 from memu_dev.paths import REPO
 
 DIGEST = "sha256:" + "d" * 64
@@ -131,7 +131,7 @@ def read_image(layout: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
 def test_configure_layout_sets_the_config_and_keeps_digests_consistent(tmp_path: Path) -> None:
     layout = make_layout(tmp_path)
     before = set((layout / "blobs/sha256").iterdir())
-    got = containers.configure_layout(
+    got = oci.configure_layout(
         layout, {"User": "10001:10001", "Entrypoint": ["/usr/bin/bot"], "Cmd": []},
         labels={"org.opencontainers.image.version": "1.0"}, ref="memu/x:1.0")
     index, manifest, config = read_image(layout)
@@ -149,9 +149,9 @@ def test_configure_layout_sets_the_config_and_keeps_digests_consistent(tmp_path:
 def test_configure_layout_is_idempotent(tmp_path: Path) -> None:
     layout = make_layout(tmp_path)
     args: dict[str, Any] = {"config": {"User": "1:1"}, "labels": {"a": "b"}, "ref": "r:1"}
-    first = containers.configure_layout(layout, **args)
+    first = oci.configure_layout(layout, **args)
     mtime = (layout / "index.json").stat().st_mtime_ns
-    assert containers.configure_layout(layout, **args) == first
+    assert oci.configure_layout(layout, **args) == first
     assert (layout / "index.json").stat().st_mtime_ns == mtime
     assert len(list((layout / "blobs/sha256").iterdir())) == 3
 
@@ -162,7 +162,7 @@ def test_configure_layout_refuses_a_multi_image_layout(tmp_path: Path) -> None:
     index["manifests"] *= 2
     (layout / "index.json").write_text(json.dumps(index))
     with pytest.raises(MemuError, match="one-image OCI layout"):
-        containers.configure_layout(layout, {})
+        oci.configure_layout(layout, {})
 
 
 def test_archive_image_id_reads_manifest_json(tmp_path: Path) -> None:
@@ -173,21 +173,21 @@ def test_archive_image_id_reads_manifest_json(tmp_path: Path) -> None:
         info = tarfile.TarInfo("manifest.json")
         info.size = len(manifest)
         tar.addfile(info, io.BytesIO(manifest))
-    assert containers.archive_image_id(archive) == ("sha256:" + "f" * 64, ["memu/x:1.0"])
+    assert oci.archive_image_id(archive) == ("sha256:" + "f" * 64, ["memu/x:1.0"])
     with tarfile.open(tmp_path / "b.tar", "w"):
         pass
     with pytest.raises(MemuError, match="docker-archive"):
-        containers.archive_image_id(tmp_path / "b.tar")
+        oci.archive_image_id(tmp_path / "b.tar")
 
 
 @pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 def test_skopeo_docker_archive_keeps_the_image_id(tmp_path: Path) -> None:
     """What build_image relies on: the image ID Docker will compute is the config we wrote."""
     layout = make_layout(tmp_path)
-    got = containers.configure_layout(layout, {"User": "1:1"}, ref="memu/x:1.0")
+    got = oci.configure_layout(layout, {"User": "1:1"}, ref="memu/x:1.0")
     archive = tmp_path / "x.tar"
     subprocess.run(["skopeo", "copy", "--quiet", f"oci:{layout}",
                     f"docker-archive:{archive}:memu/x:1.0"], check=True)
-    image_id, tags = containers.archive_image_id(archive)
+    image_id, tags = oci.archive_image_id(archive)
     assert image_id == got.image_id
     assert [t.removeprefix("docker.io/") for t in tags] == ["memu/x:1.0"]
