@@ -15,7 +15,6 @@ import pytest
 from memu_common import MemuError
 from memu_common import container_lock as lock
 from memu_dev import engine as docker_engine
-from memu_dev.containers import STAGED, TREE
 
 
 @pytest.fixture(scope="session")
@@ -31,15 +30,7 @@ def engine() -> Iterator[docker_engine.Engine]:
 @pytest.fixture(scope="session")
 def images(engine: docker_engine.Engine) -> dict[str, lock.LockEntry]:
     """Every built image's lock entry by name, loaded into ``engine``."""
-    entries: dict[str, lock.LockEntry] = {}
-    for directory in (TREE, STAGED):
-        if not (directory / lock.LOCK_NAME).exists():
-            pytest.fail(f"{directory / lock.LOCK_NAME} is missing: run `just build`",
-                        pytrace=False)
-        for entry in lock.read(directory):
-            try:
-                engine.load(entry, directory)
-            except MemuError as e:
-                pytest.fail(f"{e.message} ({e.hint})", pytrace=False)
-            entries[entry.name] = entry
-    return entries
+    try:
+        return docker_engine.load_built(engine)
+    except MemuError as e:
+        pytest.fail(f"{e.message} ({e.hint})", pytrace=False)

@@ -22,12 +22,6 @@ PASSWORD = "family-secret-for-tests"
 FAST_HEALTH = hoststack.FAST_HEALTH
 
 
-def _host_port(engine: Engine, name: str, port: str) -> int:
-    """The loopback port Docker published for the container's ``port`` (``5432/tcp``)."""
-    out = engine.docker("port", name, port).stdout.split()[0]
-    return int(out.rsplit(":", 1)[1])
-
-
 def _postgres_args(image: lock.LockEntry, data: Path, secret: Path) -> list[str]:
     return [FAST_HEALTH, "-p", "127.0.0.1::5432", "-v", f"{data}:/var/lib/postgresql/data",
             "-v", f"{secret}:/run/secrets/postgres:ro",
@@ -49,7 +43,7 @@ def test_postgres_starts_with_pgvector_c_collation_and_keeps_data(
     args = _postgres_args(images["postgres"], data, secret)
     with container(engine, "memu-test-postgres", args) as name:
         engine.wait_healthy(name, timeout=180)
-        port = _host_port(engine, name, "5432/tcp")
+        port = engine.port(name, "5432/tcp")
         dsn = f"host=127.0.0.1 port={port} user=postgres password={PASSWORD}"
         with psycopg.connect(dsn + " dbname=postgres", autocommit=True) as conn:
             row = conn.execute("SELECT datcollate, datctype, pg_encoding_to_char(encoding) "
@@ -73,7 +67,7 @@ def test_postgres_starts_with_pgvector_c_collation_and_keeps_data(
         engine.docker("rm", "-f", name)
         engine.docker("run", "-d", "--name", name, *args)
         engine.wait_healthy(name, timeout=180)
-        port = _host_port(engine, name, "5432/tcp")
+        port = engine.port(name, "5432/tcp")
         with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres "
                              f"password={PASSWORD} dbname=family") as conn:
             assert conn.execute("SELECT note FROM memories").fetchall() == [("keep me",)]
@@ -129,12 +123,12 @@ def test_valkey_answers_and_keeps_data(engine: Engine, images: dict[str, lock.Lo
             images["valkey"].ref]
     with container(engine, "memu-test-valkey", args) as name:
         engine.wait_healthy(name, timeout=120)
-        port = _host_port(engine, name, "6379/tcp")
+        port = engine.port(name, "6379/tcp")
         assert _resp(port, "PING") == b"+PONG"
         assert _resp(port, "SET", "queue:photos", "42") == b"+OK"
         engine.docker("restart", name)
         engine.wait_healthy(name, timeout=120)
-        port = _host_port(engine, name, "6379/tcp")
+        port = engine.port(name, "6379/tcp")
         reply = _resp(port, "GET", "queue:photos")
         assert reply == b"$2"  # a two-byte bulk string follows: the value survived
         assert (tmp_path / "data" / "appendonlydir").is_dir()
@@ -150,7 +144,7 @@ def test_nginx_serves_the_stacks_server_blocks(
             images["nginx"].ref]
     with container(engine, "memu-test-nginx", args) as name:
         engine.wait_healthy(name, timeout=60)
-        port = _host_port(engine, name, "80/tcp")
+        port = engine.port(name, "80/tcp")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=10) as r:
             assert r.read() == b"hello family\n"
             assert "nginx/" not in r.headers.get("Server", "nginx/")  # no version shown

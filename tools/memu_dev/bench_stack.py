@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 
 from memu_common import MemuError
-from memu_common import container_lock as lock
 from memu_dev import engine as docker_engine
 from memu_dev import hoststack
-from memu_dev.containers import STAGED, TREE
 
 BUDGET_BYTES = 1.5 * (1 << 30)
 _UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "kB": 1000, "MB": 10**6,
@@ -62,13 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         engine = docker_engine.start()
-        images: dict[str, lock.LockEntry] = {}
-        sizes: dict[str, int] = {}
-        for directory in (TREE, STAGED):
-            for entry in lock.read(directory):
-                engine.load(entry, directory)
-                images[entry.name] = entry
-                sizes[entry.name] = entry.archive_bytes
+        images = docker_engine.load_built(engine)
         with tempfile.TemporaryDirectory(prefix="memu-bench-stack-") as tmp:
             work = Path(tmp)
             (work / "chat").mkdir()
@@ -91,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'total':<24} {total / (1 << 20):8.1f} MiB = {total / BUDGET_BYTES:.2f}x "
           f"the 1.5 GiB budget")
     print("image archives (docker-archive, uncompressed layers):")
-    for name, size in sorted(sizes.items()):
-        print(f"  {name:<24} {size / 1e6:8.0f} MB")
+    for name, entry in sorted(images.items()):
+        print(f"  {name:<24} {entry.archive_bytes / 1e6:8.0f} MB")
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from memu_common import MemuError, run
 from memu_common import container_lock as lock
+from memu_dev.containers import STAGED, TREE
 from memu_dev.paths import REPO
 
 ROOT = REPO / ".tools" / "docker"
@@ -57,6 +58,11 @@ class Engine:
         out = self.docker(kind, "inspect", name).stdout
         (obj,) = json.loads(out)
         return dict(obj)
+
+    def port(self, name: str, inside: str) -> int:
+        """The loopback port Docker published for a container's ``inside`` (``80/tcp``)."""
+        out = self.docker("port", name, inside).stdout.split()[0]
+        return int(out.rsplit(":", 1)[1])
 
     def has_image(self, image_id: str) -> bool:
         return self.docker("image", "inspect", image_id, check=False).returncode == 0
@@ -111,6 +117,23 @@ class Engine:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def load_built(engine: Engine) -> dict[str, lock.LockEntry]:
+    """Load every image ``just build`` made (the OS image's and the staged ones) into
+    ``engine``; return their lock entries by name.
+
+    Raises:
+        MemuError: a lock file is missing (not built yet) or an archive is damaged.
+    """
+    entries: dict[str, lock.LockEntry] = {}
+    for directory in (TREE, STAGED):
+        if not (directory / lock.LOCK_NAME).exists():
+            raise MemuError(f"{directory / lock.LOCK_NAME} is missing", hint="run `just build`")
+        for entry in lock.read(directory):
+            engine.load(entry, directory)
+            entries[entry.name] = entry
+    return entries
 
 
 def start(root: Path = ROOT, timeout: float = 60) -> Engine:

@@ -71,12 +71,6 @@ def synapse_config(db_password: str, shared_secret: str) -> dict[str, object]:
     }
 
 
-def _published(engine: Engine, name: str, inside: str) -> str:
-    """``http://127.0.0.1:<port>`` for the host port Docker published for ``inside``."""
-    port = engine.docker("port", name, inside).stdout.split()[0].rsplit(":", 1)[1]
-    return f"http://127.0.0.1:{port}"
-
-
 @contextlib.contextmanager
 def chat(engine: Engine, images: Mapping[str, lock.LockEntry], workdir: Path,
          prefix: str = "memu-test-chat") -> Iterator[Chat]:
@@ -124,6 +118,6 @@ def chat(engine: Engine, images: Mapping[str, lock.LockEntry], workdir: Path,
             "-v", f"{proxy}:/etc/nginx/memu.d:ro", images["nginx"].ref]))
         engine.wait_healthy(hs, timeout=300)
         engine.wait_healthy(nginx, timeout=60)
-        yield Chat(base=_published(engine, nginx, "80/tcp"),
-                   inside=_published(engine, hs, "8008/tcp"), shared_secret=shared_secret,
-                   containers=(pg, hs, nginx))
+        yield Chat(base=f"http://127.0.0.1:{engine.port(nginx, '80/tcp')}",
+                   inside=f"http://127.0.0.1:{engine.port(hs, '8008/tcp')}",
+                   shared_secret=shared_secret, containers=(pg, hs, nginx))
