@@ -23,6 +23,7 @@ from memu_agent.facts import BootInfo, HostPaths, boot_info, hostname, os_versio
 from memu_agent.ratelimit import FailureLimiter
 from memu_agent.reset_api import system_reboot
 from memu_agent.sessions import Sessions
+from memu_agent.stack import read_preload
 from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
 from memu_firstboot import web as firstboot_web
@@ -68,7 +69,8 @@ async def status(request: web.Request) -> web.Response:
          "setup": {"state": "pending" | "done"},
          "device_name": "memu",
          "hostname": "memu",
-         "update": {...}}                     # see memu_ota.updater.Updater.snapshot
+         "update": {...},                     # see memu_ota.updater.Updater.snapshot
+         "stack": {...}}                      # see memu_agent.stack.read_preload
 
     The setup token is never part of it.
     """
@@ -87,6 +89,7 @@ async def status(request: web.Request) -> web.Response:
         "device_name": config.device_name,
         "hostname": hostname(paths),
         "update": request.app[UPDATER].snapshot(),
+        "stack": read_preload(paths.preload_status),
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 

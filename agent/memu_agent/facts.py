@@ -27,6 +27,7 @@ class HostPaths:
         sys: the sysfs mount (``dev/block/MAJ:MIN/…``).
         efivars: the efivarfs directory.
         udev_data: udev's device database (``b<MAJ>:<MIN>`` files with ``E:KEY=value``).
+        preload_status: what the container image preload reports (:mod:`memu_agent.preload`).
     """
 
     os_release: tuple[Path, ...] = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
@@ -34,6 +35,7 @@ class HostPaths:
     sys: Path = Path("/sys")
     efivars: Path = Path("/sys/firmware/efi/efivars")
     udev_data: Path = Path("/run/udev/data")
+    preload_status: Path = Path("/run/memu-stack/preload.json")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The one way every Memu OS subprocess runs (modelled on mkosi's run()): :func:`run` for
-synchronous callers, :func:`run_async` for the event loop (optionally listening for the
-child's sd_notify datagrams, see :mod:`memu_common.notify`).
+synchronous callers, :func:`run_feeding` for a large stdin streamed from the caller,
+:func:`run_async` for the event loop (optionally listening for the child's sd_notify
+datagrams, see :mod:`memu_common.notify`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +75,67 @@ def run(
         log.error("command failed (exit %d): %s%s", proc.returncode, line, detail)
         raise MemuError(f"command failed (exit {proc.returncode}): {line}{detail}", hint=hint)
     return proc
+
+
+def run_feeding(
+    argv: Sequence[str | Path],
+    chunks: Iterable[bytes],
+    *,
+    timeout: float | None = None,
+    hint: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run one command with ``chunks`` written to its stdin as they come (for large inputs
+    that the caller also inspects on the way, e.g. hashing an archive while ``docker load``
+    reads it), and check its exit status.
+
+    stdout and stderr go to temporary files (not pipes), so a chatty child cannot block while
+    we are still writing its stdin.
+
+    Args:
+        argv: the command and its arguments; never passed through a shell.
+        chunks: the bytes for stdin, in order; stdin is closed after the last one.
+        timeout: seconds the child may take after its stdin is closed (None: no limit).
+        hint: what to tell the person when the command fails.
+
+    Raises:
+        MemuError: the command is missing, timed out, stopped reading its input, or failed;
+            the message carries the command line and the last lines of its stderr.
+    """
+    cmd = [str(a) for a in argv]
+    line = shlex.join(cmd)
+    log.debug("run (fed): %s", line)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err)
+        except FileNotFoundError as e:
+            raise MemuError(f"command not found: {cmd[0]}", hint=hint or "is it installed?") from e
+        assert proc.stdin is not None
+        broken = False
+        try:
+            for chunk in chunks:
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            broken = True
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        try:
+            returncode = proc.wait(timeout)
+        except subprocess.TimeoutExpired as e:
+            proc.kill()
+            proc.wait()
+            raise MemuError(f"command timed out after {timeout}s: {line}", hint=hint) from e
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", errors="replace")
+        stderr = err.read().decode("utf-8", errors="replace")
+    if returncode != 0 or broken:
+        tail = stderr.strip().splitlines()[-5:]
+        detail = ("\n  " + "\n  ".join(tail)) if tail else ""
+        why = f"exit {returncode}" if returncode != 0 else "stopped reading its input"
+        log.error("command failed (%s): %s%s", why, line, detail)
+        raise MemuError(f"command failed ({why}): {line}{detail}", hint=hint)
+    return subprocess.CompletedProcess(cmd, returncode, stdout, stderr)
 
 
 @dataclass

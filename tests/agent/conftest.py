@@ -50,7 +50,8 @@ def config(tmp_path: Path) -> AgentConfig:
 
 @pytest.fixture
 def host(tmp_path: Path) -> HostPaths:
-    """A fake host: os-release with IMAGE_VERSION, /proc, /sys with a dm-verity /usr, efivars."""
+    """A fake host: os-release with IMAGE_VERSION, /proc, /sys with a dm-verity /usr, efivars,
+    the image preload's status file."""
     root = tmp_path / "host"
     etc = root / "etc"
     etc.mkdir(parents=True)
@@ -78,9 +79,14 @@ def host(tmp_path: Path) -> HostPaths:
     efivars = sys_ / "firmware" / "efi" / "efivars"
     efivars.mkdir(parents=True)
     (efivars / f"LoaderEntrySelected-{LOADER_GUID}").write_bytes(efi_string("memu_0.3.1+2-1.efi"))
+    preload = root / "run" / "memu-stack" / "preload.json"
+    preload.parent.mkdir(parents=True)
+    preload.write_text('{"version": "0.3.1", "state": "done", "seconds": 40.5, '
+                       '"images": {"postgres": {"state": "loaded", "seconds": 12.5}}}')
     return HostPaths(
         os_release=(etc / "os-release", root / "usr" / "lib" / "os-release"),
         proc=proc,
         sys=sys_,
         efivars=efivars,
+        preload_status=preload,
     )

@@ -40,6 +40,8 @@ async def test_status_json_from_fake_host(
         "setup": {"state": "pending"},
         "device_name": "Okafor box",
         "hostname": "memu-box",
+        "stack": {"preload": {"state": "done", "version": "0.3.1", "seconds": 40.5},
+                  "images": {"postgres": {"state": "loaded", "seconds": 12.5}}},
     }
 
 

@@ -32,12 +32,10 @@ def test_the_repository_declaration_parses() -> None:
     assert bot.healthcheck["test"][-1] == "--healthcheck"
 
 
-def test_stack_images_are_staged_and_only_the_bot_reads_the_repository() -> None:
+def test_stack_images_are_declared_and_only_the_bot_reads_the_repository() -> None:
     specs = {s.name: s for s in containers.parse_declaration(
         (REPO / "image/containers.toml").read_text())}
-    assert specs["intelligence"].directory == containers.TREE
     for name in ("postgres", "valkey", "nginx", "synapse"):
-        assert specs[name].directory == containers.STAGED
         assert specs[name].sources == ()
         assert specs[name].healthcheck["test"], name
     assert "intelligence" in specs["intelligence"].sources
@@ -59,7 +57,6 @@ def test_a_registry_entry_parses() -> None:
     ('build = "b"', "repository is missing"),
     ('repository = "r"\nbuild = "b"\nflavour = "x"', "unknown keys"),
     ('repository = "r"\nbuild = "b"\n[image.healthcheck]\ntest = ["x"]', "healthcheck"),
-    ('repository = "r"\nbuild = "b"\nin_os_image = "no"', "in_os_image"),
     ('repository = "r"\nbuild = "b"\nsources = ["no/such/dir"]', "sources"),
 ])
 def test_malformed_declarations_are_refused(body: str, why: str) -> None:

@@ -1,7 +1,7 @@
 """Fixtures for the stack's container images, run on the build host's Docker (fast, no VM).
 
 A private ``dockerd`` (memu_dev.engine) is started once per session; the images ``just
-build`` made are loaded from their archives (the OS image's and the staged ones), checked
+build`` made are loaded from their archives (those the OS image carries), checked
 against their lock entries. Fails, never skips, with a hint when Docker or a build is
 missing.
 """

@@ -13,9 +13,7 @@ For every image declared in ``image/containers.toml`` that is built here:
    ``docker load`` requires a ``manifest.json`` and does not read an OCI layout;
 4. the archive and ``containers.lock.json`` (``memu_common.container_lock``) are written to
    ``mkosi.output/containers/tree/``, which ``mkosi.conf.d/40-containers.conf`` copies to
-   ``/usr/share/memu/containers/`` in the OS image. Images declared ``in_os_image = false``
-   (built and tested on the host, not shipped yet) go to ``mkosi.output/containers/staged/``
-   with a lock file of their own instead.
+   ``/usr/share/memu/containers/`` in the OS image.
 
 ``memu_dev.build`` runs this before every OS build. Registry images (``digest =``) are
 declared the same way; copying them is a later issue, and this module refuses them for now.
@@ -49,8 +47,6 @@ DECLARATION = REPO / "image/containers.toml"
 CONTAINERS_OUT = OUTPUT / "containers"
 #: Copied into the OS image as /usr/share/memu/containers (mkosi.conf.d/40-containers.conf).
 TREE = CONTAINERS_OUT / "tree"
-#: Built images the OS image does not carry yet (``in_os_image = false``), with their lock.
-STAGED = CONTAINERS_OUT / "staged"
 TOOLS_TREE = OUTPUT / "tools"
 #: What every built image's content depends on besides its project and declared ``sources``.
 COMMON_INPUTS = ("image/sandbox",)
@@ -68,7 +64,6 @@ class ImageSpec:
     ``build`` (a mkosi project, relative to the repository) for images built here; ``tag``
     and ``digest`` (``sha256:<hex>``) for registry images. ``config`` holds OCI image config
     fields (``User``, ``Entrypoint``, …); ``healthcheck`` the ``test`` argv and its timing.
-    ``in_os_image`` False: built and staged for host tests, not copied into the OS image.
     ``sources``: repository paths the build reads besides its project (a change to one makes
     the image stale), e.g. the Python packages the bot's wheel is built from.
     """
@@ -80,13 +75,7 @@ class ImageSpec:
     digest: str | None = None
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     healthcheck: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    in_os_image: bool = True
     sources: tuple[str, ...] = ()
-
-    @property
-    def directory(self) -> Path:
-        """Where its archive and lock entry go: TREE (into the OS image) or STAGED."""
-        return TREE if self.in_os_image else STAGED
 
     def ref(self, os_version: str) -> str:
         """The tag ``docker load`` creates: built images carry the OS version."""
@@ -123,8 +112,6 @@ def parse_declaration(text: str) -> list[ImageSpec]:
             raise bad("a registry image needs tag and digest = 'sha256:<64 hex digits>'")
         if "build" in raw and "tag" in raw:
             raise bad("a built image is tagged with the OS version; drop tag")
-        if not isinstance(raw.get("in_os_image", True), bool):
-            raise bad("in_os_image is true or false")
         sources = raw.get("sources", [])
         if not isinstance(sources, list) or not all(
                 isinstance(x, str) and (REPO / x).exists() for x in sources):
@@ -194,7 +181,7 @@ def ensure_host(board: str) -> None:
 def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.LockEntry:
     """Build one image declared with ``build =`` and return its lock entry.
 
-    The archive lands in ``spec.directory``; steps are skipped when their outputs are newer
+    The archive lands in TREE; steps are skipped when their outputs are newer
     than their inputs (unless ``force``).
 
     Raises:
@@ -204,7 +191,7 @@ def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.Lock
     project = REPO / spec.build
     ver = version()
     layout = CONTAINERS_OUT / f"memu-{spec.name}_{ver}_{arch}"
-    archive = spec.directory / f"{layout.name}.tar"
+    archive = TREE / f"{layout.name}.tar"
     inputs = [project, *(REPO / p for p in (*COMMON_INPUTS, *spec.sources))]
     if force or not (layout / "index.json").exists() or \
             (layout / "index.json").stat().st_mtime < newest_mtime(inputs):
@@ -248,9 +235,8 @@ def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.Lock
 def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> Path:
     """Build the declared images (all, or those in ``names``) and write the lock files.
 
-    Leaves TREE (and STAGED) holding exactly the archives their lock files list. With
-    ``names``, the other images' entries are kept from the previous lock files when their
-    archives are still there.
+    Leaves TREE holding exactly the archives its lock file lists. With ``names``, the other
+    images' entries are kept from the previous lock file when their archives are still there.
 
     Returns:
         The OS image's lock file's path (TREE).
@@ -264,29 +250,26 @@ def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> 
         raise MemuError(f"no image named {sorted(unknown)} in image/containers.toml",
                         hint=f"declared: {', '.join(s.name for s in specs)}")
     ensure_host(board)
-    previous: dict[str, lock.LockEntry] = {}
-    for directory in (TREE, STAGED):
-        directory.mkdir(parents=True, exist_ok=True)
-        if (directory / lock.LOCK_NAME).exists():
-            previous.update({e.name: e for e in lock.read(directory)})
-    entries: dict[Path, list[lock.LockEntry]] = {TREE: [], STAGED: []}
+    TREE.mkdir(parents=True, exist_ok=True)
+    previous = ({e.name: e for e in lock.read(TREE)}
+                if (TREE / lock.LOCK_NAME).exists() else {})
+    listed: list[lock.LockEntry] = []
     for spec in specs:
         kept = previous.get(spec.name)
         if names and spec.name not in names and kept is not None \
-                and (spec.directory / kept.archive).exists():
-            entries[spec.directory].append(kept)
+                and (TREE / kept.archive).exists():
+            listed.append(kept)
         elif spec.build is None:
             raise MemuError(f"{spec.name}: copying registry images is not implemented yet",
                             hint="remove it from image/containers.toml for now")
         else:
-            entries[spec.directory].append(build_image(spec, BOARD_ARCH[board], force=force))
-    for directory, listed in entries.items():
-        keep = {e.archive for e in listed} | {lock.LOCK_NAME}
-        for stale in directory.iterdir():
-            if stale.name not in keep:
-                stale.unlink()
-        write_atomic(directory / lock.LOCK_NAME, lock.dumps(listed).encode(), mode=0o644,
-                     dir_mode=0o755)
+            listed.append(build_image(spec, BOARD_ARCH[board], force=force))
+    keep = {e.archive for e in listed} | {lock.LOCK_NAME}
+    for stale in TREE.iterdir():
+        if stale.name not in keep:
+            stale.unlink()
+    write_atomic(TREE / lock.LOCK_NAME, lock.dumps(listed).encode(), mode=0o644,
+                 dir_mode=0o755)
     return TREE / lock.LOCK_NAME
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from memu_common import MemuError, run
 from memu_common import container_lock as lock
-from memu_dev.containers import STAGED, TREE
+from memu_dev.containers import TREE
 from memu_dev.paths import REPO
 
 ROOT = REPO / ".tools" / "docker"
@@ -120,19 +120,17 @@ class Engine:
 
 
 def load_built(engine: Engine) -> dict[str, lock.LockEntry]:
-    """Load every image ``just build`` made (the OS image's and the staged ones) into
-    ``engine``; return their lock entries by name.
+    """Load every image ``just build`` made (those the OS image carries) into ``engine``;
+    return their lock entries by name.
 
     Raises:
         MemuError: a lock file is missing (not built yet) or an archive is damaged.
     """
-    entries: dict[str, lock.LockEntry] = {}
-    for directory in (TREE, STAGED):
-        if not (directory / lock.LOCK_NAME).exists():
-            raise MemuError(f"{directory / lock.LOCK_NAME} is missing", hint="run `just build`")
-        for entry in lock.read(directory):
-            engine.load(entry, directory)
-            entries[entry.name] = entry
+    if not (TREE / lock.LOCK_NAME).exists():
+        raise MemuError(f"{TREE / lock.LOCK_NAME} is missing", hint="run `just build`")
+    entries = {e.name: e for e in lock.read(TREE)}
+    for entry in entries.values():
+        engine.load(entry, TREE)
     return entries
 
 

@@ -1,0 +1,74 @@
+"""The preload's pure decisions: which of the slot's images Docker lacks, which tags no OS
+slot needs any more, and which versions' images are remembered; and what ``/api/status``
+makes of the preload's status file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from memu_agent.preload import plan, remember, repository, unneeded
+from memu_agent.stack import read_preload
+from memu_common.container_lock import LockEntry
+
+
+def entry(name: str, digit: str) -> LockEntry:
+    return LockEntry(
+        name=name, ref=f"memu/{name}:0.1.0", source="built", origin=f"image/{name}",
+        platform="linux/amd64", image_id="sha256:" + digit * 64,
+        manifest_digest="sha256:" + "e" * 64, archive=f"memu-{name}.tar",
+        archive_sha256="sha256:" + "f" * 64, archive_bytes=1)
+
+
+def test_only_missing_images_are_loaded_in_lock_order() -> None:
+    pg, hs, bot = entry("postgres", "1"), entry("synapse", "2"), entry("intelligence", "3")
+    result = plan([pg, hs, bot], {"sha256:" + "2" * 64, "sha256:" + "9" * 64})
+    assert result.load == (pg, bot)
+    assert result.tag == (hs,)
+
+
+def test_a_fresh_engine_loads_everything() -> None:
+    entries = [entry("postgres", "1"), entry("valkey", "4")]
+    assert plan(entries, []).load == tuple(entries)
+
+
+def test_repository_of_a_reference() -> None:
+    assert repository("memu/postgres:0.1.0") == "memu/postgres"
+    assert repository("registry.local:5000/memu/x:1") == "registry.local:5000/memu/x"
+    assert repository("registry.local:5000/memu/x") == "registry.local:5000/memu/x"
+
+
+def test_prune_keeps_what_either_slot_needs_and_other_repositories() -> None:
+    present = [("sha256:old-pg", "memu/postgres:0.1.0"),
+               ("sha256:new-pg", "memu/postgres:0.3.0"),
+               ("sha256:rollback-pg", "memu/postgres:0.2.0"),
+               ("sha256:new-pg", "memu/postgres:0.2.9"),
+               ("sha256:family-app", "someone/app:latest")]
+    needed = ["sha256:new-pg", "sha256:rollback-pg"]
+    assert unneeded(present, needed, ["memu/postgres"]) == ["memu/postgres:0.1.0"]
+
+
+def test_the_record_keeps_the_booted_version_and_the_one_before() -> None:
+    record = remember([], "0.1.0", ["sha256:a"], ["memu/a"])
+    record = remember(record, "0.2.0", ["sha256:b"], ["memu/a"])
+    assert [r["version"] for r in record] == ["0.2.0", "0.1.0"]
+    # A rollback to 0.1.0 keeps 0.2.0 (still in the other slot); a third version drops 0.1.0.
+    rolled_back = remember(record, "0.1.0", ["sha256:a"], ["memu/a"])
+    assert [r["version"] for r in rolled_back] == ["0.1.0", "0.2.0"]
+    third = remember(record, "0.3.0", ["sha256:c"], ["memu/a"])
+    assert [r["version"] for r in third] == ["0.3.0", "0.2.0"]
+    assert remember([{"version": 1}, "junk"], "0.1.0", [], []) == [  # type: ignore[list-item]
+        {"version": "0.1.0", "image_ids": [], "repositories": []}]
+
+
+def test_status_reads_the_preload_file(tmp_path: Path) -> None:
+    path = tmp_path / "preload.json"
+    assert read_preload(path) == {"preload": {"state": "not started"}, "images": {}}
+    path.write_text(json.dumps({"version": "0.2.0", "state": "failed", "seconds": 3.5,
+                                "images": {"a": {"state": "refused", "error": "bad"}},
+                                "pruned": []}))
+    assert read_preload(path) == {
+        "preload": {"state": "failed", "version": "0.2.0", "seconds": 3.5},
+        "images": {"a": {"state": "refused", "error": "bad"}}}
+    path.write_text("{torn")
+    assert read_preload(path)["preload"] == {"state": "not started"}
