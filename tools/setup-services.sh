@@ -75,6 +75,25 @@ fi
 # bookworm's docker.io (engine 20.10) loads the images `just build` makes and runs them;
 # the tests start their own dockerd, so the package's service is left as apt set it up.
 apt_install docker.io
+# Compose v2 from Debian trixie (bookworm's docker-compose is the old v1): the same package the
+# OS image carries, so tests/stack runs the stack's compose.yaml as the box does. Its one
+# binary needs only libc; unpacked under .tools/compose, never installed system-wide.
+compose_bin="$here/.tools/compose/usr/libexec/docker/cli-plugins/docker-compose"
+if [ ! -x "$compose_bin" ]; then
+    say "fetching Compose v2 (docker-compose) from Debian trixie"
+    apt_dir="$here/.tools/apt"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache" "$apt_dir/srcparts" "$apt_dir/debs"
+    cp "$here/tools/trixie.sources" "$apt_dir/srcparts/trixie.sources"
+    opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::State::status=$apt_dir/status"
+          -o "Dir::Etc::SourceParts=$apt_dir/srcparts" -o "Dir::State::Lists=$apt_dir/lists"
+          -o "Dir::Cache=$apt_dir/cache" -o "APT::Get::List-Cleanup=0"
+          -o "APT::Sandbox::User=root")
+    touch "$apt_dir/status"
+    apt-get "${opts[@]}" update -qq
+    (cd "$apt_dir/debs" && apt-get "${opts[@]}" -qq download docker-compose)
+    dpkg-deb -x "$(find "$apt_dir/debs" -name 'docker-compose_*.deb' | sort | tail -1)" \
+        "$here/.tools/compose"
+fi
 
 # --- Synapse ---------------------------------------------------------------------------
 if ! "$synapse_venv/bin/python" -c 'import synapse' 2>/dev/null; then

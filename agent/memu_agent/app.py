@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from memu_agent import claim_api, reset_api, update_api
+from memu_agent import claim_api, front_door, reset_api, stack, update_api
 from memu_agent.appkeys import CONFIG
 from memu_agent.auth import AUTH, Auth, auth_middleware
 from memu_agent.config import AgentConfig
@@ -23,7 +24,6 @@ from memu_agent.facts import BootInfo, HostPaths, boot_info, hostname, os_versio
 from memu_agent.ratelimit import FailureLimiter
 from memu_agent.reset_api import system_reboot
 from memu_agent.sessions import Sessions
-from memu_agent.stack import read_preload
 from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
 from memu_firstboot import web as firstboot_web
@@ -59,6 +59,19 @@ def read_boot_facts(paths: HostPaths) -> BootFacts:
     return BootFacts(version=os_version(paths), boot=boot_info(paths))
 
 
+async def stack_status(paths: HostPaths) -> dict[str, Any]:
+    """The ``stack`` object of ``/api/status``: the image preload's report
+    (:func:`memu_agent.stack.read_preload`) plus ``services`` (:func:`memu_agent.stack.services`,
+    empty before setup) and, when Docker does not answer, ``error``."""
+    out = stack.read_preload(paths.preload_status)
+    try:
+        out["services"] = await stack.services(paths.docker_socket)
+    except OSError as e:
+        out["services"] = {}
+        out["error"] = f"Docker does not answer: {e}"
+    return out
+
+
 async def status(request: web.Request) -> web.Response:
     """``GET /api/status``: what the box is and how it is doing, as JSON::
 
@@ -70,7 +83,7 @@ async def status(request: web.Request) -> web.Response:
          "device_name": "memu",
          "hostname": "memu",
          "update": {...},                     # see memu_ota.updater.Updater.snapshot
-         "stack": {...}}                      # see memu_agent.stack.read_preload
+         "stack": {...}}                      # see stack_status
 
     The setup token is never part of it.
     """
@@ -89,7 +102,7 @@ async def status(request: web.Request) -> web.Response:
         "device_name": config.device_name,
         "hostname": hostname(paths),
         "update": request.app[UPDATER].snapshot(),
-        "stack": read_preload(paths.preload_status),
+        "stack": await stack_status(paths),
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
@@ -102,6 +115,7 @@ def make_app(
     updater: Updater | None = None,
     reboot: Callable[[], None] = system_reboot,
     limiter: FailureLimiter | None = None,
+    stack_url: str = front_door.STACK_URL,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -113,6 +127,7 @@ def make_app(
         reboot: how a factory reset reboots the box (default: ``systemctl reboot``).
         limiter: back-off for wrong credentials (default: 5 free tries, then 1 s doubling
             up to 5 minutes).
+        stack_url: the stack's nginx, where the front door forwards the stack's routes.
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -131,6 +146,7 @@ def make_app(
     update_api.add_routes(app, updater)
     reset_api.add_routes(app, reboot)
     claim_api.add_routes(app, updater.reset_source)
+    front_door.add_routes(app, stack_url)
     firstboot_web.add_routes(
         app,
         firstboot_web.PageInfo(

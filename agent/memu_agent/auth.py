@@ -87,7 +87,7 @@ def decide(access: Access, *, set_up: bool, valid: Iterable[Credential],
         valid: the credentials the request presented that checked out.
         wrong: whether it presented a credential that did not check out.
     """
-    if access is Access.OPEN:
+    if access in (Access.OPEN, Access.PROXIED):
         return ALLOW_OPEN
     if access is Access.CLAIM and set_up:
         return Verdict(410, "this box is already set up",
@@ -263,6 +263,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if access is None:
         log.error("%s %s has no declared access; refusing it", request.method, request.path)
         return error(500, "this route declares no access policy", "this is a bug in memu-agent")
+    if access is Access.PROXIED:  # the service behind authenticates (see Access)
+        return await handler(request)
     auth = request.app[AUTH]
     unsafe = request.method not in SAFE_METHODS
     if unsafe or access is not Access.OPEN:

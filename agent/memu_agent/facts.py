@@ -28,6 +28,7 @@ class HostPaths:
         efivars: the efivarfs directory.
         udev_data: udev's device database (``b<MAJ>:<MIN>`` files with ``E:KEY=value``).
         preload_status: what the container image preload reports (:mod:`memu_agent.preload`).
+        docker_socket: the Docker Engine API's socket.
     """
 
     os_release: tuple[Path, ...] = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
@@ -36,6 +37,7 @@ class HostPaths:
     efivars: Path = Path("/sys/firmware/efi/efivars")
     udev_data: Path = Path("/run/udev/data")
     preload_status: Path = Path("/run/memu-stack/preload.json")
+    docker_socket: Path = Path("/run/docker.sock")
 
 
 @dataclass(frozen=True)

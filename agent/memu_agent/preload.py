@@ -17,6 +17,8 @@ images the other slot needs is remembered on the writable partition
 booted), because the other slot's ``/usr`` is not mounted: after an update the previous
 version's images stay, so a rollback runs exactly what that slot shipped, without loading.
 
+The image IDs of the images in Docker go to ``/run/memu-stack/images.env``
+(``MEMU_IMAGE_POSTGRES=sha256:…``), which the Compose project reads (``compose.yaml``).
 Progress and result go to ``/run/memu-stack/preload.json`` after every image, for
 ``/api/status`` (see :func:`memu_agent.stack.read_preload`)::
 
@@ -44,7 +46,7 @@ from typing import Any
 from memu_agent.facts import HostPaths, os_version
 from memu_common import MemuError, run
 from memu_common import container_lock as lock
-from memu_common.files import read_json_object, write_json_atomic
+from memu_common.files import read_json_object, write_atomic, write_json_atomic
 from memu_common.run import run_feeding
 
 log = logging.getLogger("memu_agent.preload")
@@ -52,6 +54,8 @@ log = logging.getLogger("memu_agent.preload")
 IMAGES_DIR = Path("/usr/share/memu/containers")
 BOOTED_RECORD = Path("/var/lib/memu/containers/booted.json")
 STATUS_FILE = Path("/run/memu-stack/preload.json")
+#: The image ID of every image that is in Docker, for the Compose project (compose.yaml).
+IMAGES_ENV = Path("/run/memu-stack/images.env")
 #: How many OS versions' images are kept: the booted slot's and the other slot's.
 KEEP_VERSIONS = 2
 
@@ -75,6 +79,11 @@ def plan(entries: Sequence[lock.LockEntry], present_ids: Iterable[str]) -> Plan:
     have = set(present_ids)
     return Plan(load=tuple(e for e in entries if e.image_id not in have),
                 tag=tuple(e for e in entries if e.image_id in have))
+
+
+def image_env_name(name: str) -> str:
+    """The variable compose.yaml reads an image's ID from: ``MEMU_IMAGE_POSTGRES``."""
+    return "MEMU_IMAGE_" + name.upper().replace("-", "_")
 
 
 def repository(ref: str) -> str:
@@ -217,6 +226,7 @@ class Preload:
     record_path: Path = BOOTED_RECORD
     status_path: Path = STATUS_FILE
     version: str = "unknown"
+    images_env: Path = IMAGES_ENV
     clock: Callable[[], float] = time.monotonic
     status: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -287,7 +297,17 @@ class Preload:
         for ref in unneeded(self.docker.tagged(), needed, ours):
             if self.docker.untag(ref):
                 self.status["pruned"].append(ref)
+        self._write_images_env(entries)
         return all(v["state"] in ("loaded", "present") for v in images.values())
+
+    def _write_images_env(self, entries: Sequence[lock.LockEntry]) -> None:
+        ok = [e for e in entries if self.status["images"][e.name]["state"] in ("loaded",
+                                                                              "present")]
+        text = "".join(f"{image_env_name(e.name)}={e.image_id}\n" for e in ok)
+        try:
+            write_atomic(self.images_env, text.encode(), mode=0o644, dir_mode=0o755)
+        except OSError as err:
+            log.error("cannot write %s: %s", self.images_env, err)
 
     def _read_record(self) -> list[dict[str, Any]]:
         data = read_json_object(self.record_path) or {}
@@ -302,11 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, default=IMAGES_DIR)
     parser.add_argument("--record", type=Path, default=BOOTED_RECORD)
     parser.add_argument("--status", type=Path, default=STATUS_FILE)
+    parser.add_argument("--images-env", type=Path, default=IMAGES_ENV)
     parser.add_argument("--docker-host", default=None)
     parser.add_argument("--version", default=None, help="default: IMAGE_VERSION of os-release")
     args = parser.parse_args(argv)
     preload = Preload(Docker(args.docker_host), args.images, args.record, args.status,
-                      args.version or os_version(HostPaths()))
+                      args.version or os_version(HostPaths()), args.images_env)
     try:
         ok = preload.run()
     except MemuError as e:

@@ -1,18 +1,178 @@
-"""The family stack's state for ``/api/status``: today what the image preload reported
-(:mod:`memu_agent.preload`), read from its status file. Never raises: a missing or damaged
-file means the preload has not run (yet)."""
+"""The family stack: start and stop the Compose project, and say how it is doing.
+
+    /usr/bin/python3 -m memu_agent.stack up | stop      (memu-stack.service)
+
+``up`` starts the services of ``/usr/share/memu/stack/compose.yaml`` whose images are in
+Docker — and whose dependencies' images are — and reports the others by name ("not
+started: synapse: image not loaded (needs postgres)"), so one damaged image does not keep the
+rest of the stack down. It does not wait for health: that is what :func:`services` reports
+(``/api/status``) and the health gate judges.
+
+The project reads the family's configuration (``/etc/memu/stack/stack.env``, written by
+:mod:`memu_firstboot.stack_config`) and the booted slot's image IDs
+(``/run/memu-stack/images.env``, written by :mod:`memu_agent.preload`).
+Compose CLI reference: https://docs.docker.com/reference/cli/docker/compose/
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from memu_common import MemuError, run
 from memu_common.files import read_json_object
+
+log = logging.getLogger("memu_agent.stack")
+
+COMPOSE_FILE = Path("/usr/share/memu/stack/compose.yaml")
+STACK_ENV = Path("/etc/memu/stack/stack.env")
+IMAGES_ENV = Path("/run/memu-stack/images.env")
+
+
+@dataclasses.dataclass(frozen=True)
+class Compose:
+    """How to call Compose on the stack's project.
+
+    Attributes:
+        command: the Compose CLI (``docker compose``, or a standalone ``docker-compose``).
+        files: the project's compose files (later ones override earlier ones).
+        env_files: ``--env-file`` arguments, in order (missing files are skipped).
+        env: extra environment for Compose (e.g. ``DOCKER_HOST``, ``MEMU_STACK_STATE``).
+        project: the project name (``memu`` on the box).
+    """
+
+    command: tuple[str, ...] = ("docker", "compose")
+    files: tuple[Path, ...] = (COMPOSE_FILE,)
+    env_files: tuple[Path, ...] = (STACK_ENV, IMAGES_ENV)
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    project: str = "memu"
+
+    def argv(self, *args: str) -> list[str]:
+        """The full command line for ``docker compose <args>`` on this project."""
+        out = [*self.command, "--project-name", self.project]
+        for f in self.files:
+            out += ["--file", str(f)]
+        for e in self.env_files:
+            if e.exists():
+                out += ["--env-file", str(e)]
+        return [*out, *args]
+
+    def __call__(self, *args: str, timeout: float = 600, check: bool = True) -> str:
+        """Run Compose; its stdout.
+
+        Raises:
+            MemuError: Compose failed or took longer than ``timeout`` seconds.
+        """
+        proc = run(self.argv(*args), env={**os.environ, **self.env}, timeout=timeout,
+                   check=check, hint="see journalctl -u memu-stack.service")
+        return proc.stdout
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """Which services ``up`` starts, and why each other one is not started."""
+
+    start: tuple[str, ...]
+    not_started: Mapping[str, str]
+
+
+def startable(project: Mapping[str, Any], present_ids: set[str]) -> Decision:
+    """Decide which services can start: their image is in Docker (by ID, as images.env names
+    it) and so are the images of everything they depend on.
+
+    Args:
+        project: ``docker compose config --format json``'s object (``services`` → name →
+            ``image``, ``depends_on``).
+        present_ids: the image IDs Docker has.
+    """
+    services: Mapping[str, Any] = project.get("services", {})
+    reasons: dict[str, str] = {}
+
+    def why_not(name: str, seen: tuple[str, ...] = ()) -> str | None:
+        if name in seen:
+            return f"depends on itself through {' -> '.join(seen)}"
+        svc = services.get(name, {})
+        if svc.get("image") not in present_ids:
+            return "image not loaded"
+        for dep in svc.get("depends_on", {}) or {}:
+            if why_not(dep, (*seen, name)) is not None:
+                return f"needs {dep}, which cannot start"
+        return None
+
+    for name in sorted(services):
+        reason = why_not(name)
+        if reason is not None:
+            reasons[name] = reason
+    return Decision(start=tuple(n for n in sorted(services) if n not in reasons),
+                    not_started=reasons)
+
+
+def up(compose: Compose, present_ids: set[str]) -> Decision:
+    """Start what can start (``up --detach``, no waiting for health); log what cannot.
+
+    Raises:
+        MemuError: Compose failed.
+    """
+    project = json.loads(compose("config", "--format", "json", timeout=120))
+    decision = startable(project, present_ids)
+    for name, reason in decision.not_started.items():
+        log.error("not starting %s: %s", name, reason)
+    if decision.start:
+        compose("up", "--detach", "--remove-orphans", *decision.start)
+        log.info("started %s", ", ".join(decision.start))
+    return decision
+
+
+async def services(socket: Path, project: str = "memu",
+                   time_limit_s: float = 5) -> dict[str, dict[str, str]]:
+    """How each of the project's containers is doing, from the Docker Engine API
+    (``GET /containers/json``, https://docs.docker.com/reference/api/engine/) on ``socket``::
+
+        {"synapse": {"state": "running", "health": "healthy", "status": "Up 2 minutes
+                     (healthy)"}, "proxy": {"state": "restarting", "health": "", ...}}
+
+    ``health`` is "healthy", "unhealthy", "starting" or "" (no health check); a crash-looping
+    service shows ``restarting`` or ``exited``. Empty when nothing of the project exists.
+
+    Raises:
+        OSError: Docker does not answer on ``socket`` (within ``time_limit_s`` seconds).
+    """
+    filters = json.dumps({"label": [f"com.docker.compose.project={project}"]})
+    try:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(socket)),
+                timeout=aiohttp.ClientTimeout(total=time_limit_s)) as session, session.get(
+                    "http://docker/containers/json", params={"all": "1", "filters": filters}
+                ) as resp:
+            resp.raise_for_status()
+            rows = await resp.json()
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise OSError(f"Docker on {socket}: {e}") from e
+    out = {}
+    for row in rows:
+        name = row.get("Labels", {}).get("com.docker.compose.service")
+        if not name:
+            continue
+        status = str(row.get("Status", ""))
+        health = next((h for h in ("unhealthy", "healthy", "starting")
+                       if f"({h})" in status or f"(health: {h})" in status), "")
+        out[name] = {"state": str(row.get("State", "")), "health": health, "status": status}
+    return out
 
 
 def read_preload(path: Path) -> dict[str, Any]:
     """The ``stack`` object of ``/api/status``, from the preload's status file ``path``
-    (``HostPaths.preload_status``)::
+    (``HostPaths.preload_status``); never raises (a missing or damaged file means the preload
+    has not run yet)::
 
         {"preload": {"state": "not started" | "running" | "done" | "failed",
                      "version": "0.2.0", "seconds": 41.2, "error": "..."},   # when known
@@ -25,3 +185,33 @@ def read_preload(path: Path) -> dict[str, Any]:
     preload = {k: data[k] for k in ("state", "version", "seconds", "error") if k in data}
     images = data.get("images")
     return {"preload": preload, "images": images if isinstance(images, dict) else {}}
+
+
+def _present_ids(images_env: Path) -> set[str]:
+    try:
+        text = images_env.read_text()
+    except FileNotFoundError:
+        return set()
+    return {line.split("=", 1)[1].strip() for line in text.splitlines() if "=" in line}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``up`` or ``stop``; exit status 0, or 1 with the reason logged."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ap = argparse.ArgumentParser(prog="memu-stack", description=__doc__.split("\n")[0])
+    ap.add_argument("action", choices=("up", "stop"))
+    args = ap.parse_args(argv)
+    compose = Compose()
+    try:
+        if args.action == "up":
+            up(compose, _present_ids(IMAGES_ENV))
+        else:
+            compose("stop", timeout=300)
+    except MemuError as e:
+        log.error("%s%s", e.message, f" ({e.hint})" if e.hint else "")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,11 +24,15 @@ class Access(enum.StrEnum):
         its screen, or the claim session that code bought. Closed (410) once set up.
     ADMIN: the family's admin: before setup the same as CLAIM (the setup code), after setup
         an admin session or the API token (``Authorization: Bearer``) for scripts.
+    PROXIED: passed to a service of the stack that authenticates its own users (Matrix:
+        access tokens in a header, no cookies); the agent checks nothing (not even the host
+        name: the box is also reached by its Tailscale name).
     """
 
     OPEN = "open"
     CLAIM = "claim"
     ADMIN = "admin"
+    PROXIED = "proxied"
 
 
 ROUTE_ACCESS: web.AppKey[dict[Handler, Access]] = web.AppKey("memu_common.route_access")
@@ -56,6 +60,8 @@ def add_route(
     table[handler] = access
     if method == "GET":
         app.router.add_get(path, handler, name=name)
+    elif method == "*":
+        app.router.add_route("*", path, handler, name=name)
     else:
         app.router.add_route(method, path, handler, name=name)
 

@@ -89,4 +89,5 @@ def host(tmp_path: Path) -> HostPaths:
         sys=sys_,
         efivars=efivars,
         preload_status=preload,
+        docker_socket=root / "run" / "docker.sock",  # nothing listens
     )

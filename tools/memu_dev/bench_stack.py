@@ -64,13 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="memu-bench-stack-") as tmp:
             work = Path(tmp)
             (work / "chat").mkdir()
-            with hoststack.chat(engine, images, work / "chat", prefix="memu-bench") as core, \
-                    docker_engine.container(engine, "memu-bench-valkey", [
-                        hoststack.FAST_HEALTH, "-v", f"{work / 'valkey'}:/data",
-                        images["valkey"].ref]) as valkey:
-                engine.wait_healthy(valkey, timeout=120)
+            with hoststack.chat(engine, work / "chat", project="memu-bench") as core:
                 time.sleep(args.settle)
-                usage = memory(engine, [*core.containers, valkey])
+                usage = memory(engine, list(core.containers))
     except MemuError as e:
         print(f"memu: error: {e.message}", file=sys.stderr)
         if e.hint:

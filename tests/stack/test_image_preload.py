@@ -48,7 +48,7 @@ def _make_image(engine: Engine, directory: Path, name: str, version: str) -> loc
 
 def _preload(engine: Engine, directory: Path, state: Path, version: str) -> Preload:
     p = Preload(Docker(engine.host), directory, state / "booted.json", state / "status.json",
-                version)
+                version, state / "images.env")
     p.run()
     return p
 
@@ -72,6 +72,8 @@ def test_loads_verifies_tags_refuses_and_prunes(engine: Engine, tmp_path: Path) 
     assert first.status["state"] == "done"
     assert json.loads((state / "status.json").read_text())["images"]["a"]["state"] == "loaded"
     assert _ids(engine) == {a1.ref: a1.image_id, b1.ref: b1.image_id}
+    assert (state / "images.env").read_text() == (
+        f"MEMU_IMAGE_A={a1.image_id}\nMEMU_IMAGE_B={b1.image_id}\n")
 
     # Second boot of the same version: nothing loaded again.
     again = _preload(engine, v1, state, "1")
@@ -102,6 +104,9 @@ def test_loads_verifies_tags_refuses_and_prunes(engine: Engine, tmp_path: Path) 
     assert ids[b1.ref] == b1.image_id and ids[b2.ref] == b2.image_id
     assert ids[a2.ref] == a1.image_id
     assert update.status["pruned"] == []
+    # The Compose project gets only the images that are in Docker.
+    assert (state / "images.env").read_text() == (
+        f"MEMU_IMAGE_A={a1.image_id}\nMEMU_IMAGE_B={b2.image_id}\n")
 
     # A third version that needs none of them: version 1's images are pruned, version 2's
     # (the other slot now) stay.

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from memu_agent.preload import plan, remember, repository, unneeded
-from memu_agent.stack import read_preload
+from memu_agent.stack import read_preload, startable
 from memu_common.container_lock import LockEntry
 
 
@@ -72,3 +72,22 @@ def test_status_reads_the_preload_file(tmp_path: Path) -> None:
         "images": {"a": {"state": "refused", "error": "bad"}}}
     path.write_text("{torn")
     assert read_preload(path)["preload"] == {"state": "not started"}
+
+
+def test_services_start_only_with_their_images_and_their_dependencies() -> None:
+    project = {"services": {
+        "postgres": {"image": "sha256:pg"},
+        "synapse": {"image": "sha256:hs", "depends_on": {"postgres": {}}},
+        "bot": {"image": "sha256:bot", "depends_on": {"synapse": {}}},
+        "valkey": {"image": "memu/not-loaded-valkey"},
+        "proxy": {"image": "sha256:nginx"}}}
+    everything = startable(project, {"sha256:pg", "sha256:hs", "sha256:bot", "sha256:nginx",
+                                     "sha256:valkey"})
+    assert everything.start == ("bot", "postgres", "proxy", "synapse")
+    assert everything.not_started == {"valkey": "image not loaded"}
+    no_db = startable(project, {"sha256:hs", "sha256:bot", "sha256:nginx"})
+    assert no_db.start == ("proxy",)
+    assert no_db.not_started == {
+        "postgres": "image not loaded", "valkey": "image not loaded",
+        "synapse": "needs postgres, which cannot start",
+        "bot": "needs synapse, which cannot start"}

@@ -1,0 +1,98 @@
+"""The box's front door: the agent owns port 80 and passes the stack's routes to its nginx.
+
+Why the agent and not nginx on port 80: the agent's pages and API (status, updates, factory
+reset, first boot) must answer when the stack is broken or not set up yet; a container that
+does not start must never lock a family out of their box. So the agent listens on port 80
+and forwards only the stack's routes to nginx on loopback (``compose.yaml`` publishes it on
+``127.0.0.1:8080``), which routes them on to the services:
+
+    /_matrix/…, /_synapse/client/…     Synapse (client and federation APIs)
+    /.well-known/matrix/…              Matrix server discovery
+
+``/_synapse/admin`` is not forwarded (nor routed by nginx): nobody on the LAN reaches
+Synapse's admin API. Photos (Immich) get their own port, as they cannot live under a path.
+
+These routes declare :attr:`Access.PROXIED`: the services authenticate their own users (Matrix
+access tokens in a header, no cookies), so the agent adds no checks; when nginx does not
+answer, the client gets 502 with a JSON error in the Matrix error format
+(``{"errcode": "M_UNKNOWN", "error": …}``, Matrix client-server spec, "Standard error
+response") and a hint.
+
+Forwarding follows RFC 9110 §7.6.1: hop-by-hop headers are dropped both ways; the request
+body and the response body are streamed, so a 100 MB upload is never held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from memu_common.access import Access, add_route
+
+log = logging.getLogger(__name__)
+
+STACK_URL = "http://127.0.0.1:8080"
+#: Path prefixes forwarded to the stack (each as ``<prefix>/{tail:.*}``).
+PREFIXES = ("/_matrix", "/_synapse/client", "/.well-known/matrix")
+#: RFC 9110 §7.6.1 hop-by-hop fields, plus what aiohttp sets itself.
+_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                  "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
+                  "host", "content-length"})
+UPSTREAM: web.AppKey[str] = web.AppKey("memu_agent.front_door.upstream")
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("memu_agent.front_door.session")
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    """Pass ``request`` to the stack's nginx and stream its answer back (any method)."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    headers["Host"] = request.host
+    headers["X-Forwarded-For"] = request.remote or ""
+    headers["X-Forwarded-Proto"] = request.scheme
+    # As received, never re-quoted: Matrix IDs in paths carry %-escapes (%21, %3A, %2F).
+    url = URL(request.app[UPSTREAM] + request.raw_path, encoded=True)
+    body = request.content if request.body_exists else None
+    try:
+        async with request.app[SESSION].request(
+                request.method, url, headers=headers, data=body, allow_redirects=False,
+                auto_decompress=False) as upstream:
+            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for k, v in upstream.headers.items():
+                if k.lower() not in _HOP:
+                    resp.headers.add(k, v)
+            if upstream.headers.get("Content-Length") is not None:
+                resp.content_length = int(upstream.headers["Content-Length"])
+            await resp.prepare(request)
+            async for chunk in upstream.content.iter_chunked(1 << 16):
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+    except (aiohttp.ClientConnectionError, TimeoutError) as e:
+        log.warning("%s %s: the stack does not answer: %s", request.method, request.path, e)
+        return web.json_response(
+            {"errcode": "M_UNKNOWN", "error": "the chat server is not running",
+             "hint": "if the box was just set up or updated, wait a minute; the box's page "
+                     "shows which service is down"},
+            status=502, headers={"Retry-After": "30", "Cache-Control": "no-store"})
+
+
+async def _session(app: web.Application) -> AsyncIterator[None]:
+    # One pool of connections to nginx for the app's life; no total timeout (long polls and
+    # large uploads), but a connect timeout so a dead stack answers 502 quickly.
+    async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            auto_decompress=False) as session:
+        app[SESSION] = session
+        yield
+
+
+def add_routes(app: web.Application, upstream: str = STACK_URL) -> None:
+    """Forward the stack's routes (``PREFIXES``) of ``app`` to ``upstream`` (nginx's URL,
+    scheme and authority only)."""
+    app[UPSTREAM] = upstream.rstrip("/")
+    app.cleanup_ctx.append(_session)
+    for prefix in PREFIXES:
+        add_route(app, "*", prefix + "/{tail:.*}", forward, Access.PROXIED)

@@ -1,0 +1,152 @@
+"""The family stack's configuration, rendered from the family's settings: what the Compose
+project in ``/usr/share/memu/stack/compose.yaml`` mounts from ``/etc/memu/stack/``.
+
+    python3 -m memu_firstboot.stack_config --server-name family.example [--config DIR]
+
+writes (idempotently: secrets made once and kept, every file written atomically)::
+
+    secrets/postgres-superuser   PostgreSQL superuser password (POSTGRES_PASSWORD_FILE)
+    secrets/*                    the other generated secrets, one per file
+    postgres/initdb.d/20-synapse.sql   Synapse's role and database (UTF8, C collation)
+    synapse/homeserver.yaml      Synapse's configuration (JSON, which is YAML 1.2)
+    stack.env                    what the project needs besides images (the server name)
+
+The first-boot apply (issue 10) calls :func:`apply` with what the family typed; the command
+line exists for tests and for an operator with a shell. ``/etc/memu/stack/stack.env``
+existing is what "the stack is configured" means to ``memu-stack.service``.
+
+Synapse options: https://element-hq.github.io/synapse/latest/usage/configuration/config_documentation.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import secrets
+import sys
+from pathlib import Path
+
+from memu_common import MemuError
+from memu_common.files import write_atomic
+
+CONFIG_DIR = Path("/etc/memu/stack")
+#: DNS name rules (RFC 1123 labels); Synapse's server_name may also carry a port.
+_SERVER_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+    r"(:[0-9]{1,5})?$")
+SECRET_NAMES = ("postgres-superuser", "synapse-db", "synapse-registration",
+                "synapse-macaroon", "synapse-form")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the family chose that the stack's configuration depends on.
+
+    Attributes:
+        server_name: the Matrix server name (the part after ``:`` in ``@mum:family.example``);
+            lower-case DNS name, optionally with ``:port``. It cannot change later (it is in
+            every user and room ID).
+    """
+
+    server_name: str
+
+    def __post_init__(self) -> None:
+        if not _SERVER_NAME.match(self.server_name):
+            raise MemuError(f"server name {self.server_name!r} is not a host name",
+                            hint="use lower-case letters, digits, dots and dashes, e.g. "
+                                 "smith.home")
+
+
+def synapse_config(settings: Settings, secret: dict[str, str]) -> dict[str, object]:
+    """homeserver.yaml's content: a box behind the stack's nginx that never calls out to the
+    internet (no key servers, no stats), with its state under the container's ``/data``."""
+    name = settings.server_name
+    return {
+        "server_name": name,
+        "public_baseurl": f"http://{name}/",
+        "listeners": [{"port": 8008, "bind_addresses": ["0.0.0.0"], "type": "http",
+                       "tls": False, "x_forwarded": True,
+                       "resources": [{"names": ["client", "federation"], "compress": False}]}],
+        "database": {"name": "psycopg2", "args": {
+            "host": "postgres", "user": "synapse", "password": secret["synapse-db"],
+            "dbname": "synapse", "cp_min": 1, "cp_max": 5}},
+        "media_store_path": "/data/media",
+        "signing_key_path": "/data/signing.key",
+        "registration_shared_secret": secret["synapse-registration"],
+        "macaroon_secret_key": secret["synapse-macaroon"],
+        "form_secret": secret["synapse-form"],
+        "report_stats": False,
+        "enable_registration": False,
+        "trusted_key_servers": [],
+        "suppress_key_server_warning": True,
+    }
+
+
+def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes, int]]:
+    """Every file of the configuration: relative path → (content, permission bits).
+
+    Files a container reads as its own non-root user are 0644; their directory
+    (``/etc/memu/stack``, 0700) keeps them from the box's other users.
+    """
+    sql = (f"CREATE ROLE synapse LOGIN PASSWORD '{secret['synapse-db']}';\n"
+           "CREATE DATABASE synapse OWNER synapse ENCODING 'UTF8' LC_COLLATE 'C' "
+           "LC_CTYPE 'C' TEMPLATE template0;\n")
+    hs = json.dumps(synapse_config(settings, secret), indent=1, sort_keys=True) + "\n"
+    files = {f"secrets/{k}": (v.encode() + b"\n", 0o644 if k == "postgres-superuser" else 0o600)
+             for k, v in secret.items()}
+    files["postgres/initdb.d/20-synapse.sql"] = (sql.encode(), 0o644)
+    files["synapse/homeserver.yaml"] = (hs.encode(), 0o644)
+    files["stack.env"] = (f"MEMU_SERVER_NAME={settings.server_name}\n".encode(), 0o644)
+    return files
+
+
+def load_secrets(config_dir: Path) -> dict[str, str]:
+    """The stack's secrets from ``config_dir``/secrets, each made (32 random bytes, hex)
+    when missing: a second run keeps them, so the database and homeserver still match."""
+    out = {}
+    for name in SECRET_NAMES:
+        try:
+            value = (config_dir / "secrets" / name).read_text().strip()
+        except FileNotFoundError:
+            value = ""
+        out[name] = value or secrets.token_hex(32)
+    return out
+
+
+def apply(settings: Settings, config_dir: Path = CONFIG_DIR) -> list[Path]:
+    """Write the configuration for ``settings`` into ``config_dir`` (made 0700); return the
+    files written. Idempotent.
+
+    Raises:
+        OSError: ``config_dir`` cannot be written.
+    """
+    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for rel, (data, mode) in render(settings, load_secrets(config_dir)).items():
+        path = config_dir / rel
+        write_atomic(path, data, mode=mode, dir_mode=0o755)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; exit status 0, or 1 with a message and hint."""
+    ap = argparse.ArgumentParser(prog="memu-stack-config", description=__doc__.split("\n")[0])
+    ap.add_argument("--server-name", required=True)
+    ap.add_argument("--config", type=Path, default=CONFIG_DIR)
+    args = ap.parse_args(argv)
+    try:
+        for path in apply(Settings(args.server_name), args.config):
+            print(path)
+    except MemuError as e:
+        print(f"memu: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"memu: hint: {e.hint}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
