@@ -1,0 +1,100 @@
+"""The family stack on the device, with no network: in a VM resumed from the golden first boot
+(whose preload already loaded every image from /usr), test settings are rendered
+(memu_firstboot.stack_config, as the first-boot apply will), memu-stack.service starts the
+Compose project, and the core services become healthy; Synapse then answers through the
+agent's front door on the host's forwarded port 80, its admin API does not, the containers
+run the exact image IDs of the slot's lock file, and their state lives on the writable
+partition.
+
+Cost (TCG): PostgreSQL's first initdb and Synapse's first start with a new database take a
+few minutes; the seconds to "core healthy" are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from memu_common import container_lock as lock
+from memu_dev.vm import VM
+
+CORE = ("postgres", "synapse", "proxy")
+
+
+def _status(vm: VM) -> dict[str, object]:
+    code, body = vm.http_get("/api/status", timeout=30)
+    assert code == 200, body
+    stack: dict[str, object] = json.loads(body)["stack"]
+    return stack
+
+
+@pytest.fixture(scope="module")
+def stack_up(booted: VM) -> float:
+    """Configure and start the stack; seconds from start to every core service healthy."""
+    booted.sh("python3 -m memu_firstboot.stack_config --server-name family.test >/dev/null",
+              timeout=120)
+    t0 = time.monotonic()
+    booted.sh("systemctl start memu-stack.service", timeout=900)
+    deadline = t0 + 900
+    services: dict[str, dict[str, str]] = {}
+    while time.monotonic() < deadline:
+        services = _status(booted)["services"]  # type: ignore[assignment]
+        if all(services.get(s, {}).get("health") == "healthy" for s in CORE):
+            seconds = time.monotonic() - t0
+            print(f"\ncore stack healthy {seconds:.1f} s after memu-stack.service started")
+            return seconds
+        bad = {k: v for k, v in services.items() if v["state"] in ("exited", "restarting")}
+        assert not bad, (bad, booted.sh("journalctl -u memu-stack.service --no-pager | tail"
+                                        " -20; docker compose -p memu logs --tail 30",
+                                        timeout=120, check=False))
+        time.sleep(5)
+    raise AssertionError(f"core stack not healthy after 900 s: {services}")
+
+
+def test_core_stack_starts_healthy_from_the_preloaded_images(booted: VM,
+                                                             stack_up: float) -> None:
+    stack = _status(booted)
+    services = stack["services"]
+    assert isinstance(services, dict)
+    assert {s: services[s]["health"] for s in CORE} == dict.fromkeys(CORE, "healthy")
+    assert services["valkey"]["health"] == "healthy"
+    assert booted.sh("systemctl is-active memu-stack.service").strip() == "active"
+
+
+def test_containers_run_the_exact_images_of_the_slot(booted: VM, stack_up: float) -> None:
+    entries = {e.name: e for e in lock.loads(
+        booted.sh(f"cat /usr/share/memu/containers/{lock.LOCK_NAME}"))}
+    for service, image in (("postgres", "postgres"), ("synapse", "synapse"),
+                           ("proxy", "nginx"), ("valkey", "valkey")):
+        got = booted.sh(f"docker inspect --format '{{{{.Image}}}}' memu-{service}-1").strip()
+        assert got == entries[image].image_id, service
+
+
+def test_state_lives_under_var_lib_memu_stack(booted: VM, stack_up: float) -> None:
+    out = booted.sh("ls /var/lib/memu/stack/synapse /var/lib/memu/stack/postgres/pgdata "
+                    "| head -40; findmnt -n -o FSTYPE --target /var/lib/memu/stack")
+    assert "signing.key" in out and "PG_VERSION" in out and out.strip().endswith("ext4"), out
+
+
+def test_synapse_answers_through_the_front_door(booted: VM, stack_up: float) -> None:
+    """From the host's forwarded port 80 (the agent), through nginx, to Synapse."""
+    code, body = booted.http_get("/_matrix/client/versions", timeout=30)
+    assert code == 200, body
+    assert any(v.startswith("v1.") for v in json.loads(body)["versions"])
+    # A login reaches Synapse's database and is refused for an unknown user.
+    req = urllib.request.Request(
+        booted.url("/_matrix/client/v3/login"), method="POST",
+        data=json.dumps({"type": "m.login.password", "password": "nope",
+                         "identifier": {"type": "m.id.user", "user": "nobody"}}).encode(),
+        headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=60)
+    assert refused.value.code == 403
+    assert json.loads(refused.value.read())["errcode"] == "M_FORBIDDEN"
+    # Synapse's admin API is not reachable from the LAN.
+    code, _ = booted.http_get("/_synapse/admin/v1/server_version", timeout=30)
+    assert code == 404
