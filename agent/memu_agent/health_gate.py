@@ -1,21 +1,37 @@
 """The boot health gate's entry point: ``/usr/bin/python3 -m memu_agent.health_gate``, run by
 ``memu-health-gate.service`` (see :mod:`memu_ota.health` for what it decides and why). It
-lives on the agent's side because it reads the agent's config and the OS version; the
-decision itself stays in memu_ota.
+lives on the agent's side because it reads the agent's config, the OS version and the
+stack's health (once the box is set up, the core services must be healthy); the decision
+itself stays in memu_ota.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
+from memu_agent import stack
 from memu_agent.config import DEFAULT_CONFIG_PATH, load_config
 from memu_agent.facts import HostPaths, os_version
-from memu_ota.health import TEST_FAIL_FLAG, Outcome, gate, observe
+from memu_ota.health import TEST_FAIL_FLAG, Observations, Outcome, gate, observe
 from memu_ota.state import HealthFailure, save_health_failure
 
 log = logging.getLogger("memu_agent.health_gate")
+
+
+def core_health(socket: Path) -> dict[str, str]:
+    """The stack's core services (:data:`memu_agent.stack.CORE`) → health, "" for one that
+    is not running; every one "" when Docker does not answer."""
+    try:
+        services = asyncio.run(stack.services(socket))
+    except OSError as e:
+        log.warning("%s", e)
+        services = {}
+    return {name: services.get(name, {}).get("health", "") for name in stack.CORE}
 
 
 def main() -> int:
@@ -25,8 +41,14 @@ def main() -> int:
     for problem in problems:
         log.warning("config: %s", problem)
     ota = config.ota
-    decision = gate(lambda: observe(ota.core_units, config.port), ota.health_deadline_s,
-                    forced_fail=TEST_FAIL_FLAG.exists())
+    judge_stack = stack.STACK_ENV.exists()  # set up: the family's services must come up
+
+    def look() -> Observations:
+        obs = observe(ota.core_units, config.port)
+        return replace(obs, services=core_health(HostPaths().docker_socket)
+                       if judge_stack else None)
+
+    decision = gate(look, ota.health_deadline_s, forced_fail=TEST_FAIL_FLAG.exists())
     if decision.outcome is Outcome.PASS:
         log.info("healthy: %s", decision.reason)
         return 0

@@ -36,6 +36,8 @@ log = logging.getLogger("memu_agent.stack")
 COMPOSE_FILE = Path("/usr/share/memu/stack/compose.yaml")
 STACK_ENV = Path("/etc/memu/stack/stack.env")
 IMAGES_ENV = Path("/run/memu-stack/images.env")
+#: The services the health gate requires healthy once the box is set up: chat works.
+CORE = ("postgres", "synapse", "proxy")
 
 
 @dataclasses.dataclass(frozen=True)

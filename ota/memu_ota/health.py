@@ -3,7 +3,8 @@
 
 Run by ``memu-health-gate.service`` (``Before=boot-complete.target``,
 ``RequiredBy=boot-complete.target``, ``FailureAction=reboot``): it exits 0 once the agent
-answers and every core unit is active, so ``systemd-bless-boot`` marks this boot entry
+answers, every core unit is active and (once the box is set up) the stack's core services are
+healthy, so ``systemd-bless-boot`` marks this boot entry
 good; it exits 1 when they are not within the deadline (or a core unit failed), so the box
 reboots and boot counting runs the entry down until systemd-boot falls back to the
 previous version. Before exiting 1 it writes ``{version, reason}`` to
@@ -49,10 +50,14 @@ class Observations:
     Attributes:
         units: core unit → ``ActiveState`` (active, activating, failed, inactive, …).
         api_ok: ``GET /api/status`` on the agent answered 200 (None: not checked).
+        services: the family stack's core services → health (``healthy``, ``starting``,
+            ``unhealthy``; "" when not running); None when they are not judged (the box is
+            not set up yet, so nothing is expected to run).
     """
 
     units: Mapping[str, str]
     api_ok: bool | None = None
+    services: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,9 @@ class Decision:
 
 
 def decide(obs: Observations, elapsed_s: float, deadline_s: float) -> Decision:
-    """Pass when every unit is active and the API answers; fail at once when a unit has
-    failed; otherwise wait until ``deadline_s`` and then fail, naming what is not ready."""
+    """Pass when every unit is active, the API answers and every judged stack service is
+    healthy; fail at once when a unit has failed; otherwise wait until ``deadline_s`` and then
+    fail, naming what is not ready (an unhealthy service may still recover, so it waits)."""
     failed = sorted(u for u, s in obs.units.items() if s == "failed")
     if failed:
         return Decision(Outcome.FAIL, f"{', '.join(failed)} failed to start")
@@ -71,6 +77,8 @@ def decide(obs: Observations, elapsed_s: float, deadline_s: float) -> Decision:
                if s != "active"]
     if obs.api_ok is False:
         waiting.append("the agent does not answer on /api/status")
+    waiting += [f"{name} is {health or 'not running'}"
+                for name, health in sorted((obs.services or {}).items()) if health != "healthy"]
     if not waiting:
         return Decision(Outcome.PASS, "all core services are up")
     if elapsed_s >= deadline_s:

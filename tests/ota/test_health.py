@@ -9,9 +9,13 @@ from memu_ota.health import Decision, Observations, Outcome, decide, gate, parse
 UNITS = ("memu-agent.service", "docker.service")
 
 
-def obs(agent: str = "active", docker: str = "active", api: bool | None = True) -> Observations:
+def obs(agent: str = "active", docker: str = "active", api: bool | None = True,
+        services: dict[str, str] | None = None) -> Observations:
     return Observations(units={"memu-agent.service": agent, "docker.service": docker},
-                        api_ok=api)
+                        api_ok=api, services=services)
+
+
+CORE_OK = {"postgres": "healthy", "synapse": "healthy", "proxy": "healthy"}
 
 
 @pytest.mark.parametrize(
@@ -28,6 +32,14 @@ def obs(agent: str = "active", docker: str = "active", api: bool | None = True) 
          "memu-agent.service is activating; the agent does not answer on /api/status "
          "after 300 seconds"),
         (obs(docker=""), 300, Outcome.FAIL, "docker.service is unknown after 300 seconds"),
+        # Once set up, the stack's core services must be healthy too.
+        (obs(services=CORE_OK), 1, Outcome.PASS, "all core services are up"),
+        (obs(services={**CORE_OK, "synapse": "starting"}), 60, Outcome.WAIT,
+         "synapse is starting"),
+        (obs(services={**CORE_OK, "synapse": "unhealthy", "proxy": ""}), 10, Outcome.WAIT,
+         "proxy is not running; synapse is unhealthy"),
+        (obs(services={**CORE_OK, "postgres": "unhealthy"}), 300, Outcome.FAIL,
+         "postgres is unhealthy after 300 seconds"),
     ],
 )
 def test_decide(observation: Observations, elapsed: float, outcome: Outcome, reason: str) -> None:

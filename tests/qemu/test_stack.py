@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from ota_support import drain, wait_version
 
 from memu_common import container_lock as lock
 from memu_dev.vm import VM
@@ -98,3 +99,30 @@ def test_synapse_answers_through_the_front_door(booted: VM, stack_up: float) -> 
     # Synapse's admin API is not reachable from the LAN.
     code, _ = booted.http_get("/_synapse/admin/v1/server_version", timeout=30)
     assert code == 404
+
+
+def test_after_a_reboot_the_stack_returns_without_reloading_and_gates_the_boot(
+        booted: VM, stack_up: float, os_version: str) -> None:
+    """Last in this module (it reboots the module's VM). A real boot: the preload only tags
+    (every image "present"), the stack comes back with its state, and the health gate —
+    the box is set up now — passes only with the core services healthy."""
+    old_boot = booted.sh("cat /proc/sys/kernel/random/boot_id").strip()
+    key = booted.sh("sha256sum /var/lib/memu/stack/synapse/signing.key").split()[0]
+    t0 = time.monotonic()
+    booted.sh("systemctl --no-block reboot", check=False)
+    drain(booted, 15)
+    wait_version(booted, os_version, timeout=600)
+    booted.wait_for_shell(240)
+    assert booted.sh("cat /proc/sys/kernel/random/boot_id").strip() != old_boot
+    booted.sh("systemctl start boot-complete.target", timeout=900)
+    gate = booted.sh("journalctl -b -u memu-health-gate.service --no-pager -o cat")
+    print(f"\nreboot to boot-complete with the stack healthy: {time.monotonic() - t0:.1f} s")
+    assert "healthy: all core services are up" in gate, gate
+    stack = _status(booted)
+    images = stack["images"]
+    assert isinstance(images, dict)
+    assert {v["state"] for v in images.values()} == {"present"}, images
+    services = stack["services"]
+    assert isinstance(services, dict)
+    assert all(services[s]["health"] == "healthy" for s in CORE), services
+    assert booted.sh("sha256sum /var/lib/memu/stack/synapse/signing.key").split()[0] == key
