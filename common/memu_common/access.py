@@ -60,8 +60,6 @@ def add_route(
     table[handler] = access
     if method == "GET":
         app.router.add_get(path, handler, name=name)
-    elif method == "*":
-        app.router.add_route("*", path, handler, name=name)
     else:
         app.router.add_route(method, path, handler, name=name)
 

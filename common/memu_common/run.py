@@ -70,11 +70,17 @@ def run(
     except subprocess.TimeoutExpired as e:
         raise MemuError(f"command timed out after {timeout}s: {line}", hint=hint) from e
     if check and proc.returncode != 0:
-        tail = (proc.stderr or "").strip().splitlines()[-5:] if capture else []
-        detail = ("\n  " + "\n  ".join(tail)) if tail else ""
-        log.error("command failed (exit %d): %s%s", proc.returncode, line, detail)
-        raise MemuError(f"command failed (exit {proc.returncode}): {line}{detail}", hint=hint)
+        raise _failed(f"exit {proc.returncode}", line, proc.stderr if capture else "", hint)
     return proc
+
+
+def _failed(why: str, line: str, stderr: str | None, hint: str | None) -> MemuError:
+    """Log a failed command and return the error to raise: the command line and the last
+    five lines of its stderr."""
+    tail = (stderr or "").strip().splitlines()[-5:]
+    detail = ("\n  " + "\n  ".join(tail)) if tail else ""
+    log.error("command failed (%s): %s%s", why, line, detail)
+    return MemuError(f"command failed ({why}): {line}{detail}", hint=hint)
 
 
 def run_feeding(
@@ -130,11 +136,8 @@ def run_feeding(
         stdout = out.read().decode("utf-8", errors="replace")
         stderr = err.read().decode("utf-8", errors="replace")
     if returncode != 0 or broken:
-        tail = stderr.strip().splitlines()[-5:]
-        detail = ("\n  " + "\n  ".join(tail)) if tail else ""
         why = f"exit {returncode}" if returncode != 0 else "stopped reading its input"
-        log.error("command failed (%s): %s%s", why, line, detail)
-        raise MemuError(f"command failed ({why}): {line}{detail}", hint=hint)
+        raise _failed(why, line, stderr, hint)
     return subprocess.CompletedProcess(cmd, returncode, stdout, stderr)
 
 
