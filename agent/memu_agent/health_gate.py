@@ -42,11 +42,11 @@ def main() -> int:
         log.warning("config: %s", problem)
     ota = config.ota
     judge_stack = stack.STACK_ENV.exists()  # set up: the family's services must come up
+    socket = HostPaths().docker_socket
 
     def look() -> Observations:
         obs = observe(ota.core_units, config.port)
-        return replace(obs, services=core_health(HostPaths().docker_socket)
-                       if judge_stack else None)
+        return replace(obs, services=core_health(socket) if judge_stack else None)
 
     decision = gate(look, ota.health_deadline_s, forced_fail=TEST_FAIL_FLAG.exists())
     if decision.outcome is Outcome.PASS:

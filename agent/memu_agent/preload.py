@@ -247,13 +247,7 @@ class Preload:
         self.status = {"version": self.version, "state": "running", "images": {},
                        "pruned": []}
         try:
-            entries = lock.read(self.directory)
-        except MemuError as e:
-            self.status.update(state="failed", error=str(e))
-            self._report()
-            raise
-        try:
-            ok = self._load_and_prune(entries)
+            ok = self._load_and_prune(lock.read(self.directory))
         except MemuError as e:
             self.status.update(state="failed", error=str(e),
                                seconds=round(self.clock() - start, 1))

@@ -3,9 +3,9 @@
     /usr/bin/python3 -m memu_agent.stack up | stop      (memu-stack.service)
 
 ``up`` starts the services of ``/usr/share/memu/stack/compose.yaml`` whose images are in
-Docker — and whose dependencies' images are — and reports the others by name ("not
-started: synapse: image not loaded (needs postgres)"), so one damaged image does not keep the
-rest of the stack down. It does not wait for health: that is what :func:`services` reports
+Docker — and whose dependencies' images are — and reports the others by name ("not starting
+synapse: needs postgres, which cannot start"), so one damaged image does not keep the rest of
+the stack down. It does not wait for health: that is what :func:`services` reports
 (``/api/status``) and the health gate judges.
 
 The project reads the family's configuration (``/etc/memu/stack/stack.env``, written by
@@ -189,7 +189,9 @@ def read_preload(path: Path) -> dict[str, Any]:
     return {"preload": preload, "images": images if isinstance(images, dict) else {}}
 
 
-def _present_ids(images_env: Path) -> set[str]:
+def present_ids(images_env: Path) -> set[str]:
+    """The image IDs the preload found in Docker (the values of ``images.env``; empty when
+    the preload has not written it)."""
     try:
         text = images_env.read_text()
     except FileNotFoundError:
@@ -206,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compose = Compose()
     try:
         if args.action == "up":
-            up(compose, _present_ids(IMAGES_ENV))
+            up(compose, present_ids(IMAGES_ENV))
         else:
             compose("stop", timeout=300)
     except MemuError as e:

@@ -3,8 +3,8 @@ outside QEMU (tests/stack, `just bench-stack`).
 
 ``dockerd`` (Debian's ``docker.io``, installed by tools/setup-services.sh) is started with its
 own socket, data root and exec root under ``.tools/docker/`` so it never touches a Docker the
-host may run, and keeps the images it loaded between runs (loading is skipped when the image
-ID is already there). The CLI is driven through ``DOCKER_HOST``; its JSON output
+host may run, and keeps the images it loaded between runs (:func:`load_built` skips an image
+already there). The CLI is driven through ``DOCKER_HOST``; its JSON output
 (``docker inspect``) is the interface, as documented in the Docker Engine API reference.
 """
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memu_agent.preload import Docker, Preload
 from memu_common import MemuError, run
 from memu_common import container_lock as lock
 from memu_dev.containers import TREE
@@ -64,26 +65,6 @@ class Engine:
         out = self.docker("port", name, inside).stdout.split()[0]
         return int(out.rsplit(":", 1)[1])
 
-    def has_image(self, image_id: str) -> bool:
-        return self.docker("image", "inspect", image_id, check=False).returncode == 0
-
-    def load(self, entry: lock.LockEntry, directory: Path) -> bool:
-        """Load ``entry``'s archive from ``directory`` unless its image ID is already here;
-        True when it loaded. Checks the archive's SHA-256 first and the image ID after.
-
-        Raises:
-            MemuError: the archive is missing or damaged, or loads as another image.
-        """
-        if self.has_image(entry.image_id):
-            self.docker("tag", entry.image_id, entry.ref)
-            return False
-        archive = lock.verify(directory, entry)
-        self.docker("load", "--input", archive, timeout=600)
-        if not self.has_image(entry.image_id):
-            raise MemuError(f"{archive} loaded, but not as {entry.image_id}",
-                            hint="run `just build-intelligence --force`")
-        return True
-
     def wait_healthy(self, container: str, timeout: float) -> dict[str, Any]:
         """Wait for a container's health check to report ``healthy``; return its state.
 
@@ -120,18 +101,22 @@ class Engine:
 
 
 def load_built(engine: Engine) -> dict[str, lock.LockEntry]:
-    """Load every image ``just build`` made (those the OS image carries) into ``engine``;
-    return their lock entries by name.
+    """Load every image ``just build`` made (those the OS image carries) into ``engine`` the
+    way the box does (:class:`memu_agent.preload.Preload`: loaded only when missing, size,
+    SHA-256 and image ID checked); return their lock entries by name.
 
     Raises:
-        MemuError: a lock file is missing (not built yet) or an archive is damaged.
+        MemuError: a lock file is missing (not built yet) or an archive was refused.
     """
     if not (TREE / lock.LOCK_NAME).exists():
         raise MemuError(f"{TREE / lock.LOCK_NAME} is missing", hint="run `just build`")
-    entries = {e.name: e for e in lock.read(TREE)}
-    for entry in entries.values():
-        engine.load(entry, TREE)
-    return entries
+    state = engine.root / "preload"
+    preload = Preload(Docker(engine.host), TREE, state / "booted.json", state / "status.json",
+                      "built", state / "images.env")
+    if not preload.run():
+        raise MemuError(f"preload of the built images: {preload.status['images']}",
+                        hint="delete mkosi.output/containers/ and run `just build`")
+    return {e.name: e for e in lock.read(TREE)}
 
 
 def start(root: Path = ROOT, timeout: float = 60) -> Engine:

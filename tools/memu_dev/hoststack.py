@@ -86,8 +86,7 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat") -> Iter
         raise MemuError(f"preload: {preload.status['images']}")
     stack_config.apply(stack_config.Settings(SERVER_NAME), workdir / "config")
     compose = compose_for(engine, workdir, project)
-    present = {line.split("=", 1)[1] for line in
-               (workdir / "images.env").read_text().splitlines()}
+    present = stack.present_ids(workdir / "images.env")
     try:
         decision = stack.up(compose, present)
         if set(CHAT) - set(decision.start):
