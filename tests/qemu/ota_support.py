@@ -96,6 +96,20 @@ def boot_entries(vm: VM) -> list[str]:
     return sorted(vm.sh("ls /boot/EFI/Linux/").split())
 
 
-__all__ = ["REPO", "Channel", "api", "boot_entries", "booted_vm", "channel", "drain",
-           "ensure_build", "labels", "restored_vm", "setup_code", "step", "update", "wait_update",
-           "wait_version"]
+__all__ = ["REPO", "Channel", "api", "boot_entries", "boot_id", "booted_vm", "channel", "drain",
+           "ensure_build", "labels", "restored_vm", "setup_code", "step", "update", "wait_rebooted",
+           "wait_update", "wait_version"]
+
+
+def boot_id(vm: VM) -> str:
+    """The guest's boot ID (a new one every boot)."""
+    return vm.sh("cat /proc/sys/kernel/random/boot_id").strip()
+
+
+def wait_rebooted(vm: VM, old_boot_id: str, version: str) -> None:
+    """Wait until the guest is back from a reboot into ``version``: the agent answers with
+    it, the root shell works, and the boot ID is not ``old_boot_id``."""
+    drain(vm, 15)
+    wait_version(vm, version, timeout=600)
+    vm.wait_for_shell(240)
+    assert boot_id(vm) != old_boot_id

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from ota_support import api, booted_vm, drain, labels, setup_code, wait_version
+from ota_support import api, boot_id, booted_vm, labels, setup_code, wait_rebooted, wait_version
 
 from memu_dev.vm import VM
 
@@ -26,17 +26,6 @@ def _family_data(vm: VM) -> str:
           "printf 'device_name = \"Okafor box\"\\n' > /etc/memu/agent.toml && "
           "mkdir -p /var/lib/docker/volumes/family && echo db > /var/lib/docker/volumes/family/x")
     return vm.sh("cat /var/lib/memu/setup-token").strip()
-
-
-def _boot_id(vm: VM) -> str:
-    return vm.sh("cat /proc/sys/kernel/random/boot_id").strip()
-
-
-def _wait_rebooted(vm: VM, old_boot_id: str) -> None:
-    drain(vm, 15)
-    wait_version(vm, "0.1.0", timeout=600)
-    vm.wait_for_shell(240)
-    assert _boot_id(vm) != old_boot_id
 
 
 def _assert_first_day(vm: VM, old_token: str) -> None:
@@ -61,11 +50,11 @@ def test_factory_reset_from_api_and_from_kernel_cmdline(vm: VM) -> None:
     status, body = api(vm, "POST", "/api/factory-reset", {"confirm": "yes"},
                        headers=setup_code(vm))
     assert status == 400, body
-    boot = _boot_id(vm)
+    boot = boot_id(vm)
     status, body = api(vm, "POST", "/api/factory-reset",
                        {"confirm": "erase all family data"}, headers=setup_code(vm))
     assert status == 202, body
-    _wait_rebooted(vm, boot)
+    wait_rebooted(vm, boot, "0.1.0")
     _assert_first_day(vm, token)
     assert labels(vm) == slots_before
     # The reset came from the marker: normal boots never carry the reset switch.

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from ota_support import drain, wait_version
+from ota_support import boot_id, wait_rebooted
 
 from memu_common import container_lock as lock
 from memu_dev.vm import VM
@@ -106,14 +106,11 @@ def test_after_a_reboot_the_stack_returns_without_reloading_and_gates_the_boot(
     """Last in this module (it reboots the module's VM). A real boot: the preload only tags
     (every image "present"), the stack comes back with its state, and the health gate —
     the box is set up now — passes only with the core services healthy."""
-    old_boot = booted.sh("cat /proc/sys/kernel/random/boot_id").strip()
+    old_boot = boot_id(booted)
     key = booted.sh("sha256sum /var/lib/memu/stack/synapse/signing.key").split()[0]
     t0 = time.monotonic()
     booted.sh("systemctl --no-block reboot", check=False)
-    drain(booted, 15)
-    wait_version(booted, os_version, timeout=600)
-    booted.wait_for_shell(240)
-    assert booted.sh("cat /proc/sys/kernel/random/boot_id").strip() != old_boot
+    wait_rebooted(booted, old_boot, os_version)
     booted.sh("systemctl start boot-complete.target", timeout=900)
     gate = booted.sh("journalctl -b -u memu-health-gate.service --no-pager -o cat")
     print(f"\nreboot to boot-complete with the stack healthy: {time.monotonic() - t0:.1f} s")
