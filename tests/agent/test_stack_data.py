@@ -1,0 +1,84 @@
+"""The stack's data across updates and rollbacks: the decision table, and the copies and
+renames on a real directory tree (owners and modes kept, a power cut mid-copy leaves no
+half snapshot)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from memu_agent.stack_data import Layout, Step, carry_out, decide
+
+
+@pytest.mark.parametrize(("booted", "ran", "snapshots", "has_data", "step", "of"), [
+    ("0.1.0", None, set(), False, Step.NOTHING, None),       # a fresh box
+    ("0.1.0", None, set(), True, Step.NOTHING, None),        # data from before the record
+    ("0.2.0", "0.2.0", {"0.1.0"}, True, Step.NOTHING, None),  # a plain reboot
+    ("0.2.0", "0.1.0", set(), True, Step.SNAPSHOT, "0.1.0"),  # an update's first start
+    ("0.2.0", "0.1.0", set(), False, Step.NOTHING, None),     # nothing to keep yet
+    ("0.1.0", "0.2.0", {"0.1.0"}, True, Step.RESTORE, "0.1.0"),  # a rollback
+    ("0.1.0", "0.2.0", set(), True, Step.NO_WAY_BACK, None),
+    ("0.10.0", "0.9.0", set(), True, Step.SNAPSHOT, "0.9.0"),  # versions compare as systemd does
+])
+def test_decide(booted: str, ran: str | None, snapshots: set[str], has_data: bool,
+                step: Step, of: str | None) -> None:
+    plan = decide(booted, ran, frozenset(snapshots), has_data)
+    assert (plan.step, plan.of) == (step, of)
+    assert plan.reason
+
+
+def _layout(tmp_path: Path) -> Layout:
+    return Layout(stack=tmp_path / "stack", snapshots=tmp_path / "snapshots",
+                  record=tmp_path / "stack-data.json")
+
+
+def _write_db(layout: Layout, content: str) -> None:
+    pg = layout.stack / "postgres" / "pgdata"
+    pg.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (pg / "PG_VERSION").write_text("17\n")
+    (pg / "rows").write_text(content)
+
+
+def test_update_then_rollback_puts_the_old_database_back_and_keeps_the_new_aside(
+        tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    assert carry_out(layout, "0.1.0").step is Step.NOTHING  # first boot: no data yet
+    _write_db(layout, "written by 0.1.0")
+    (layout.stack / "synapse").mkdir()
+    (layout.stack / "synapse" / "photo.jpg").write_text("media")
+    os.chmod(layout.stack / "postgres" / "pgdata", 0o700)
+
+    plan = carry_out(layout, "0.2.0")  # the update's first start
+    assert plan.step is Step.SNAPSHOT
+    snap = layout.snapshots / "0.1.0" / "postgres" / "pgdata"
+    assert (snap / "rows").read_text() == "written by 0.1.0"
+    assert (snap.stat().st_mode & 0o777) == 0o700
+    _write_db(layout, "migrated and written by 0.2.0")
+    assert carry_out(layout, "0.2.0").step is Step.NOTHING  # a reboot of 0.2.0
+
+    plan = carry_out(layout, "0.1.0")  # rolled back
+    assert plan.step is Step.RESTORE and "rolled back from 0.2.0" in plan.reason
+    live = layout.stack / "postgres" / "pgdata" / "rows"
+    assert live.read_text() == "written by 0.1.0"
+    aside = layout.snapshots / "abandoned-0.2.0" / "postgres" / "pgdata" / "rows"
+    assert aside.read_text() == "migrated and written by 0.2.0"
+    assert (layout.stack / "synapse" / "photo.jpg").read_text() == "media"  # not touched
+    assert not (layout.snapshots / "0.1.0").exists()
+
+    # Updating again makes a new snapshot of 0.1.0's data and drops nothing else's.
+    assert carry_out(layout, "0.3.0").step is Step.SNAPSHOT
+    assert sorted(p.name for p in layout.snapshots.iterdir()) == ["0.1.0", "abandoned-0.2.0"]
+
+
+def test_a_copy_cut_short_is_not_a_snapshot(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    _write_db(layout, "x")
+    partial = layout.snapshots / ".0.1.0.partial"
+    partial.mkdir(parents=True)
+    (partial / "postgres").mkdir()
+    assert layout.complete_snapshots() == frozenset()
+    layout.record.write_text('{"ran": "0.2.0"}')
+    assert carry_out(layout, "0.1.0").step is Step.NO_WAY_BACK
+    assert (layout.stack / "postgres" / "pgdata" / "rows").read_text() == "x"
