@@ -26,6 +26,7 @@ from memu_agent.reset_api import system_reboot
 from memu_agent.sessions import Sessions
 from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
+from memu_common.files import read_json_object
 from memu_firstboot import web as firstboot_web
 from memu_firstboot.state import setup_state
 from memu_ota.updater import Updater
@@ -61,9 +62,12 @@ def read_boot_facts(paths: HostPaths) -> BootFacts:
 
 async def stack_status(paths: HostPaths) -> dict[str, Any]:
     """The ``stack`` object of ``/api/status``: the image preload's report
-    (:func:`memu_agent.stack.read_preload`) plus ``services`` (:func:`memu_agent.stack.services`,
-    empty before setup) and, when Docker does not answer, ``error``."""
+    (:func:`memu_agent.stack.read_preload`), ``data`` (what the stack's last start did with
+    its database: :func:`memu_agent.stack.prepare_data`), ``services``
+    (:func:`memu_agent.stack.services`, empty before setup) and, when Docker does not answer,
+    ``error``."""
     out = stack.read_preload(paths.preload_status)
+    out["data"] = read_json_object(paths.stack_data_status) or {"step": "not started"}
     try:
         out["services"] = await stack.services(paths.docker_socket)
     except OSError as e:

@@ -28,14 +28,18 @@ from typing import Any
 
 import aiohttp
 
+from memu_agent import stack_data
+from memu_agent.facts import HostPaths, os_version
 from memu_common import MemuError, run
-from memu_common.files import read_json_object
+from memu_common.files import read_json_object, write_json_atomic
 
 log = logging.getLogger("memu_agent.stack")
 
 COMPOSE_FILE = Path("/usr/share/memu/stack/compose.yaml")
 STACK_ENV = Path("/etc/memu/stack/stack.env")
 IMAGES_ENV = Path("/run/memu-stack/images.env")
+#: What the last start did with the stack's data (memu_agent.stack_data), for /api/status.
+DATA_STATUS = Path("/run/memu-stack/data.json")
 #: The services the health gate requires healthy once the box is set up: chat works.
 CORE = ("postgres", "synapse", "proxy")
 
@@ -189,6 +193,29 @@ def read_preload(path: Path) -> dict[str, Any]:
     return {"preload": preload, "images": images if isinstance(images, dict) else {}}
 
 
+def prepare_data(compose: Compose, version: str, layout: stack_data.Layout | None = None,
+                 status: Path = DATA_STATUS) -> dict[str, str]:
+    """Snapshot or restore the stack's database as :mod:`memu_agent.stack_data` decides for
+    ``version``, before anything starts; write what happened to ``status`` (for
+    ``/api/status``) and return it: ``{"step": "snapshot" | ... | "failed", "reason": ...}``.
+    A failed snapshot is reported, and the stack still starts (the family keeps chat; the
+    report says a rollback would have no way back)."""
+    def stop() -> None:
+        compose("stop", timeout=300, check=False)
+
+    try:
+        plan = stack_data.carry_out(layout or stack_data.Layout(), version, stop=stop)
+        out = {"step": str(plan.step), "reason": plan.reason}
+    except MemuError as e:
+        log.error("stack data: %s", e.message)
+        out = {"step": "failed", "reason": e.message, "hint": e.hint or ""}
+    try:
+        write_json_atomic(status, out, mode=0o644)
+    except OSError as e:
+        log.error("cannot write %s: %s", status, e)
+    return out
+
+
 def present_ids(images_env: Path) -> set[str]:
     """The image IDs the preload found in Docker (the values of ``images.env``; empty when
     the preload has not written it)."""
@@ -208,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compose = Compose()
     try:
         if args.action == "up":
+            prepare_data(compose, os_version(HostPaths()))
             up(compose, present_ids(IMAGES_ENV))
         else:
             compose("stop", timeout=300)

@@ -31,6 +31,7 @@ import dataclasses
 import enum
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from memu_common import MemuError, run
@@ -126,8 +127,11 @@ def snapshot(layout: Layout, version: str) -> Path:
     """
     need = sum(f.stat().st_size for name in MIGRATED for f in (layout.stack / name).rglob("*")
                if f.is_file() and not f.is_symlink())
-    layout.snapshots.mkdir(mode=0o700, parents=True, exist_ok=True)
-    free = shutil.disk_usage(layout.snapshots).free
+    try:
+        layout.snapshots.mkdir(mode=0o700, parents=True, exist_ok=True)
+        free = shutil.disk_usage(layout.snapshots).free
+    except OSError as e:
+        raise MemuError(f"copying the database for a rollback failed: {e}") from e
     if free < need * 1.1 + (256 << 20):
         raise MemuError(f"no room for a copy of the database ({need >> 20} MiB, "
                         f"{free >> 20} MiB free)",
@@ -174,9 +178,10 @@ def restore(layout: Layout, version: str, newer: str) -> None:
         raise MemuError(f"putting the database back as {version} left it failed: {e}") from e
 
 
-def carry_out(layout: Layout, booted: str) -> Plan:
+def carry_out(layout: Layout, booted: str, stop: Callable[[], None] = lambda: None) -> Plan:
     """Decide and do what the data needs before ``booted``'s stack starts; record that
-    ``booted`` runs the stack now.
+    ``booted`` runs the stack now. ``stop`` stops the stack's containers before any copy or
+    rename (after a power cut Docker may have started last boot's containers itself).
 
     Raises:
         MemuError: a snapshot or restore failed (the caller reports it; a failed snapshot
@@ -186,8 +191,10 @@ def carry_out(layout: Layout, booted: str) -> Plan:
     plan = decide(booted, ran, layout.complete_snapshots(), layout.has_data())
     log.info("stack data: %s", plan.reason)
     if plan.step is Step.SNAPSHOT and plan.of:
+        stop()
         snapshot(layout, plan.of)
     elif plan.step is Step.RESTORE and plan.of and ran:
+        stop()
         restore(layout, plan.of, ran)
     write_json_atomic(layout.record, {"ran": booted, "last": plan.reason}, mode=0o600)
     return plan

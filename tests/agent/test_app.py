@@ -44,7 +44,7 @@ async def test_status_json_from_fake_host(
         "hostname": "memu-box",
         "stack": {"preload": {"state": "done", "version": "0.3.1", "seconds": 40.5},
                   "images": {"postgres": {"state": "loaded", "seconds": 12.5}},
-                  "services": {}},
+                  "data": {"step": "not started"}, "services": {}},
     }
 
 

@@ -4,11 +4,13 @@ half snapshot)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from memu_agent.stack import Compose, prepare_data
 from memu_agent.stack_data import Layout, Step, carry_out, decide
 
 
@@ -81,4 +83,22 @@ def test_a_copy_cut_short_is_not_a_snapshot(tmp_path: Path) -> None:
     assert layout.complete_snapshots() == frozenset()
     layout.record.write_text('{"ran": "0.2.0"}')
     assert carry_out(layout, "0.1.0").step is Step.NO_WAY_BACK
+    assert (layout.stack / "postgres" / "pgdata" / "rows").read_text() == "x"
+
+
+def test_prepare_data_reports_what_it_did(tmp_path: Path) -> None:
+    """memu-stack.service's step before `up`, with a Compose stand-in (`true`) that only has
+    to exit 0 when asked to stop the containers."""
+    layout, status = _layout(tmp_path), tmp_path / "run" / "data.json"
+    compose = Compose(command=("true",), env_files=())
+    _write_db(layout, "x")
+    layout.record.write_text('{"ran": "0.1.0"}')
+    out = prepare_data(compose, "0.2.0", layout, status)
+    assert out["step"] == "snapshot" and json.loads(status.read_text()) == out
+    # Where the next snapshot would go is not a directory: reported, nothing else touched.
+    blocked = Layout(stack=layout.stack, snapshots=tmp_path / "not-a-dir",
+                     record=layout.record)
+    blocked.snapshots.write_text("")
+    out = prepare_data(compose, "0.3.0", blocked, status)
+    assert out["step"] == "failed" and "copying the database" in out["reason"]
     assert (layout.stack / "postgres" / "pgdata" / "rows").read_text() == "x"
