@@ -74,11 +74,15 @@ def decide(booted: str, ran: str | None, snapshots: frozenset[str],
         snapshots: versions with a complete snapshot.
         has_data: whether there is live data at all (a fresh box has none).
     """
-    if not has_data or ran is None or ran == booted:
+    if ran is None or ran == booted:
         return Plan(Step.NOTHING, None, "the data is this version's own")
     if is_newer(booted, ran):
+        if not has_data:
+            return Plan(Step.NOTHING, None, "no data yet to keep a copy of")
         return Plan(Step.SNAPSHOT, ran,
                     f"{booted} starts on data {ran} wrote: keeping a copy for a rollback")
+    # A rollback is decided by the record and the snapshot alone: a restore cut short by a
+    # power cut may have moved the live data aside already, and is finished next boot.
     if booted in snapshots:
         return Plan(Step.RESTORE, booted,
                     f"rolled back from {ran}: the database is put back as {booted} left it; "
@@ -158,7 +162,9 @@ def snapshot(layout: Layout, version: str) -> Path:
 
 def restore(layout: Layout, version: str, newer: str) -> None:
     """Put ``snapshots/<version>`` back as the live data; the live data of ``newer`` moves
-    to ``snapshots/abandoned-<newer>`` (replacing an older abandoned copy).
+    to ``snapshots/abandoned-<newer>`` (replacing an older abandoned copy). Renames only,
+    each service's in two steps that a rerun resumes: a restore cut short by a power cut is
+    finished by the next boot's (the record still names ``newer`` until it is done).
 
     Raises:
         MemuError: a rename failed (renames within one filesystem; nothing is copied).
@@ -166,13 +172,16 @@ def restore(layout: Layout, version: str, newer: str) -> None:
     src = layout.snapshots / version
     aside = layout.snapshots / f"abandoned-{newer}"
     try:
-        shutil.rmtree(aside, ignore_errors=True)
-        aside.mkdir(mode=0o700)
+        aside.mkdir(mode=0o700, exist_ok=True)
         for name in MIGRATED:
-            if (layout.stack / name).exists():
-                (layout.stack / name).rename(aside / name)
-            if (src / name).exists():
-                (src / name).rename(layout.stack / name)
+            live, saved, put = layout.stack / name, src / name, aside / name
+            if not saved.exists():
+                continue  # put back already (or the snapshot did not have it)
+            if live.exists():
+                if put.exists():
+                    shutil.rmtree(put)  # from an older rollback from the same version
+                live.rename(put)
+            saved.rename(live)
         shutil.rmtree(src)
     except OSError as e:
         raise MemuError(f"putting the database back as {version} left it failed: {e}") from e

@@ -22,6 +22,7 @@ from memu_agent.stack_data import Layout, Step, carry_out, decide
     ("0.2.0", "0.1.0", set(), False, Step.NOTHING, None),     # nothing to keep yet
     ("0.1.0", "0.2.0", {"0.1.0"}, True, Step.RESTORE, "0.1.0"),  # a rollback
     ("0.1.0", "0.2.0", set(), True, Step.NO_WAY_BACK, None),
+    ("0.1.0", "0.2.0", {"0.1.0"}, False, Step.RESTORE, "0.1.0"),  # a restore cut short
     ("0.10.0", "0.9.0", set(), True, Step.SNAPSHOT, "0.9.0"),  # versions compare as systemd does
 ])
 def test_decide(booted: str, ran: str | None, snapshots: set[str], has_data: bool,
@@ -84,6 +85,24 @@ def test_a_copy_cut_short_is_not_a_snapshot(tmp_path: Path) -> None:
     layout.record.write_text('{"ran": "0.2.0"}')
     assert carry_out(layout, "0.1.0").step is Step.NO_WAY_BACK
     assert (layout.stack / "postgres" / "pgdata" / "rows").read_text() == "x"
+
+
+def test_a_restore_cut_short_is_finished_by_the_next_boot(tmp_path: Path) -> None:
+    """A power cut after the newer data was moved aside, before the snapshot was put back:
+    the record still names the newer version, so the next boot finishes the restore."""
+    layout = _layout(tmp_path)
+    _write_db(layout, "written by 0.1.0")
+    carry_out(layout, "0.1.0")
+    carry_out(layout, "0.2.0")
+    _write_db(layout, "written by 0.2.0")
+    aside = layout.snapshots / "abandoned-0.2.0"
+    aside.mkdir()
+    (layout.stack / "postgres").rename(aside / "postgres")  # where the cut came
+
+    assert carry_out(layout, "0.1.0").step is Step.RESTORE
+    assert (layout.stack / "postgres" / "pgdata" / "rows").read_text() == "written by 0.1.0"
+    assert (aside / "postgres" / "pgdata" / "rows").read_text() == "written by 0.2.0"
+    assert carry_out(layout, "0.1.0").step is Step.NOTHING
 
 
 def test_prepare_data_reports_what_it_did(tmp_path: Path) -> None:
