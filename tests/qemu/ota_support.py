@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from memu_dev.build import ensure_built
 from memu_dev.channel import (
@@ -72,8 +73,9 @@ def step(what: str) -> Iterator[None]:
         print(f"[step] {what}: {time.monotonic() - start:.1f} s", flush=True)
 
 
-def ensure_build(version: str, *trees: str) -> Path:
-    """Build ``version`` with test trees (tests/qemu/trees/<name>) when missing or stale."""
+def ensure_build(version: str, *trees: str | Path) -> Path:
+    """Build ``version`` with test trees (tests/qemu/trees/<name>, or a path) when missing
+    or stale."""
     return ensure_built(version, [TREES / t for t in trees])
 
 
@@ -96,8 +98,48 @@ def boot_entries(vm: VM) -> list[str]:
     return sorted(vm.sh("ls /boot/EFI/Linux/").split())
 
 
+def point_at(vm: VM, ch: Channel) -> None:
+    """Point the box's update source at the test channel ``ch``."""
+    with step("point at the test channel"):
+        status, snap = update(vm, "source", channel="stable", base_url=ch.guest_base)
+        assert status == 202, snap
+
+
+def install_and_wait_ready(vm: VM, version: str) -> list[int]:
+    """Install ``version`` through the API; return the progress percentages seen."""
+    with step(f"install {version}"):
+        status, snap = update(vm, "install", version=version)
+        assert status == 202, snap
+        seen: list[dict[str, Any]] = []
+        snap = wait_update(vm, {"ready", "failed"}, timeout=900, seen=seen)
+    assert snap["state"] == "ready", snap
+    return [int(s["progress"]) for s in seen if isinstance(s.get("progress"), int)]
+
+
+def reboot_into(vm: VM, version: str) -> dict[str, Any]:
+    """Reboot through the API into ``version``; return its /api/status."""
+    with step(f"reboot into {version}"):
+        status, snap = update(vm, "reboot")
+        assert status == 202, snap
+        st = wait_version(vm, version, timeout=600)
+        vm.wait_for_shell(240)
+    return st
+
+
+def wait_blessed(vm: VM, version: str) -> None:
+    """Wait for the health gate to pass and systemd-bless-boot (ordered after
+    boot-complete.target) to rename the entry to its blessed name, without counters."""
+    with step(f"blessed {version}"):
+        vm.sh("systemctl start boot-complete.target", timeout=900)
+        entry = f"/boot/EFI/Linux/memu-os_{version}.efi"
+        vm.sh(f"timeout 300 sh -c 'until [ -e {entry} ]; do sleep 2; done'", timeout=330,
+              check=False)
+    assert f"memu-os_{version}.efi" in boot_entries(vm), boot_entries(vm)
+
+
 __all__ = ["REPO", "Channel", "api", "boot_entries", "boot_id", "booted_vm", "channel", "drain",
-           "ensure_build", "labels", "restored_vm", "setup_code", "step", "update", "wait_rebooted",
+           "ensure_build", "install_and_wait_ready", "labels", "point_at", "reboot_into",
+           "restored_vm", "setup_code", "step", "update", "wait_blessed", "wait_rebooted",
            "wait_update", "wait_version"]
 
 

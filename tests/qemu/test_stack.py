@@ -4,7 +4,14 @@
 Compose project, and the core services become healthy; Synapse then answers through the
 agent's front door on the host's forwarded port 80, its admin API does not, the containers
 run the exact image IDs of the slot's lock file, and their state lives on the writable
-partition.
+partition. Then, on the same VM: a real reboot, and an update to a trial version whose health
+gate fails, which must roll the box back to the old slot, the old images and the database as
+the old version left it.
+
+Versions: 0.1.0 is the image `just build` makes; 0.9.0 is a test build whose lock file
+changes one image (nginx, relabelled: memu_dev.variant), whose stack changes the database's
+schema before its health gate judges the boot (tests/qemu/trees/schema-change) and whose
+health gate then fails on purpose (tests/qemu/trees/failing-health).
 
 Cost (TCG): PostgreSQL's first initdb and Synapse's first start with a new database take a
 few minutes; the seconds to "core healthy" are printed.
@@ -13,17 +20,58 @@ few minutes; the seconds to "core healthy" are printed.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from ota_support import boot_id, wait_rebooted
+from ota_support import (
+    REPO,
+    Channel,
+    boot_entries,
+    boot_id,
+    channel,
+    ensure_build,
+    install_and_wait_ready,
+    point_at,
+    step,
+    update,
+    wait_blessed,
+    wait_rebooted,
+    wait_update,
+    wait_version,
+)
 
 from memu_common import container_lock as lock
+from memu_dev.containers import TREE
+from memu_dev.variant import changed_image_tree
 from memu_dev.vm import VM
 
 CORE = ("postgres", "synapse", "proxy")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def trial() -> lock.LockEntry:
+    """Build 0.9.0 before the module's VM boots (a build next to a running VM slows both);
+    return the changed nginx image's lock entry."""
+    tree = REPO / "test-results" / "trees" / "nginx-0.9.0"
+    nginx = changed_image_tree(TREE, tree, "nginx", "0.9.0")
+    ensure_build("0.9.0", "failing-health", "schema-change", tree)
+    return nginx
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Channel]:
+    with channel(tmp_path / "channels") as ch:
+        yield ch
+
+
+def _psql(vm: VM, sql: str) -> str:
+    return vm.sh(f"docker exec -u postgres memu-postgres-1 psql -X -v ON_ERROR_STOP=1 "
+                 f"-d synapse -tAc \"{sql}\"", timeout=120).strip()
 
 
 def _status(vm: VM) -> dict[str, object]:
@@ -123,3 +171,62 @@ def test_after_a_reboot_the_stack_returns_without_reloading_and_gates_the_boot(
     assert isinstance(services, dict)
     assert all(services[s]["health"] == "healthy" for s in CORE), services
     assert booted.sh("sha256sum /var/lib/memu/stack/synapse/signing.key").split()[0] == key
+
+
+def test_a_failed_update_rolls_back_to_the_old_images_and_database(
+        booted: VM, stack_up: float, os_version: str, served: Channel,
+        trial: lock.LockEntry) -> None:
+    """After the reboot test. 0.9.0 starts its stack on the family's data (a copy is made
+    first), runs its own nginx image, changes the database's schema, and fails its health
+    gate three times; the box then boots 0.1.0 again, which must run 0.1.0's images on the
+    database as 0.1.0 left it, with what 0.9.0 wrote kept aside."""
+    vm = booted
+    _psql(vm, "CREATE TABLE memu_test_before (note text); "
+              "INSERT INTO memu_test_before VALUES ('written by 0.1.0')")
+    key = vm.sh("sha256sum /var/lib/memu/stack/synapse/signing.key").split()[0]
+    wait_blessed(vm, os_version)
+    served.add("0.9.0")
+    point_at(vm, served)
+    install_and_wait_ready(vm, "0.9.0")
+    status, snap = update(vm, "reboot")
+    assert status == 202, snap
+    with step("three failing tries of 0.9.0 with its stack, then 0.1.0 again"):
+        vm.wait_for(r"Linux version", timeout=300)  # the first boot of 0.9.0 starts
+        st = wait_version(vm, os_version, timeout=2400)
+    # The console shows every boot's command line: 0.1.0's (twice: the golden boot and the
+    # reboot test), then 0.9.0 three times (its tries), then 0.1.0 again.
+    hashes = re.findall(r"Command line: usrhash=([0-9a-f]+)",
+                        vm.serial_log.read_text(errors="replace"))
+    assert len([h for h in hashes if h != hashes[-1]]) == 3, hashes
+    with step("shell and boot-complete after the rollback"):
+        vm.wait_for_shell(240)
+        vm.sh("systemctl start boot-complete.target", timeout=900)
+    assert "memu-os_0.9.0+0-3.efi" in boot_entries(vm)
+    last = str(st["update"]["last_result"])
+    assert re.search(r"rolled back from 0\.9\.0 to 0\.1\.0", last), last
+    assert "health" in last
+
+    # The trial ran its own nginx image and changed the schema (the test step writes the
+    # image it saw only after its schema change succeeded).
+    assert vm.sh("cat /var/lib/memu-test/proxy-image-of-trial").strip() == trial.image_id
+    # Back on 0.1.0: 0.1.0's images, the database as 0.1.0 left it, 0.9.0's copy aside.
+    entries = {e.name: e for e in lock.loads(
+        vm.sh(f"cat /usr/share/memu/containers/{lock.LOCK_NAME}"))}
+    proxy = vm.sh("docker inspect --format '{{.Image}}' memu-proxy-1").strip()
+    assert proxy == entries["nginx"].image_id != trial.image_id
+    stack = _status(vm)
+    assert stack["data"]["step"] == "restore", stack["data"]  # type: ignore[index]
+    assert _psql(vm, "SELECT to_regclass('memu_test_migrated') IS NULL") == "t"
+    assert _psql(vm, "SELECT note FROM memu_test_before") == "written by 0.1.0"
+    aside = vm.sh("ls /var/lib/memu/stack-snapshots/abandoned-0.9.0/postgres/pgdata")
+    assert "PG_VERSION" in aside, aside
+    services = stack["services"]
+    assert isinstance(services, dict)
+    assert all(services[s]["health"] == "healthy" for s in CORE), services
+    assert vm.sh("sha256sum /var/lib/memu/stack/synapse/signing.key").split()[0] == key
+    # 0.9.0 is not offered again.
+    with step("check after the rollback"):
+        update(vm, "check")
+        snap = wait_update(vm, {"idle", "failed"}, timeout=300)
+    assert snap["available"] in (None, ""), snap
+    assert "0.9.0" in snap["blocked"]
