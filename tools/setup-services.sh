@@ -75,6 +75,9 @@ fi
 # bookworm's docker.io (engine 20.10) loads the images `just build` makes and runs them;
 # the tests start their own dockerd, so the package's service is left as apt set it up.
 apt_install docker.io
+# A registry on loopback (tests/stack/test_registry_copy.py) and skopeo, which copies registry
+# images by digest at build time.
+apt_install docker-registry skopeo
 # Compose v2 from Debian trixie (bookworm's docker-compose is the old v1): the same package the
 # OS image carries, so tests/stack runs the stack's compose.yaml as the box does. Its one
 # binary needs only libc; unpacked under .tools/compose, never installed system-wide.

@@ -24,11 +24,16 @@ Progress and result go to ``/run/memu-stack/preload.json`` after every image, fo
 
     {"version": "0.2.0", "state": "running" | "done" | "failed", "seconds": 41.2,
      "images": {"postgres": {"state": "pending" | "loaded" | "present" | "refused",
-                             "seconds": 12.5, "error": "..."}, ...},
+                             "seconds": 12.5, "error": "..."},
+                "immich-ml": {"state": "to pull", "from": "ghcr.io/…@sha256:…"}, ...},
      "pruned": ["memu/postgres:0.1.0", ...]}
 
-Exit status 0 when every image is in Docker, 1 when one was refused or the lock file is
-unreadable (the unit fails, so ``systemctl --failed`` shows it; the stack starts anyway).
+A registry image the slot does not carry (lock entry without archive) is left to the pull
+when the box is online: reported "to pull", not loaded, not a failure here.
+
+Exit status 0 when every image the slot carries is in Docker, 1 when one was refused or the
+lock file is unreadable (the unit fails, so ``systemctl --failed`` shows it; the stack starts
+anyway).
 """
 
 from __future__ import annotations
@@ -258,10 +263,14 @@ class Preload:
         self._report()
         return ok
 
-    def _load_and_prune(self, entries: Sequence[lock.LockEntry]) -> bool:
+    def _load_and_prune(self, all_entries: Sequence[lock.LockEntry]) -> bool:
         images: dict[str, dict[str, Any]] = self.status["images"]
-        for e in entries:
-            images[e.name] = {"state": "pending"}
+        for e in all_entries:
+            # A registry image the slot does not carry is pulled by digest when the box is
+            # online (the lock's "origin"); until then its services wait.
+            images[e.name] = {"state": "pending"} if e.in_slot else {
+                "state": "to pull", "from": e.origin}
+        entries = [e for e in all_entries if e.in_slot]
         todo = plan(entries, self.docker.image_ids())
         for e in todo.tag:
             self.docker.tag(e.image_id, e.ref)
@@ -292,7 +301,7 @@ class Preload:
             if self.docker.untag(ref):
                 self.status["pruned"].append(ref)
         self._write_images_env(entries)
-        return all(v["state"] in ("loaded", "present") for v in images.values())
+        return all(images[e.name]["state"] in ("loaded", "present") for e in entries)
 
     def _write_images_env(self, entries: Sequence[lock.LockEntry]) -> None:
         ok = [e for e in entries if self.status["images"][e.name]["state"] in ("loaded",

@@ -32,6 +32,11 @@ already there; ``manifest_digest`` is the OCI manifest digest (for registry imag
 pinned digest); ``archive`` is a file name relative to the lock file, in docker-archive
 format (``manifest.json`` + layers; what ``docker load`` reads); ``archive_sha256`` is the
 archive's SHA-256 (checked before loading).
+
+A registry image that is not in the slot (too big for it, or its registry was not reachable
+when the image was built) has ``archive`` ``""``, ``archive_sha256`` ``""``,
+``archive_bytes`` 0 and ``image_id`` ``""`` (unknown until it is pulled): the device pulls it
+by ``origin`` (``repository@digest``) when it is online (:attr:`LockEntry.in_slot`).
 """
 
 from __future__ import annotations
@@ -68,10 +73,22 @@ class LockEntry:
     archive_bytes: int
     healthcheck: tuple[str, ...] = ()
 
+    @property
+    def in_slot(self) -> bool:
+        """Whether the image's archive is carried next to the lock file (else it is pulled)."""
+        return bool(self.archive)
+
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise MemuError(f"container lock: {self.name}: source {self.source!r} is not one "
                             f"of {', '.join(SOURCES)}")
+        if not self.archive and self.source == "registry":
+            if (self.image_id, self.archive_sha256, self.archive_bytes) != ("", "", 0) or \
+                    "@" not in self.origin or not _DIGEST.match(self.manifest_digest):
+                raise MemuError(f"container lock: {self.name}: an image pulled on the device "
+                                "has no image ID or archive fields, and origin "
+                                "repository@digest")
+            return
         for field in ("image_id", "manifest_digest", "archive_sha256"):
             if not _DIGEST.match(getattr(self, field)):
                 raise MemuError(f"container lock: {self.name}: {field} "

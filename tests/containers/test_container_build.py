@@ -44,8 +44,20 @@ def test_stack_images_are_declared_and_only_the_bot_reads_the_repository() -> No
 def test_a_registry_entry_parses() -> None:
     (spec,) = containers.parse_declaration(
         f'[[image]]\nname = "synapse"\nrepository = "docker.io/matrixdotorg/synapse"\n'
-        f'tag = "v1.2.3"\ndigest = "{DIGEST}"\n')
+        f'tag = "v1.2.3"\ndigest = "{DIGEST}"\nwhere = "slot"\n')
     assert spec.build is None and spec.ref("0.1.0") == "docker.io/matrixdotorg/synapse:v1.2.3"
+    assert spec.where == "slot"
+
+
+def test_a_store_image_is_never_copied_at_build() -> None:
+    """An image for Docker's store on the device: its lock entry names the pinned digest to
+    pull, and no archive (no registry is asked)."""
+    (spec,) = containers.parse_declaration(
+        f'[[image]]\nname = "ollama"\nrepository = "docker.io/ollama/ollama"\n'
+        f'tag = "0.5.7"\ndigest = "{DIGEST}"\nwhere = "store"\n')
+    entry = containers.copy_registry_image(spec, "x86-64", Path("/nonexistent"))
+    assert not entry.in_slot and entry.origin == f"docker.io/ollama/ollama@{DIGEST}"
+    assert entry.manifest_digest == DIGEST and entry.ref == "docker.io/ollama/ollama:0.5.7"
 
 
 @pytest.mark.parametrize(("body", "why"), [
@@ -53,7 +65,10 @@ def test_a_registry_entry_parses() -> None:
     ('repository = "r"', "either build"),
     ('repository = "r"\ntag = "t"\ndigest = "sha256:abc"', "registry image needs"),
     ('repository = "r"\ndigest = "' + DIGEST + '"', "registry image needs"),
+    ('repository = "r"\ntag = "t"\ndigest = "' + DIGEST + '"', "where = one of"),
+    ('repository = "r"\ntag = "t"\ndigest = "' + DIGEST + '"\nwhere = "usb"', "where = one of"),
     ('repository = "r"\nbuild = "b"\ntag = "t"', "drop tag"),
+    ('repository = "r"\nbuild = "b"\nwhere = "slot"', "drop tag and where"),
     ('build = "b"', "repository is missing"),
     ('repository = "r"\nbuild = "b"\nflavour = "x"', "unknown keys"),
     ('repository = "r"\nbuild = "b"\n[image.healthcheck]\ntest = ["x"]', "healthcheck"),

@@ -103,3 +103,17 @@ def test_verify_finds_a_changed_archive(tmp_path: Path) -> None:
     (tmp_path / e.archive).unlink()
     with pytest.raises(MemuError, match="missing"):
         lock.verify(tmp_path, e)
+
+
+def test_a_registry_image_pulled_on_the_device_has_no_archive_fields(tmp_path: Path) -> None:
+    pinned = "ghcr.io/example/app@sha256:" + "c" * 64
+    pulled = entry(tmp_path, source="registry", origin=pinned, image_id="",
+                   manifest_digest="sha256:" + "c" * 64, archive="", archive_sha256="",
+                   archive_bytes=0)
+    assert not pulled.in_slot and entry(tmp_path).in_slot
+    assert lock.loads(lock.dumps([pulled])) == [pulled]
+    with pytest.raises(MemuError, match="pulled on the device"):
+        entry(tmp_path, source="registry", origin=pinned, archive="", archive_sha256="",
+              archive_bytes=0)  # an image ID it cannot know
+    with pytest.raises(MemuError):  # a built image is always in the slot
+        entry(tmp_path, image_id="", archive="", archive_sha256="", archive_bytes=0)

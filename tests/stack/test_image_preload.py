@@ -113,9 +113,16 @@ def test_loads_verifies_tags_refuses_and_prunes(engine: Engine, tmp_path: Path) 
     v3 = tmp_path / "v3"
     v3.mkdir()
     a3 = _make_image(engine, v3, "a", "3")
-    (v3 / lock.LOCK_NAME).write_text(lock.dumps([a3]))
+    # e: a registry image the slot does not carry; the pull when online fetches it.
+    e3 = lock.LockEntry(name="e", ref="example/e:3", source="registry",
+                        origin="example.invalid/e@sha256:" + "e" * 64, platform="linux/amd64",
+                        image_id="", manifest_digest="sha256:" + "e" * 64, archive="",
+                        archive_sha256="", archive_bytes=0)
+    (v3 / lock.LOCK_NAME).write_text(lock.dumps([a3, e3]))
     third = _preload(engine, v3, state, "3")
     assert third.status["state"] == "done"
+    assert third.status["images"]["e"] == {"state": "to pull", "from": e3.origin}
+    assert "MEMU_IMAGE_E" not in (state / "images.env").read_text()
     assert sorted(third.status["pruned"]) == sorted([b1.ref])
     ids = _ids(engine)
     assert set(ids) >= {a3.ref, a2.ref, b2.ref} and b1.ref not in ids

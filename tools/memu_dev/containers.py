@@ -15,8 +15,16 @@ For every image declared in ``image/containers.toml`` that is built here:
    ``mkosi.output/containers/tree/``, which ``mkosi.conf.d/40-containers.conf`` copies to
    ``/usr/share/memu/containers/`` in the OS image.
 
-``memu_dev.build`` runs this before every OS build. Registry images (``digest =``) are
-declared the same way; copying them is a later issue, and this module refuses them for now.
+Registry images (``tag`` and ``digest =``) are never pulled by tag. ``where = "slot"`` (small
+ones) are copied into the slot with ``skopeo copy docker://<repository>@<digest>``: skopeo
+fetches the manifest by its digest and checks every blob it names against its digest, so
+what lands is exactly what was pinned. A digest the registry does not have fails the build
+(the pin is wrong). A registry that cannot be reached does not: the build logs which images
+are missing and writes their lock entries without an archive, and the device pulls them by
+digest when it is online. ``where = "store"`` images (several GB: Immich, Ollama) never go
+into the slot; the device always pulls them into Docker's store on the writable partition.
+
+``memu_dev.build`` runs this before every OS build.
 """
 
 from __future__ import annotations
@@ -55,15 +63,22 @@ OCI_ARCH = {"x86-64": "amd64", "arm64": "arm64"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HEALTH_KEYS = {"test", "interval_s", "timeout_s", "start_period_s", "retries"}
+#: Where a registry image lives: in the OS slot, or pulled into Docker's store on the device.
+WHERE = ("slot", "store")
+#: skopeo's words for "the registry was not reached" (Go's net errors), as opposed to a
+#: registry that answered and does not have the pinned digest.
+_UNREACHABLE = re.compile(r"no such host|connection refused|i/o timeout|network is unreachable"
+                          r"|TLS handshake timeout|server misbehaving|dial tcp")
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageSpec:
     """One ``[[image]]`` of image/containers.toml.
 
-    ``build`` (a mkosi project, relative to the repository) for images built here; ``tag``
-    and ``digest`` (``sha256:<hex>``) for registry images. ``config`` holds OCI image config
-    fields (``User``, ``Entrypoint``, …); ``healthcheck`` the ``test`` argv and its timing.
+    ``build`` (a mkosi project, relative to the repository) for images built here; ``tag``,
+    ``digest`` (``sha256:<hex>``) and ``where`` (:data:`WHERE`) for registry images.
+    ``config`` holds OCI image config fields (``User``, ``Entrypoint``, …); ``healthcheck``
+    the ``test`` argv and its timing.
     ``sources``: repository paths the build reads besides its project (a change to one makes
     the image stale), e.g. the Python packages the bot's wheel is built from.
     """
@@ -73,6 +88,7 @@ class ImageSpec:
     build: str | None = None
     tag: str | None = None
     digest: str | None = None
+    where: str | None = None
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     healthcheck: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     sources: tuple[str, ...] = ()
@@ -110,8 +126,11 @@ def parse_declaration(text: str) -> list[ImageSpec]:
             raise bad("give either build (built here) or digest (copied from a registry)")
         if "digest" in raw and (not _DIGEST.match(raw["digest"]) or not raw.get("tag")):
             raise bad("a registry image needs tag and digest = 'sha256:<64 hex digits>'")
-        if "build" in raw and "tag" in raw:
-            raise bad("a built image is tagged with the OS version; drop tag")
+        if "build" in raw and ("tag" in raw or "where" in raw):
+            raise bad("a built image is tagged with the OS version and lives in the slot; "
+                      "drop tag and where")
+        if "digest" in raw and raw.get("where") not in WHERE:
+            raise bad(f"a registry image needs where = one of {', '.join(WHERE)}")
         sources = raw.get("sources", [])
         if not isinstance(sources, list) or not all(
                 isinstance(x, str) and (REPO / x).exists() for x in sources):
@@ -232,6 +251,60 @@ def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.Lock
         healthcheck=tuple(spec.healthcheck.get("test", ())))
 
 
+def copy_registry_image(spec: ImageSpec, arch: str, directory: Path = TREE, *,
+                        tls_verify: bool = True) -> lock.LockEntry:
+    """Copy a registry image by its pinned digest into ``directory`` as a docker-archive and
+    return its lock entry; or, for ``where = "store"`` and for a registry that cannot be
+    reached, the lock entry of an image the device pulls (no archive). An archive already
+    there (its name carries the digest) is reused.
+
+    Args:
+        tls_verify: False only for a test registry on loopback (plain HTTP).
+
+    Raises:
+        MemuError: the registry answered but the copy failed: the digest is not in the
+            repository, or a blob did not match its digest.
+    """
+    assert spec.digest is not None and spec.tag is not None
+    pinned = f"{spec.repository}@{spec.digest}"
+    entry = lock.LockEntry(
+        name=spec.name, ref=spec.ref(""), source="registry", origin=pinned,
+        platform=f"linux/{OCI_ARCH[arch]}", image_id="", manifest_digest=spec.digest,
+        archive="", archive_sha256="", archive_bytes=0,
+        healthcheck=tuple(spec.healthcheck.get("test", ())))
+    if spec.where == "store":
+        return entry
+    archive = directory / f"{spec.name}_{spec.digest[7:19]}_{arch}.tar"
+    if not archive.exists():
+        tmp = archive.with_name(f".{archive.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        log.info("memu: copying %s by digest", pinned)
+        proc = run(["skopeo", "copy", "--quiet", "--retry-times=2", "--override-os=linux",
+                    f"--override-arch={OCI_ARCH[arch]}",
+                    f"--src-tls-verify={str(tls_verify).lower()}",
+                    f"docker://{pinned}", f"docker-archive:{tmp}:{entry.ref}"],
+                   check=False, timeout=3600)
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            why = (proc.stderr or "").strip().splitlines()[-1:] or ["(no message)"]
+            if _UNREACHABLE.search(proc.stderr or ""):
+                log.warning("memu: %s: %s is not reachable (%s); the image is not in the slot "
+                            "and the device pulls it by digest when it is online",
+                            spec.name, spec.repository.split("/")[0], why[0])
+                return entry
+            raise MemuError(f"{spec.name}: copying {pinned} failed: {why[0]}",
+                            hint="the digest in image/containers.toml must be one the "
+                                 "repository has (`skopeo inspect --raw docker://"
+                                 f"{spec.repository}:{spec.tag} | sha256sum` shows the tag's)")
+        tmp.replace(archive)
+    image_id, _ = archive_image_id(archive)
+    log.info("memu: %s -> %s (%s, %.0f MB)", pinned, archive.name, image_id[:19],
+             archive.stat().st_size / 1e6)
+    return dataclasses.replace(entry, image_id=image_id, archive=archive.name,
+                               archive_sha256=lock.sha256_file(archive),
+                               archive_bytes=archive.stat().st_size)
+
+
 def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> Path:
     """Build the declared images (all, or those in ``names``) and write the lock files.
 
@@ -242,7 +315,7 @@ def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> 
         The OS image's lock file's path (TREE).
 
     Raises:
-        MemuError: an unknown name, a registry image (not supported yet), or a build failed.
+        MemuError: an unknown name, a build failed, or a registry refused a pinned digest.
     """
     specs = parse_declaration(DECLARATION.read_text())
     unknown = set(names) - {s.name for s in specs}
@@ -260,11 +333,14 @@ def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> 
                 and (TREE / kept.archive).exists():
             listed.append(kept)
         elif spec.build is None:
-            raise MemuError(f"{spec.name}: copying registry images is not implemented yet",
-                            hint="remove it from image/containers.toml for now")
+            listed.append(copy_registry_image(spec, BOARD_ARCH[board]))
         else:
             listed.append(build_image(spec, BOARD_ARCH[board], force=force))
-    keep = {e.archive for e in listed} | {lock.LOCK_NAME}
+    missing = [e.name for e in listed if not e.in_slot]
+    if missing:
+        log.warning("memu: not in the slot, pulled by digest on the device: %s",
+                    ", ".join(missing))
+    keep = {e.archive for e in listed if e.in_slot} | {lock.LOCK_NAME}
     for stale in TREE.iterdir():
         if stale.name not in keep:
             stale.unlink()
