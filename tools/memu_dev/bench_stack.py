@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
           f"the 1.5 GiB budget")
     print("image archives (docker-archive, uncompressed layers):")
     for name, entry in sorted(images.items()):
-        print(f"  {name:<24} {entry.archive_bytes / 1e6:8.0f} MB")
+        if entry.in_slot:
+            print(f"  {name:<24} {entry.archive_bytes / 1e6:8.0f} MB")
+        else:
+            print(f"  {name:<24} not in the slot: pulled by digest ({entry.origin})")
     return 0
 
 
