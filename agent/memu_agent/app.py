@@ -61,12 +61,12 @@ def read_boot_facts(paths: HostPaths) -> BootFacts:
 
 
 async def stack_status(paths: HostPaths) -> dict[str, Any]:
-    """The ``stack`` object of ``/api/status``: the image preload's report
+    """The ``stack`` object of ``/api/status``: the image preload's and pull's reports
     (:func:`memu_agent.stack.read_preload`), ``data`` (what the stack's last start did with
     its database: :func:`memu_agent.stack.prepare_data`), ``services``
     (:func:`memu_agent.stack.services`, empty before setup) and, when Docker does not answer,
     ``error``."""
-    out = stack.read_preload(paths.preload_status)
+    out = stack.read_preload(paths.preload_status, paths.pull_status)
     out["data"] = read_json_object(paths.stack_data_status) or {"step": "not started"}
     try:
         out["services"] = await stack.services(paths.docker_socket)

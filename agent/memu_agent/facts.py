@@ -28,6 +28,7 @@ class HostPaths:
         efivars: the efivarfs directory.
         udev_data: udev's device database (``b<MAJ>:<MIN>`` files with ``E:KEY=value``).
         preload_status: what the container image preload reports (:mod:`memu_agent.preload`).
+        pull_status: what the pull of registry images reports (:mod:`memu_agent.pull`).
         stack_data_status: what the stack's start did with its data
             (:func:`memu_agent.stack.prepare_data`).
         docker_socket: the Docker Engine API's socket.
@@ -39,6 +40,7 @@ class HostPaths:
     efivars: Path = Path("/sys/firmware/efi/efivars")
     udev_data: Path = Path("/run/udev/data")
     preload_status: Path = Path("/run/memu-stack/preload.json")
+    pull_status: Path = Path("/run/memu-stack/pull.json")
     stack_data_status: Path = Path("/run/memu-stack/data.json")
     docker_socket: Path = Path("/run/docker.sock")
 

@@ -38,6 +38,8 @@ log = logging.getLogger("memu_agent.stack")
 COMPOSE_FILE = Path("/usr/share/memu/stack/compose.yaml")
 STACK_ENV = Path("/etc/memu/stack/stack.env")
 IMAGES_ENV = Path("/run/memu-stack/images.env")
+#: The image IDs of the registry images pulled on the device (memu_agent.pull).
+PULLED_ENV = Path("/run/memu-stack/pulled.env")
 #: What the last start did with the stack's data (memu_agent.stack_data), for /api/status.
 DATA_STATUS = Path("/run/memu-stack/data.json")
 #: The services the health gate requires healthy once the box is set up: chat works.
@@ -58,7 +60,7 @@ class Compose:
 
     command: tuple[str, ...] = ("docker", "compose")
     files: tuple[Path, ...] = (COMPOSE_FILE,)
-    env_files: tuple[Path, ...] = (STACK_ENV, IMAGES_ENV)
+    env_files: tuple[Path, ...] = (STACK_ENV, IMAGES_ENV, PULLED_ENV)
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     project: str = "memu"
 
@@ -175,22 +177,35 @@ async def services(socket: Path, project: str = "memu",
     return out
 
 
-def read_preload(path: Path) -> dict[str, Any]:
+def read_preload(path: Path, pull_path: Path | None = None) -> dict[str, Any]:
     """The ``stack`` object of ``/api/status``, from the preload's status file ``path``
-    (``HostPaths.preload_status``); never raises (a missing or damaged file means the preload
-    has not run yet)::
+    (``HostPaths.preload_status``) and the pull's (``pull_path``, :mod:`memu_agent.pull`),
+    whose word on an image the slot does not carry replaces the preload's "to pull"; never
+    raises (a missing or damaged file means that step has not run yet)::
 
         {"preload": {"state": "not started" | "running" | "done" | "failed",
                      "version": "0.2.0", "seconds": 41.2, "error": "..."},   # when known
+         "pull": {"state": "not started" | "running" | "done" | "failed"},
          "images": {"postgres": {"state": "loaded", "seconds": 12.5}, ...,
-                    "synapse": {"state": "refused", "error": "synapse: refused: ..."}}}
+                    "synapse": {"state": "refused", "error": "synapse: refused: ..."},
+                    "ollama": {"state": "pulling", "bytes": 1234, "total": 98765}}}
     """
     data = read_json_object(path)
+    pulled = read_json_object(pull_path) if pull_path else None
+    pull = {"state": str(pulled.get("state", ""))} if pulled else {"state": "not started"}
     if data is None:
-        return {"preload": {"state": "not started"}, "images": {}}
+        return {"preload": {"state": "not started"}, "pull": pull, "images": {}}
     preload = {k: data[k] for k in ("state", "version", "seconds", "error") if k in data}
     images = data.get("images")
-    return {"preload": preload, "images": images if isinstance(images, dict) else {}}
+    images = dict(images) if isinstance(images, dict) else {}
+    from_pull = pulled.get("images") if pulled else None
+    if isinstance(from_pull, dict):
+        for name, state in from_pull.items():
+            before = images.get(name)
+            if isinstance(before, dict) and before.get("state") == "to pull" \
+                    and isinstance(state, dict):
+                images[name] = {**before, **state}
+    return {"preload": preload, "pull": pull, "images": images}
 
 
 def prepare_data(compose: Compose, version: str, layout: stack_data.Layout | None = None,

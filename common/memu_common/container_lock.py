@@ -118,7 +118,7 @@ def dumps(entries: Sequence[LockEntry]) -> str:
         MemuError: two entries share a name or an archive file.
     """
     for field in ("name", "archive"):
-        values = [getattr(e, field) for e in entries]
+        values = [getattr(e, field) for e in entries if getattr(e, field)]
         if len(values) != len(set(values)):
             raise MemuError(f"container lock: duplicate {field} in {values}")
     images = []

@@ -89,5 +89,6 @@ def host(tmp_path: Path) -> HostPaths:
         sys=sys_,
         efivars=efivars,
         preload_status=preload,
+        pull_status=preload.with_name("pull.json"),  # the pull has not run
         docker_socket=root / "run" / "docker.sock",  # nothing listens
     )

@@ -43,6 +43,7 @@ async def test_status_json_from_fake_host(
         "device_name": "Okafor box",
         "hostname": "memu-box",
         "stack": {"preload": {"state": "done", "version": "0.3.1", "seconds": 40.5},
+                  "pull": {"state": "not started"},
                   "images": {"postgres": {"state": "loaded", "seconds": 12.5}},
                   "data": {"step": "not started"}, "services": {}},
     }

@@ -63,15 +63,37 @@ def test_the_record_keeps_the_booted_version_and_the_one_before() -> None:
 
 def test_status_reads_the_preload_file(tmp_path: Path) -> None:
     path = tmp_path / "preload.json"
-    assert read_preload(path) == {"preload": {"state": "not started"}, "images": {}}
+    assert read_preload(path) == {"preload": {"state": "not started"},
+                                  "pull": {"state": "not started"}, "images": {}}
     path.write_text(json.dumps({"version": "0.2.0", "state": "failed", "seconds": 3.5,
                                 "images": {"a": {"state": "refused", "error": "bad"}},
                                 "pruned": []}))
     assert read_preload(path) == {
         "preload": {"state": "failed", "version": "0.2.0", "seconds": 3.5},
+        "pull": {"state": "not started"},
         "images": {"a": {"state": "refused", "error": "bad"}}}
     path.write_text("{torn")
     assert read_preload(path)["preload"] == {"state": "not started"}
+
+
+def test_the_pull_reports_on_the_images_the_slot_does_not_carry(tmp_path: Path) -> None:
+    """The pull's word replaces the preload's "to pull", and only that: a pull status left
+    from another slot's lock cannot overwrite what the preload says of a loaded image."""
+    preload, pull = tmp_path / "preload.json", tmp_path / "pull.json"
+    preload.write_text(json.dumps({"state": "done", "images": {
+        "postgres": {"state": "loaded"}, "ollama": {"state": "to pull", "from": "o@sha256:1"},
+        "element": {"state": "to pull", "from": "e@sha256:2"}}}))
+    assert read_preload(preload, pull)["images"]["ollama"] == {"state": "to pull",
+                                                               "from": "o@sha256:1"}
+    pull.write_text(json.dumps({"state": "running", "images": {
+        "ollama": {"state": "pulling", "bytes": 10, "total": 40},
+        "postgres": {"state": "failed"}}}))
+    stack = read_preload(preload, pull)
+    assert stack["pull"] == {"state": "running"}
+    assert stack["images"] == {
+        "postgres": {"state": "loaded"},
+        "ollama": {"state": "pulling", "from": "o@sha256:1", "bytes": 10, "total": 40},
+        "element": {"state": "to pull", "from": "e@sha256:2"}}
 
 
 def test_services_start_only_with_their_images_and_their_dependencies() -> None:

@@ -9,12 +9,14 @@ missing.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from memu_common import MemuError
 from memu_common import container_lock as lock
 from memu_dev import engine as docker_engine
+from memu_dev.registry import Registry, serve
 
 
 @pytest.fixture(scope="session")
@@ -32,5 +34,15 @@ def images(engine: docker_engine.Engine) -> dict[str, lock.LockEntry]:
     """Every built image's lock entry by name, loaded into ``engine``."""
     try:
         return docker_engine.load_built(engine)
+    except MemuError as e:
+        pytest.fail(f"{e.message} ({e.hint})", pytrace=False)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    """A registry on 127.0.0.1:<free port> (memu_dev.registry), for this test only."""
+    try:
+        with serve(tmp_path / "registry") as reg:
+            yield reg
     except MemuError as e:
         pytest.fail(f"{e.message} ({e.hint})", pytrace=False)

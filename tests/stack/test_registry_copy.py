@@ -10,11 +10,6 @@ it, and the image is left to the device's pull by digest.
 from __future__ import annotations
 
 import logging
-import socket
-import subprocess
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,50 +19,9 @@ from memu_common import MemuError
 from memu_common import container_lock as lock
 from memu_dev import containers
 from memu_dev.engine import Engine
+from memu_dev.registry import Registry, free_port
 
 pytestmark = pytest.mark.services
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A registry on 127.0.0.1:<free port>; yields (host:port, its storage directory)."""
-    port, storage = _free_port(), tmp_path / "registry"
-    config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-                      f"    rootdirectory: {storage}\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise AssertionError(f"docker-registry did not start: {proc.stderr}") from None
-            time.sleep(0.2)
-    try:
-        yield f"127.0.0.1:{port}", storage
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _push_stand_in(images: dict[str, lock.LockEntry], host: str, tmp_path: Path) -> str:
-    """Push the built Valkey image to ``host``/standin/element:v1; return its digest."""
-    digest_file = tmp_path / "pushed.digest"
-    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                    f"--digestfile={digest_file}",
-                    f"docker-archive:{containers.TREE / images['valkey'].archive}",
-                    f"docker://{host}/standin/element:v1"], check=True, timeout=300)
-    return digest_file.read_text().strip()
 
 
 def _spec(host: str, digest: str) -> containers.ImageSpec:
@@ -76,10 +30,10 @@ def _spec(host: str, digest: str) -> containers.ImageSpec:
 
 
 def test_a_pinned_digest_is_copied_into_the_slot_with_the_image_id_the_preload_expects(
-        registry: tuple[str, Path], engine: Engine, images: dict[str, lock.LockEntry],
+        registry: Registry, engine: Engine, images: dict[str, lock.LockEntry],
         tmp_path: Path) -> None:
-    host, _ = registry
-    digest = _push_stand_in(images, host, tmp_path)
+    host = registry.host
+    digest = registry.push(containers.TREE / images["valkey"].archive, "standin/element:v1")
     slot = tmp_path / "slot"
     slot.mkdir()
     entry = containers.copy_registry_image(_spec(host, digest), "x86-64", slot,
@@ -103,9 +57,9 @@ def test_a_pinned_digest_is_copied_into_the_slot_with_the_image_id_the_preload_e
 
 
 def test_a_digest_the_registry_does_not_have_fails_the_build(
-        registry: tuple[str, Path], images: dict[str, lock.LockEntry], tmp_path: Path) -> None:
-    host, _ = registry
-    _push_stand_in(images, host, tmp_path)
+        registry: Registry, images: dict[str, lock.LockEntry], tmp_path: Path) -> None:
+    host = registry.host
+    registry.push(containers.TREE / images["valkey"].archive, "standin/element:v1")
     wrong = "sha256:" + "0" * 64
     with pytest.raises(MemuError) as failed:
         containers.copy_registry_image(_spec(host, wrong), "x86-64", tmp_path, tls_verify=False)
@@ -116,12 +70,12 @@ def test_a_digest_the_registry_does_not_have_fails_the_build(
 
 
 def test_a_blob_changed_in_the_registry_fails_the_build(
-        registry: tuple[str, Path], images: dict[str, lock.LockEntry], tmp_path: Path) -> None:
+        registry: Registry, images: dict[str, lock.LockEntry], tmp_path: Path) -> None:
     """The registry serves the pinned manifest, but a layer whose bytes no longer match the
     digest the manifest names: skopeo's check refuses it."""
-    host, storage = registry
-    digest = _push_stand_in(images, host, tmp_path)
-    layers = [p for p in (storage / "docker/registry/v2/blobs/sha256").glob("*/*/data")
+    host = registry.host
+    digest = registry.push(containers.TREE / images["valkey"].archive, "standin/element:v1")
+    layers = [p for p in (registry.storage / "docker/registry/v2/blobs/sha256").glob("*/*/data")
               if p.read_bytes()[:2] == b"\x1f\x8b"]  # the gzip layer
     assert len(layers) == 1, layers
     with layers[0].open("r+b") as f:  # one byte in the middle of the compressed layer
@@ -137,7 +91,7 @@ def test_a_blob_changed_in_the_registry_fails_the_build(
 
 def test_an_unreachable_registry_leaves_the_image_to_the_device(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    host = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    host = f"127.0.0.1:{free_port()}"  # nothing listens there
     caplog.set_level(logging.WARNING, logger="memu.containers")
     entry = containers.copy_registry_image(_spec(host, "sha256:" + "1" * 64), "x86-64",
                                            tmp_path, tls_verify=False)
