@@ -16,11 +16,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ota_support import (
+    REPO,
     Channel,
     api,
     boot_entries,
@@ -38,23 +41,51 @@ from ota_support import (
     wait_version,
 )
 
+from memu_common import container_lock as lock
+from memu_dev.containers import TREE
 from memu_dev.golden import Golden
+from memu_dev.registry import Registry, serve
+from memu_dev.variant import with_pulled_images
 from memu_dev.vm import VM
 
 SLOT_A, SLOT_B = (2, 3, 4), (5, 6, 7)  # verity-sig, verity, usr partition numbers
 GIB = 1 << 30
 
 
+#: Fixed: 0.2.0's Docker trusts this plain-HTTP registry (tests/qemu/trees/test-registry).
+REGISTRY_PORT = 5123
+
+
 @pytest.fixture(scope="module")
-def test_versions(built_image: Path) -> None:
+def registry() -> Iterator[Registry]:
+    """A registry on the host's loopback (the guest's 10.0.2.2:5123) for the module."""
+    with serve(REPO / "test-results" / "registry", port=REGISTRY_PORT) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def test_versions(built_image: Path, registry: Registry) -> dict[str, lock.LockEntry]:
     """Build the other versions the update tests offer, before any VM boots (a build next to
-    a running VM slows both). Each is skipped when already built and up to date."""
-    ensure_build("0.2.0", "v-marker")
+    a running VM slows both). Each is skipped when already built and up to date. 0.2.0's lock
+    also names two images to pull from the host's registry: the built nginx image pushed
+    there (its digest), and one by a digest the registry does not have. Returns those two."""
+    nginx = next(e for e in lock.read(TREE) if e.name == "nginx")
+    digest = registry.push(TREE / nginx.archive, "standin/photos:v1")
+    guest = f"10.0.2.2:{REGISTRY_PORT}/standin/photos"
+    pulled = {name: lock.LockEntry(
+        name=name, ref=f"{guest}:v1", source="registry", origin=f"{guest}@{pin}",
+        platform="linux/amd64", image_id="", manifest_digest=pin, archive="",
+        archive_sha256="", archive_bytes=0) for name, pin in (
+            ("photos", digest), ("llm", "sha256:" + "0" * 64))}
+    tree = REPO / "test-results" / "trees" / "pull-0.2.0"
+    with_pulled_images(TREE, tree, list(pulled.values()))
+    ensure_build("0.2.0", "v-marker", "test-registry", tree)
     ensure_build("0.3.0", "v-marker")
+    return pulled
 
 
 @pytest.fixture
-def v1_vm(golden: Golden, test_versions: None,
+def v1_vm(golden: Golden, test_versions: dict[str, lock.LockEntry],
           request: pytest.FixtureRequest) -> Iterator[VM]:
     """A VM of version 0.1.0 on a 16 GiB disk, restored from the golden first boot."""
     with restored_vm(golden, request.node.name) as vm:
@@ -67,7 +98,22 @@ def served(tmp_path: Path) -> Iterator[Channel]:
         yield ch
 
 
-def test_update_to_slot_b_and_back_to_a_keeps_data(v1_vm: VM, served: Channel) -> None:
+def _wait_pulled(vm: VM, names: set[str], timeout: float = 420) -> dict[str, Any]:
+    """``stack.images`` of /api/status once the pull has tried every image in ``names``."""
+    deadline = time.monotonic() + timeout
+    images: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        _, st = api(vm, "GET", "/api/status")
+        images = st["stack"]["images"]
+        if all(images.get(n, {}).get("state") in ("pulled", "present", "failed")
+               for n in names):
+            return dict(images)
+        time.sleep(5)
+    raise AssertionError(f"the pull did not finish in {timeout} s: {images}")
+
+
+def test_update_to_slot_b_and_back_to_a_keeps_data(
+        v1_vm: VM, served: Channel, test_versions: dict[str, lock.LockEntry]) -> None:
     vm = v1_vm
     # First boot on a disk larger than the image: root takes the rest, slots stay equal.
     sizes = {str(n): vm.sh(f"blockdev --getsize64 {vm.part(n)}").strip() for n in (4, 7, 8)}
@@ -92,6 +138,16 @@ def test_update_to_slot_b_and_back_to_a_keeps_data(v1_vm: VM, served: Channel) -
     assert st["boot"] == {"slot": "b", "entry": st["boot"]["entry"],
                           "usr_partlabel": "memu-os_0.2.0"}
     assert vm.sh("cat /usr/share/memu/test-marker").strip() == "test build with a visible change"
+    # 0.2.0's lock names two images its slot does not carry: pulled by digest from the host's
+    # registry on boot, the wrong digest refused by name.
+    with step("pull by digest from the host's registry"):
+        images = _wait_pulled(vm, set(test_versions))
+    assert images["photos"]["state"] in ("pulled", "present"), images
+    assert images["llm"]["state"] == "failed", images
+    assert "manifest unknown" in images["llm"]["error"].lower(), images
+    photos = test_versions["photos"].origin
+    assert vm.sh(f"docker image inspect --format '{{{{.Id}}}}' {photos}").strip() == next(
+        e.image_id for e in lock.read(TREE) if e.name == "nginx")
     assert vm.sh("cat /var/lib/memu-test/canary").strip() == "keep-me"
     wait_blessed(vm, "0.2.0")
     _, st = api(vm, "GET", "/api/status")

@@ -1,6 +1,7 @@
-"""Test builds whose container lock changes one image: a file tree for ``--extra-tree`` that
-replaces the lock file and adds one changed archive, so an update test can prove that the
-stack runs the booted slot's images (and a rollback the old ones again).
+"""Test builds whose container lock differs from the built one: a file tree for
+``--extra-tree`` that replaces the lock file and adds one changed archive, so an update test
+can prove that the stack runs the booted slot's images (and a rollback the old ones again);
+or that names more registry images to pull, so it can prove the device's pull by digest.
 
 The changed image is the built one with one more label in its image config: same layers, a
 different config, so a different image ID (the ID is the config's SHA-256). The archive is
@@ -83,3 +84,15 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode = len(data), 0o444
     tar.addfile(info, io.BytesIO(data))
+
+
+def with_pulled_images(built: Path, out: Path, extra: list[lock.LockEntry]) -> None:
+    """Write ``out``/usr/share/memu/containers/ with ``built``'s lock file plus ``extra``
+    (entries without an archive, pulled by the device); the file is left alone (and its
+    mtime, so a test build is not made again) when its content would not change."""
+    dest = out / CONTAINERS / lock.LOCK_NAME
+    text = lock.dumps([*lock.read(built), *extra])
+    if dest.exists() and dest.read_text() == text:
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text)
