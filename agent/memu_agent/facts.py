@@ -125,6 +125,14 @@ def loader_entry_selected(paths: HostPaths) -> str | None:
     return text.split("\0", 1)[0] or None
 
 
+def on_trial(paths: HostPaths) -> bool:
+    """Whether this boot is a trial: systemd-boot booted an entry that still carries boot
+    counters, and says so in the ``LoaderBootCountPath`` EFI variable (the same condition
+    ``systemd-bless-boot.service`` has; https://systemd.io/AUTOMATIC_BOOT_ASSESSMENT/). A
+    blessed entry, or a boot not through systemd-boot, is not on trial."""
+    return (paths.efivars / f"LoaderBootCountPath-{LOADER_GUID}").exists()
+
+
 def _mount_device(paths: HostPaths, mount_point: str) -> str | None:
     """``MAJ:MIN`` of the last mount at ``mount_point`` in ``/proc/self/mountinfo``."""
     try:

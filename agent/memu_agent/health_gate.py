@@ -16,8 +16,8 @@ from pathlib import Path
 
 from memu_agent import stack
 from memu_agent.config import DEFAULT_CONFIG_PATH, load_config
-from memu_agent.facts import HostPaths, os_version
-from memu_ota.health import TEST_FAIL_FLAG, Observations, Outcome, gate, observe
+from memu_agent.facts import HostPaths, on_trial, os_version
+from memu_ota.health import TEST_FAIL_FLAG, Decision, Observations, Outcome, gate, observe
 from memu_ota.state import HealthFailure, save_health_failure
 
 log = logging.getLogger("memu_agent.health_gate")
@@ -49,15 +49,33 @@ def main() -> int:
         return replace(obs, services=core_health(socket) if judge_stack else None)
 
     decision = gate(look, ota.health_deadline_s, forced_fail=TEST_FAIL_FLAG.exists())
+    return conclude(decision, on_trial(HostPaths()), os_version(HostPaths()), ota.state_dir)
+
+
+def conclude(decision: Decision, trial: bool, version: str, state_dir: Path) -> int:
+    """The gate's exit status for ``decision``: 0 (boot-complete.target is reached) or 1
+    (``FailureAction=reboot``; the failure is recorded in ``state_dir`` for the rollback
+    report).
+
+    Only a trial boot (:func:`memu_agent.facts.on_trial`) can fail: rebooting a box whose
+    boot entry is already blessed changes nothing (systemd-boot picks the same entry), so a
+    service that breaks months after an update, or a full disk, would reboot the box in a
+    loop and keep the family from even the agent's pages. Such a boot stays up and the
+    failure is logged; ``/api/status`` shows the unhealthy service.
+    """
     if decision.outcome is Outcome.PASS:
         log.info("healthy: %s", decision.reason)
         return 0
-    version = os_version(HostPaths())
+    if not trial:
+        log.error("not healthy on %s: %s; this boot's entry is already blessed, so the box "
+                  "stays up instead of rebooting into the same version", version,
+                  decision.reason)
+        return 0
     log.error("not healthy on %s: %s", version, decision.reason)
     try:
-        save_health_failure(ota.state_dir, HealthFailure(version, decision.reason, time.time()))
+        save_health_failure(state_dir, HealthFailure(version, decision.reason, time.time()))
     except OSError as e:
-        log.error("cannot record the failure in %s: %s", ota.state_dir, e)
+        log.error("cannot record the failure in %s: %s", state_dir, e)
     return 1
 
 
