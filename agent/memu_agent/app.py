@@ -11,12 +11,12 @@ Routes (every one declares its access, enforced by :mod:`memu_agent.auth`):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from aiohttp import web
 
-from memu_agent import claim_api, front_door, reset_api, stack, update_api
+from memu_agent import claim_api, front_door, reset_api, stack, storage, update_api
 from memu_agent.appkeys import CONFIG
 from memu_agent.auth import AUTH, Auth, auth_middleware
 from memu_agent.config import AgentConfig
@@ -87,7 +87,9 @@ async def status(request: web.Request) -> web.Response:
          "device_name": "memu",
          "hostname": "memu",
          "update": {...},                     # see memu_ota.updater.Updater.snapshot
-         "stack": {...}}                      # see stack_status
+         "stack": {...},                      # see stack_status
+         "storage": {"state": "ok" | "low" | "full" | "unknown", "total_bytes": int,
+                     "free_bytes": int, "message": str}}   # memu_agent.storage
 
     The setup token is never part of it.
     """
@@ -107,6 +109,7 @@ async def status(request: web.Request) -> web.Response:
         "hostname": hostname(paths),
         "update": request.app[UPDATER].snapshot(),
         "stack": await stack_status(paths),
+        "storage": asdict(storage.measure(paths.data)),
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 

@@ -32,6 +32,7 @@ class HostPaths:
         stack_data_status: what the stack's start did with its data
             (:func:`memu_agent.stack.prepare_data`).
         docker_socket: the Docker Engine API's socket.
+        data: a path on the writable partition, whose fullness ``/api/status`` reports.
     """
 
     os_release: tuple[Path, ...] = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
@@ -43,6 +44,7 @@ class HostPaths:
     pull_status: Path = Path("/run/memu-stack/pull.json")
     stack_data_status: Path = Path("/run/memu-stack/data.json")
     docker_socket: Path = Path("/run/docker.sock")
+    data: Path = Path("/var")
 
 
 @dataclass(frozen=True)

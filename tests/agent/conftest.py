@@ -91,4 +91,5 @@ def host(tmp_path: Path) -> HostPaths:
         preload_status=preload,
         pull_status=preload.with_name("pull.json"),  # the pull has not run
         docker_socket=root / "run" / "docker.sock",  # nothing listens
+        data=root,
     )

@@ -33,6 +33,8 @@ async def test_status_json_from_fake_host(
     update = body.pop("update")
     docker_error = body["stack"].pop("error")
     assert docker_error.startswith("Docker does not answer"), docker_error
+    storage = body.pop("storage")  # of the test's own disk (memu_agent.storage)
+    assert storage["state"] in ("ok", "low", "full") and storage["total_bytes"] > 0
     assert update["state"] == "idle" and update["running"] == "0.3.1"
     assert update["channel"] == "stable" and update["last_result"] is None
     assert body == {

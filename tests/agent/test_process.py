@@ -12,6 +12,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
 from agent_fixtures import NotifySocket
 
 
@@ -86,3 +87,49 @@ def test_agent_process_exits_1_when_port_taken(notify_socket: NotifySocket, tmp_
     messages = notify_socket.recv_until("STOPPING", timeout=2)
     assert not any("READY" in m for m in messages)
     assert notify_socket.recv(timeout=2)["STATUS"].startswith("failed: cannot listen")
+
+
+def test_agent_process_stays_up_on_a_full_disk(notify_socket: NotifySocket,
+                                               tmp_path: Path) -> None:
+    """Its state and console directories on a full filesystem (a 256 KiB tmpfs filled to
+    the last byte): the setup token and greeting cannot be written, and the agent still
+    reaches READY and answers its status and first-boot page."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI and the build hosts run as root)")
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)], check=True)
+    try:
+        (full / "state").mkdir()
+        (full / "issue.d").mkdir()
+        with (full / "filler").open("wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(bytes(4096))
+            except OSError:
+                pass
+        config = tmp_path / "agent.toml"
+        config.write_text('host = "127.0.0.1"\nport = 0\ndevice_name = "Full box"\n'
+                          f'state_dir = "{full / "state"}"\nissue_dir = "{full / "issue.d"}"\n')
+        proc = spawn(config, notify_socket)
+        try:
+            messages = notify_socket.recv_until("READY", timeout=15)
+            match = re.search(r"port (\d+)", messages[-1]["STATUS"])
+            assert match, messages
+            base = f"http://127.0.0.1:{match.group(1)}"
+            with urllib.request.urlopen(f"{base}/api/status", timeout=5) as resp:
+                assert json.load(resp)["device_name"] == "Full box"
+            with urllib.request.urlopen(f"{base}/", timeout=5) as resp:
+                assert resp.status == 200
+            assert proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            _, stderr = proc.communicate(timeout=10)
+        assert "No space left on device" in stderr
+        assert "Traceback" not in stderr
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
