@@ -9,7 +9,9 @@ because their registry was not reachable, have lock entries without an archive
 (``POST /images/create``, https://docs.docker.com/reference/api/engine/) by that digest, never
 by tag: Docker checks that the manifest it gets hashes to the digest and every blob to the
 digest the manifest names (the distribution spec's content addressing), so what runs is
-exactly what the lock pinned. A digest the registry does not have is refused by name.
+exactly what the lock pinned. A digest the registry does not have is refused by name. A
+service that needs more RAM than the box has (or is switched off) is not pulled: "off"
+(:mod:`memu_common.optional`).
 
 Progress goes to ``/run/memu-stack/pull.json`` (for ``/api/status``, merged into
 ``stack.images`` by :func:`memu_agent.stack.read_preload`)::
@@ -17,7 +19,8 @@ Progress goes to ``/run/memu-stack/pull.json`` (for ``/api/status``, merged into
     {"state": "running" | "done" | "failed", "images": {
         "immich-ml": {"state": "pulling", "bytes": 123456, "total": 987654},
         "ollama": {"state": "pulled", "seconds": 81.2},
-        "element": {"state": "failed", "error": "..."}}}
+        "element": {"state": "failed", "error": "..."},
+        "immich-ml": {"state": "off", "reason": "off on this box: 4 GiB of RAM, ..."}}}
 
 and the image ID of every pulled image to ``/run/memu-stack/pulled.env``
 (``MEMU_IMAGE_OLLAMA=sha256:…``), which the Compose project reads after ``images.env``.
@@ -41,7 +44,7 @@ from typing import Any
 import aiohttp
 
 from memu_agent.preload import IMAGES_DIR, image_env_name
-from memu_common import MemuError
+from memu_common import MemuError, optional
 from memu_common import container_lock as lock
 from memu_common.files import write_atomic, write_json_atomic
 
@@ -50,6 +53,8 @@ log = logging.getLogger("memu_agent.pull")
 STATUS_FILE = Path("/run/memu-stack/pull.json")
 PULLED_ENV = Path("/run/memu-stack/pulled.env")
 DOCKER_SOCKET = Path("/run/docker.sock")
+#: The stack's settings: which RAM-hungry services are switched on or off.
+STACK_ENV = Path("/etc/memu/stack/stack.env")
 
 
 def pinned(entry: lock.LockEntry) -> tuple[str, str]:
@@ -167,14 +172,28 @@ class Pull:
         except OSError as e:
             log.error("cannot write %s: %s", self.status_path, e)
 
-    async def run(self, entries: Iterable[lock.LockEntry]) -> bool:
-        """Pull what Docker lacks; True when every entry's image is in Docker.
+    async def run(self, entries: Iterable[lock.LockEntry], memory: int = 0,
+                  choices: Mapping[str, str] | None = None) -> bool:
+        """Pull what Docker lacks; True when every wanted entry's image is in Docker.
+
+        Args:
+            memory: the box's RAM in bytes (MemTotal), for the services that need much of
+                it (:mod:`memu_common.optional`); choices: their "auto" | "on" | "off".
 
         Raises:
             MemuError: Docker does not answer.
         """
-        todo = [e for e in entries if not e.in_slot]
-        images: dict[str, dict[str, Any]] = {e.name: {"state": "waiting"} for e in todo}
+        images: dict[str, dict[str, Any]] = {}
+        todo = []
+        for e in entries:
+            if e.in_slot:
+                continue
+            wanted, why = optional.enabled(e.name, memory, (choices or {}).get(e.name, "auto"))
+            if wanted:
+                todo.append(e)
+                images[e.name] = {"state": "waiting"}
+            else:
+                images[e.name] = {"state": "off", "reason": why}
         self.status = {"state": "running", "images": images}
         ids: dict[str, str] = {}
         for e in todo:
@@ -226,10 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--status", type=Path, default=STATUS_FILE)
     parser.add_argument("--pulled-env", type=Path, default=PULLED_ENV)
     parser.add_argument("--docker-socket", type=Path, default=DOCKER_SOCKET)
+    parser.add_argument("--stack-env", type=Path, default=STACK_ENV)
     args = parser.parse_args(argv)
     pull = Pull(DockerApi(args.docker_socket), args.status, args.pulled_env)
     try:
-        ok = asyncio.run(pull.run(lock.read(args.images)))
+        ok = asyncio.run(pull.run(lock.read(args.images), optional.mem_total(),
+                                  optional.read_choices(args.stack_env)))
     except MemuError as e:
         log.error("%s", e)
         return 1

@@ -9,7 +9,8 @@ writes (idempotently: secrets made once and kept, every file written atomically)
     secrets/*                    the other generated secrets, one per file
     postgres/initdb.d/20-synapse.sql   Synapse's role and database (UTF8, C collation)
     synapse/homeserver.yaml      Synapse's configuration (JSON, which is YAML 1.2)
-    stack.env                    what the project needs besides images (the server name)
+    stack.env                    what the project needs besides images (the server name,
+                                 the RAM-hungry services switched on or off)
 
 The first-boot apply (issue 10) calls :func:`apply` with what the family typed; the command
 line exists for tests and for an operator with a shell. ``/etc/memu/stack/stack.env``
@@ -26,9 +27,11 @@ import json
 import re
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from memu_common import MemuError
+from memu_common import optional as optional_services
 from memu_common.files import write_atomic
 
 CONFIG_DIR = Path("/etc/memu/stack")
@@ -48,11 +51,15 @@ class Settings:
         server_name: the Matrix server name (the part after ``:`` in ``@mum:family.example``);
             lower-case DNS name, optionally with ``:port``. It cannot change later (it is in
             every user and room ID).
+        optional: the RAM-hungry services switched "on" or "off" (the others are "auto":
+            by the box's RAM; :mod:`memu_common.optional`).
     """
 
     server_name: str
+    optional: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        optional_services.check(self.optional)
         if not _SERVER_NAME.match(self.server_name):
             raise MemuError(f"server name {self.server_name!r} is not a host name",
                             hint="use lower-case letters, digits, dots and dashes, e.g. "
@@ -98,7 +105,8 @@ def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes,
              for k, v in secret.items()}
     files["postgres/initdb.d/20-synapse.sql"] = (sql.encode(), 0o644)
     files["synapse/homeserver.yaml"] = (hs.encode(), 0o644)
-    files["stack.env"] = (f"MEMU_SERVER_NAME={settings.server_name}\n".encode(), 0o644)
+    files["stack.env"] = ((f"MEMU_SERVER_NAME={settings.server_name}\n"
+                           + optional_services.env_lines(settings.optional)).encode(), 0o644)
     return files
 
 
@@ -136,9 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="memu-stack-config", description=__doc__.split("\n")[0])
     ap.add_argument("--server-name", required=True)
     ap.add_argument("--config", type=Path, default=CONFIG_DIR)
+    ap.add_argument("--optional", action="append", default=[], metavar="SERVICE=CHOICE",
+                    help=f"switch a RAM-hungry service ({', '.join(optional_services.NEEDS)}) "
+                         "on, off or auto (the default, by the box's RAM)")
     args = ap.parse_args(argv)
     try:
-        for path in apply(Settings(args.server_name), args.config):
+        choices = dict(item.partition("=")[::2] for item in args.optional)
+        for path in apply(Settings(args.server_name, choices), args.config):
             print(path)
     except MemuError as e:
         print(f"memu: error: {e.message}", file=sys.stderr)
