@@ -209,21 +209,28 @@ def read_preload(path: Path, pull_path: Path | None = None) -> dict[str, Any]:
 
 
 def prepare_data(compose: Compose, version: str, layout: stack_data.Layout | None = None,
-                 status: Path = DATA_STATUS) -> dict[str, str]:
+                 status: Path = DATA_STATUS) -> dict[str, Any]:
     """Snapshot or restore the stack's database as :mod:`memu_agent.stack_data` decides for
     ``version``, before anything starts; write what happened to ``status`` (for
-    ``/api/status``) and return it: ``{"step": "snapshot" | ... | "failed", "reason": ...}``.
-    A failed snapshot is reported, and the stack still starts (the family keeps chat; the
-    report says a rollback would have no way back)."""
+    ``/api/status``) and return it: ``{"step": "snapshot" | ... | "failed", "reason": ...,
+    "start": bool}``. A failed snapshot is reported and the stack still starts (the family
+    keeps chat; the report says a rollback would have no way back); a failed restore keeps
+    it stopped (``start`` false): PostgreSQL must not start on half-moved data."""
     def stop() -> None:
-        compose("stop", timeout=300, check=False)
+        compose("stop", timeout=300)
 
+    out: dict[str, Any]
     try:
         plan = stack_data.carry_out(layout or stack_data.Layout(), version, stop=stop)
-        out = {"step": str(plan.step), "reason": plan.reason}
-    except MemuError as e:
+        out = {"step": str(plan.step), "reason": plan.reason, "start": True}
+    except stack_data.RestoreFailed as e:
         log.error("stack data: %s", e.message)
-        out = {"step": "failed", "reason": e.message, "hint": e.hint or ""}
+        out = {"step": "failed", "reason": e.message, "hint": e.hint or "", "start": False}
+    except (MemuError, OSError) as e:
+        message = e.message if isinstance(e, MemuError) else str(e)
+        log.error("stack data: %s", message)
+        out = {"step": "failed", "reason": message,
+               "hint": (e.hint if isinstance(e, MemuError) else None) or "", "start": True}
     try:
         write_json_atomic(status, out, mode=0o644)
     except OSError as e:
@@ -250,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     compose = Compose()
     try:
         if args.action == "up":
-            prepare_data(compose, os_version(HostPaths()))
+            if not prepare_data(compose, os_version(HostPaths()))["start"]:
+                return 1
             up(compose, present_ids(IMAGES_ENV))
         else:
             compose("stop", timeout=300)

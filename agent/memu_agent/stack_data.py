@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -122,17 +123,39 @@ def _copy_tree(src: Path, dst: Path) -> None:
     run(["cp", "-a", "--reflink=auto", "--", src, dst], timeout=3600)
 
 
+def _discard(path: Path) -> None:
+    """Remove a directory so that a power cut midway never leaves a complete-looking
+    remainder: renamed to a dot name first (which nothing counts), then deleted."""
+    if not path.exists():
+        return
+    doomed = path.with_name(f".discard-{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+class RestoreFailed(MemuError):
+    """The live data may be half moved: the stack must not start on it (PostgreSQL would
+    make a new empty cluster in a missing directory)."""
+
+
 def snapshot(layout: Layout, version: str) -> Path:
-    """Copy the migrated services' data into ``snapshots/<version>`` (replacing every other
-    snapshot once the new one is complete).
+    """Copy the migrated services' data into ``snapshots/<version>``. Older snapshots are
+    dropped first (the version they belong to is no longer in either slot), so the copy
+    needs room for one database, not two. The copy reaches the disk (``sync``) before it is
+    marked complete, so a power cut never leaves a "complete" snapshot with unwritten files.
 
     Raises:
         MemuError: not enough free space, or the copy failed (the live data is untouched).
     """
-    need = sum(f.stat().st_size for name in MIGRATED for f in (layout.stack / name).rglob("*")
-               if f.is_file() and not f.is_symlink())
     try:
         layout.snapshots.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for other in layout.snapshots.iterdir():
+            if not other.name.startswith(("abandoned-", ".discard-")):
+                _discard(other)
+        need = sum(f.stat().st_size for name in MIGRATED
+                   for f in (layout.stack / name).rglob("*")
+                   if f.is_file() and not f.is_symlink())
         free = shutil.disk_usage(layout.snapshots).free
     except OSError as e:
         raise MemuError(f"copying the database for a rollback failed: {e}") from e
@@ -141,33 +164,32 @@ def snapshot(layout: Layout, version: str) -> Path:
                         f"{free >> 20} MiB free)",
                         hint="free some space (old photos or videos) so updates stay safe")
     tmp = layout.snapshots / f".{version}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
+    final = layout.snapshots / version
     try:
+        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(mode=0o700)
         for name in MIGRATED:
             if (layout.stack / name).exists():
                 _copy_tree(layout.stack / name, tmp / name)
+        os.sync()  # every copied file on the disk before the copy counts as complete
         (tmp / ".complete").touch()
+        tmp.rename(final)
+        os.sync()
     except (OSError, MemuError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise MemuError(f"copying the database for a rollback failed: {e}") from e
-    final = layout.snapshots / version
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for other in layout.snapshots.iterdir():
-        if other != final and not other.name.startswith("abandoned-"):
-            shutil.rmtree(other, ignore_errors=True)
     return final
 
 
 def restore(layout: Layout, version: str, newer: str) -> None:
     """Put ``snapshots/<version>`` back as the live data; the live data of ``newer`` moves
-    to ``snapshots/abandoned-<newer>`` (replacing an older abandoned copy). Renames only,
-    each service's in two steps that a rerun resumes: a restore cut short by a power cut is
-    finished by the next boot's (the record still names ``newer`` until it is done).
+    to ``snapshots/abandoned-<newer>`` (an older abandoned copy of the same version is kept
+    under a numbered name, never deleted here). Renames only, each service's in two steps
+    that a rerun resumes: a restore cut short by a power cut is finished by the next boot's
+    (the record still names ``newer`` until it is done).
 
     Raises:
-        MemuError: a rename failed (renames within one filesystem; nothing is copied).
+        RestoreFailed: a rename failed; the stack must not start.
     """
     src = layout.snapshots / version
     aside = layout.snapshots / f"abandoned-{newer}"
@@ -178,32 +200,52 @@ def restore(layout: Layout, version: str, newer: str) -> None:
             if not saved.exists():
                 continue  # put back already (or the snapshot did not have it)
             if live.exists():
-                if put.exists():
-                    shutil.rmtree(put)  # from an older rollback from the same version
+                n = 1
+                while put.exists():  # an older rollback from the same version: keep it
+                    put, n = aside / f"{name}.{n}", n + 1
                 live.rename(put)
             saved.rename(live)
-        shutil.rmtree(src)
+        os.sync()
     except OSError as e:
-        raise MemuError(f"putting the database back as {version} left it failed: {e}") from e
+        raise RestoreFailed(
+            f"putting the database back as {version} left it failed: {e}",
+            hint="the chat services stay stopped so nothing is lost; contact support") from e
 
 
 def carry_out(layout: Layout, booted: str, stop: Callable[[], None] = lambda: None) -> Plan:
     """Decide and do what the data needs before ``booted``'s stack starts; record that
-    ``booted`` runs the stack now. ``stop`` stops the stack's containers before any copy or
-    rename (after a power cut Docker may have started last boot's containers itself).
+    ``booted`` runs the stack now (also when the snapshot failed: a later rollback must then
+    know there is no way back). ``stop`` stops the stack's containers before any copy or
+    rename (after a power cut Docker may have started last boot's containers itself); it
+    raises when they do not stop, and nothing is copied then.
 
     Raises:
-        MemuError: a snapshot or restore failed (the caller reports it; a failed snapshot
-            leaves the live data as it was).
+        RestoreFailed: a restore failed (the stack must not start).
+        MemuError: the snapshot failed (recorded; the live data is as it was).
     """
     ran = layout.ran()
     plan = decide(booted, ran, layout.complete_snapshots(), layout.has_data())
     log.info("stack data: %s", plan.reason)
-    if plan.step is Step.SNAPSHOT and plan.of:
-        stop()
-        snapshot(layout, plan.of)
-    elif plan.step is Step.RESTORE and plan.of and ran:
-        stop()
-        restore(layout, plan.of, ran)
-    write_json_atomic(layout.record, {"ran": booted, "last": plan.reason}, mode=0o600)
+    try:
+        if plan.step is Step.SNAPSHOT and plan.of:
+            stop()
+            snapshot(layout, plan.of)
+        elif plan.step is Step.RESTORE and plan.of and ran:
+            stop()
+            restore(layout, plan.of, ran)
+    except RestoreFailed:
+        raise
+    except MemuError as e:
+        _record(layout, booted, f"no copy of the database as {ran} left it: {e.message}")
+        raise
+    _record(layout, booted, plan.reason)
+    if plan.step is Step.RESTORE and plan.of:
+        _discard(layout.snapshots / plan.of)  # after the record: a cut here loses nothing
     return plan
+
+
+def _record(layout: Layout, booted: str, last: str) -> None:
+    try:
+        write_json_atomic(layout.record, {"ran": booted, "last": last}, mode=0o600)
+    except OSError as e:
+        raise MemuError(f"cannot record which version runs the stack: {e}") from e

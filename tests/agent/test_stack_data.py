@@ -121,3 +121,44 @@ def test_prepare_data_reports_what_it_did(tmp_path: Path) -> None:
     out = prepare_data(compose, "0.3.0", blocked, status)
     assert out["step"] == "failed" and "copying the database" in out["reason"]
     assert (layout.stack / "postgres" / "pgdata" / "rows").read_text() == "x"
+    # The failed copy is recorded: a rollback to 0.2.0 now knows it has no way back (instead
+    # of a later boot copying 0.3.0's migrated data under 0.2.0's name).
+    assert json.loads(layout.record.read_text())["ran"] == "0.3.0"
+    assert carry_out(layout, "0.2.0").step is Step.NO_WAY_BACK
+
+
+def test_containers_that_do_not_stop_are_not_copied(tmp_path: Path) -> None:
+    layout, status = _layout(tmp_path), tmp_path / "run" / "data.json"
+    _write_db(layout, "x")
+    layout.record.write_text('{"ran": "0.1.0"}')
+    out = prepare_data(Compose(command=("false",), env_files=()), "0.2.0", layout, status)
+    assert out["step"] == "failed" and out["start"] is True
+    assert layout.complete_snapshots() == frozenset()
+
+
+def test_a_failed_restore_keeps_the_stack_stopped_and_loses_nothing(tmp_path: Path) -> None:
+    layout, status = _layout(tmp_path), tmp_path / "run" / "data.json"
+    compose = Compose(command=("true",), env_files=())
+    _write_db(layout, "written by 0.1.0")
+    carry_out(layout, "0.1.0")
+    carry_out(layout, "0.2.0")
+    _write_db(layout, "written by 0.2.0")
+    (layout.snapshots / "abandoned-0.2.0").write_text("in the way")  # the aside dir fails
+    out = prepare_data(compose, "0.1.0", layout, status)
+    assert out["step"] == "failed" and out["start"] is False
+    assert (layout.stack / "postgres" / "pgdata" / "rows").read_text() == "written by 0.2.0"
+    assert (layout.snapshots / "0.1.0" / "postgres" / "pgdata" / "rows").read_text() == (
+        "written by 0.1.0")
+
+
+def test_a_second_rollback_from_the_same_version_keeps_the_first_copy(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    for attempt in ("first", "second"):
+        _write_db(layout, "written by 0.1.0")
+        carry_out(layout, "0.1.0")
+        carry_out(layout, "0.2.0")
+        _write_db(layout, f"{attempt} try of 0.2.0")
+        assert carry_out(layout, "0.1.0").step is Step.RESTORE
+    aside = layout.snapshots / "abandoned-0.2.0"
+    assert (aside / "postgres" / "pgdata" / "rows").read_text() == "first try of 0.2.0"
+    assert (aside / "postgres.1" / "pgdata" / "rows").read_text() == "second try of 0.2.0"
