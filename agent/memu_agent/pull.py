@@ -122,8 +122,9 @@ class DockerApi:
                                     f"{_message(body) or resp.reason}")
                 async for line in resp.content:
                     event = _event(line)
-                    if event.get("error"):
-                        raise MemuError(f"pulling {repository}@{digest}: {event['error']}")
+                    error = (event.get("errorDetail") or {}).get("message") or event.get("error")
+                    if error:
+                        raise MemuError(f"pulling {repository}@{digest}: {error}")
                     detail = event.get("progressDetail") or {}
                     if event.get("status") == "Downloading" and detail.get("total"):
                         layers[str(event.get("id"))] = (int(detail.get("current", 0)),
@@ -196,6 +197,24 @@ class Pull:
                 images[e.name] = {"state": "off", "reason": why}
         self.status = {"state": "running", "images": images}
         ids: dict[str, str] = {}
+        try:
+            await self._pull_all(todo, images, ids)
+        except MemuError as err:  # Docker stopped answering: say so, then give up this run
+            self.status.update(state="failed", error=str(err))
+            self._report()
+            raise
+        text = "".join(f"{image_env_name(n)}={i}\n" for n, i in ids.items())
+        try:
+            write_atomic(self.pulled_env, text.encode(), mode=0o644, dir_mode=0o755)
+        except OSError as err:
+            log.error("cannot write %s: %s", self.pulled_env, err)
+        ok = len(ids) == len(todo)
+        self.status["state"] = "done" if ok else "failed"
+        self._report()
+        return ok
+
+    async def _pull_all(self, todo: Sequence[lock.LockEntry], images: dict[str, dict[str, Any]],
+                        ids: dict[str, str]) -> None:
         for e in todo:
             repo, digest = pinned(e)
             have = await self.docker.image_id(f"{repo}@{digest}")
@@ -226,15 +245,6 @@ class Pull:
                 images[e.name] = {"state": "pulled", "seconds": round(self.clock() - t0, 1)}
                 log.info("pulled %s@%s in %.1f s", repo, digest, self.clock() - t0)
             self._report()
-        text = "".join(f"{image_env_name(n)}={i}\n" for n, i in ids.items())
-        try:
-            write_atomic(self.pulled_env, text.encode(), mode=0o644, dir_mode=0o755)
-        except OSError as err:
-            log.error("cannot write %s: %s", self.pulled_env, err)
-        ok = len(ids) == len(todo)
-        self.status["state"] = "done" if ok else "failed"
-        self._report()
-        return ok
 
 
 def main(argv: Sequence[str] | None = None) -> int:

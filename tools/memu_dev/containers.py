@@ -65,10 +65,12 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HEALTH_KEYS = {"test", "interval_s", "timeout_s", "start_period_s", "retries"}
 #: Where a registry image lives: in the OS slot, or pulled into Docker's store on the device.
 WHERE = ("slot", "store")
-#: skopeo's words for "the registry was not reached" (Go's net errors), as opposed to a
-#: registry that answered and does not have the pinned digest.
+#: skopeo's words (on its final error line) for "the registry was not reached" (Go's net
+#: errors) or "not now" (rate limits, a registry down), as opposed to a registry that answered
+#: and does not have the pinned digest.
 _UNREACHABLE = re.compile(r"no such host|connection refused|i/o timeout|network is unreachable"
-                          r"|TLS handshake timeout|server misbehaving|dial tcp")
+                          r"|TLS handshake timeout|server misbehaving|dial tcp"
+                          r"|toomanyrequests|429 Too Many|50[234] ")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +289,7 @@ def copy_registry_image(spec: ImageSpec, arch: str, directory: Path = TREE, *,
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
             why = (proc.stderr or "").strip().splitlines()[-1:] or ["(no message)"]
-            if _UNREACHABLE.search(proc.stderr or ""):
+            if _UNREACHABLE.search(why[0]):
                 log.warning("memu: %s: %s is not reachable (%s); the image is not in the slot "
                             "and the device pulls it by digest when it is online",
                             spec.name, spec.repository.split("/")[0], why[0])

@@ -87,11 +87,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def with_pulled_images(built: Path, out: Path, extra: list[lock.LockEntry]) -> None:
-    """Write ``out``/usr/share/memu/containers/ with ``built``'s lock file plus ``extra``
+    """Write ``out``/usr/share/memu/containers/ with ``extra`` plus ``built``'s lock file
     (entries without an archive, pulled by the device); the file is left alone (and its
     mtime, so a test build is not made again) when its content would not change."""
     dest = out / CONTAINERS / lock.LOCK_NAME
-    text = lock.dumps([*lock.read(built), *extra])
+    # First in the lock, so the pull tries them before the real registry images (which a
+    # host with internet would otherwise download first, for minutes under TCG).
+    text = lock.dumps([*extra, *lock.read(built)])
     if dest.exists() and dest.read_text() == text:
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
