@@ -18,9 +18,9 @@ Progress goes to ``/run/memu-stack/pull.json`` (for ``/api/status``, merged into
 
     {"state": "running" | "done" | "failed", "images": {
         "immich-ml": {"state": "pulling", "bytes": 123456, "total": 987654},
-        "ollama": {"state": "pulled", "seconds": 81.2},
+        "immich-server": {"state": "pulled", "seconds": 81.2},
         "element": {"state": "failed", "error": "..."},
-        "immich-ml": {"state": "off", "reason": "off on this box: 4 GiB of RAM, ..."}}}
+        "ollama": {"state": "off", "reason": "off on this box: 4 GiB of RAM, ..."}}}
 
 and the image ID of every pulled image to ``/run/memu-stack/pulled.env``
 (``MEMU_IMAGE_OLLAMA=sha256:…``), which the Compose project reads after ``images.env``.
@@ -43,18 +43,17 @@ from typing import Any
 
 import aiohttp
 
+from memu_agent.facts import HostPaths
 from memu_agent.preload import IMAGES_DIR, image_env_name
+from memu_agent.stack import PULLED_ENV, STACK_ENV
 from memu_common import MemuError, optional
 from memu_common import container_lock as lock
 from memu_common.files import write_atomic, write_json_atomic
 
 log = logging.getLogger("memu_agent.pull")
 
-STATUS_FILE = Path("/run/memu-stack/pull.json")
-PULLED_ENV = Path("/run/memu-stack/pulled.env")
-DOCKER_SOCKET = Path("/run/docker.sock")
-#: The stack's settings: which RAM-hungry services are switched on or off.
-STACK_ENV = Path("/etc/memu/stack/stack.env")
+STATUS_FILE = HostPaths().pull_status
+DOCKER_SOCKET = HostPaths().docker_socket
 
 
 def pinned(entry: lock.LockEntry) -> tuple[str, str]:
@@ -255,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--status", type=Path, default=STATUS_FILE)
     parser.add_argument("--pulled-env", type=Path, default=PULLED_ENV)
     parser.add_argument("--docker-socket", type=Path, default=DOCKER_SOCKET)
-    parser.add_argument("--stack-env", type=Path, default=STACK_ENV)
+    parser.add_argument("--stack-env", type=Path, default=STACK_ENV,
+                        help="the stack's settings: which RAM-hungry services are on or off")
     args = parser.parse_args(argv)
     pull = Pull(DockerApi(args.docker_socket), args.status, args.pulled_env)
     try:

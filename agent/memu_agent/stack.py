@@ -226,11 +226,12 @@ def prepare_data(compose: Compose, version: str, layout: stack_data.Layout | Non
     except stack_data.RestoreFailed as e:
         log.error("stack data: %s", e.message)
         out = {"step": "failed", "reason": e.message, "hint": e.hint or "", "start": False}
-    except (MemuError, OSError) as e:
-        message = e.message if isinstance(e, MemuError) else str(e)
-        log.error("stack data: %s", message)
-        out = {"step": "failed", "reason": message,
-               "hint": (e.hint if isinstance(e, MemuError) else None) or "", "start": True}
+    except MemuError as e:
+        log.error("stack data: %s", e.message)
+        out = {"step": "failed", "reason": e.message, "hint": e.hint or "", "start": True}
+    except OSError as e:
+        log.error("stack data: %s", e)
+        out = {"step": "failed", "reason": str(e), "hint": "", "start": True}
     try:
         write_json_atomic(status, out, mode=0o644)
     except OSError as e:
