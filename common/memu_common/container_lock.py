@@ -98,6 +98,19 @@ class LockEntry:
                             "a plain file name next to the lock file")
 
 
+def to_pull(name: str, ref: str, origin: str, platform: str,
+            healthcheck: tuple[str, ...] = ()) -> LockEntry:
+    """The entry of a registry image the slot does not carry: the device pulls ``origin``
+    (``repository@sha256:<hex>``), whose digest is the entry's ``manifest_digest``.
+
+    Raises:
+        MemuError: ``origin`` is not pinned by digest.
+    """
+    return LockEntry(name=name, ref=ref, source="registry", origin=origin, platform=platform,
+                     image_id="", manifest_digest=origin.rpartition("@")[2], archive="",
+                     archive_sha256="", archive_bytes=0, healthcheck=healthcheck)
+
+
 def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
     """``sha256:<hex>`` of a file's bytes, read ``chunk`` bytes at a time.
 

@@ -74,10 +74,7 @@ class _Docker(DockerApi):
 
 def test_the_pull_skips_what_is_off(tmp_path: Path) -> None:
     def entry(name: str) -> lock.LockEntry:
-        return lock.LockEntry(name=name, ref=f"r/{name}:1", source="registry",
-                              origin=f"r/{name}@sha256:{'1' * 64}", platform="linux/amd64",
-                              image_id="", manifest_digest=f"sha256:{'1' * 64}", archive="",
-                              archive_sha256="", archive_bytes=0)
+        return lock.to_pull(name, f"r/{name}:1", f"r/{name}@sha256:{'1' * 64}", "linux/amd64")
 
     docker = _Docker()
     pull = Pull(docker, tmp_path / "pull.json", tmp_path / "pulled.env")

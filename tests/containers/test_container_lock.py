@@ -111,6 +111,10 @@ def test_a_registry_image_pulled_on_the_device_has_no_archive_fields(tmp_path: P
                    manifest_digest="sha256:" + "c" * 64, archive="", archive_sha256="",
                    archive_bytes=0)
     assert not pulled.in_slot and entry(tmp_path).in_slot
+    assert lock.to_pull("x", "memu/x:1.0", pinned, "linux/amd64",
+                        ("x", "--healthcheck")) == pulled
+    with pytest.raises(MemuError, match="pulled on the device"):
+        lock.to_pull("x", "memu/x:1.0", "ghcr.io/example/app:latest", "linux/amd64")
     assert lock.loads(lock.dumps([pulled])) == [pulled]
     with pytest.raises(MemuError, match="pulled on the device"):
         entry(tmp_path, source="registry", origin=pinned, archive="", archive_sha256="",

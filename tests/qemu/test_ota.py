@@ -72,11 +72,8 @@ def test_versions(built_image: Path, registry: Registry) -> dict[str, lock.LockE
     nginx = next(e for e in lock.read(TREE) if e.name == "nginx")
     digest = registry.push(TREE / nginx.archive, "standin/photos:v1")
     guest = f"10.0.2.2:{REGISTRY_PORT}/standin/photos"
-    pulled = {name: lock.LockEntry(
-        name=name, ref=f"{guest}:v1", source="registry", origin=f"{guest}@{pin}",
-        platform="linux/amd64", image_id="", manifest_digest=pin, archive="",
-        archive_sha256="", archive_bytes=0) for name, pin in (
-            ("photos", digest), ("llm", "sha256:" + "0" * 64))}
+    pulled = {name: lock.to_pull(name, f"{guest}:v1", f"{guest}@{pin}", "linux/amd64")
+              for name, pin in (("photos", digest), ("llm", "sha256:" + "0" * 64))}
     tree = REPO / "test-results" / "trees" / "pull-0.2.0"
     with_pulled_images(TREE, tree, list(pulled.values()))
     ensure_build("0.2.0", "v-marker", "test-registry", tree)

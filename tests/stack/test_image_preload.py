@@ -114,10 +114,8 @@ def test_loads_verifies_tags_refuses_and_prunes(engine: Engine, tmp_path: Path) 
     v3.mkdir()
     a3 = _make_image(engine, v3, "a", "3")
     # e: a registry image the slot does not carry; the pull when online fetches it.
-    e3 = lock.LockEntry(name="e", ref="example/e:3", source="registry",
-                        origin="example.invalid/e@sha256:" + "e" * 64, platform="linux/amd64",
-                        image_id="", manifest_digest="sha256:" + "e" * 64, archive="",
-                        archive_sha256="", archive_bytes=0)
+    e3 = lock.to_pull("e", "example/e:3", "example.invalid/e@sha256:" + "e" * 64,
+                      "linux/amd64")
     (v3 / lock.LOCK_NAME).write_text(lock.dumps([a3, e3]))
     third = _preload(engine, v3, state, "3")
     assert third.status["state"] == "done"

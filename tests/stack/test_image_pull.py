@@ -26,10 +26,7 @@ pytestmark = pytest.mark.services
 
 
 def _pulled(name: str, origin: str) -> lock.LockEntry:
-    return lock.LockEntry(name=name, ref=f"{origin.split('@')[0]}:v1", source="registry",
-                          origin=origin, platform="linux/amd64", image_id="",
-                          manifest_digest=origin.split("@")[1], archive="", archive_sha256="",
-                          archive_bytes=0)
+    return lock.to_pull(name, f"{origin.split('@')[0]}:v1", origin, "linux/amd64")
 
 
 def _stand_in(engine: Engine, tmp_path: Path) -> tuple[Path, str]:

@@ -269,11 +269,8 @@ def copy_registry_image(spec: ImageSpec, arch: str, directory: Path = TREE, *,
     """
     assert spec.digest is not None and spec.tag is not None
     pinned = f"{spec.repository}@{spec.digest}"
-    entry = lock.LockEntry(
-        name=spec.name, ref=spec.ref(""), source="registry", origin=pinned,
-        platform=f"linux/{OCI_ARCH[arch]}", image_id="", manifest_digest=spec.digest,
-        archive="", archive_sha256="", archive_bytes=0,
-        healthcheck=tuple(spec.healthcheck.get("test", ())))
+    entry = lock.to_pull(spec.name, spec.ref(""), pinned, f"linux/{OCI_ARCH[arch]}",
+                         tuple(spec.healthcheck.get("test", ())))
     if spec.where == "store":
         return entry
     archive = directory / f"{spec.name}_{spec.digest[7:19]}_{arch}.tar"
