@@ -58,7 +58,7 @@ log = logging.getLogger("memu_agent.preload")
 
 IMAGES_DIR = Path("/usr/share/memu/containers")
 BOOTED_RECORD = Path("/var/lib/memu/containers/booted.json")
-STATUS_FILE = Path("/run/memu-stack/preload.json")
+STATUS_FILE = HostPaths().preload_status
 #: The image ID of every image that is in Docker, for the Compose project (compose.yaml).
 IMAGES_ENV = Path("/run/memu-stack/images.env")
 #: How many OS versions' images are kept: the booted slot's and the other slot's.

@@ -30,6 +30,7 @@ import aiohttp
 
 from memu_agent import stack_data
 from memu_agent.facts import HostPaths, os_version
+from memu_agent.preload import IMAGES_ENV
 from memu_common import MemuError, run
 from memu_common.files import read_json_object, write_json_atomic
 
@@ -37,7 +38,6 @@ log = logging.getLogger("memu_agent.stack")
 
 COMPOSE_FILE = Path("/usr/share/memu/stack/compose.yaml")
 STACK_ENV = Path("/etc/memu/stack/stack.env")
-IMAGES_ENV = Path("/run/memu-stack/images.env")
 #: The image IDs of the registry images pulled on the device (memu_agent.pull).
 PULLED_ENV = Path("/run/memu-stack/pulled.env")
 #: What the last start did with the stack's data (memu_agent.stack_data), for /api/status.
