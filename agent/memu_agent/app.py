@@ -28,7 +28,7 @@ from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
 from memu_common.files import read_json_object
 from memu_firstboot import web as firstboot_web
-from memu_firstboot.state import setup_state
+from memu_firstboot.state import SetupState, setup_state
 from memu_ota.updater import Updater
 
 
@@ -162,5 +162,9 @@ def make_app(
             hostname=hostname(paths),
             state_dir=config.state_dir,
         ),
+        root=False,
     )
+    # Last: its catch-all takes only what no route above claims.
+    front_door.add_web_client(
+        app, lambda: setup_state(config.state_dir) is SetupState.DONE, firstboot_web.index)
     return app

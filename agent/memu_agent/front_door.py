@@ -12,6 +12,13 @@ and forwards only the stack's routes to nginx on loopback (``compose.yaml`` publ
 ``/_synapse/admin`` is not forwarded (nor routed by nginx): nobody on the LAN reaches
 Synapse's admin API. Photos (Immich) get their own port, as they cannot live under a path.
 
+``/`` is the first-boot page until the box is set up, and the chat web client (Element,
+behind nginx) after: :func:`add_web_client` forwards ``GET /`` and every ``GET`` path no
+other route claims (the client's files) once ``set_up()`` says so. When the client does not
+answer (not downloaded yet, or down), ``/`` shows the agent's own page instead (the
+``fallback`` handler: the first-boot "set up" page with the box's state), so the family is
+never locked out of their box by a broken container.
+
 These routes declare :attr:`Access.PROXIED`: the services authenticate their own users (Matrix
 access tokens in a header, no cookies), so the agent adds no checks; when nginx does not
 answer, the client gets 502 with a JSON error in the Matrix error format
@@ -25,7 +32,7 @@ body and the response body are streamed, so a 100 MB upload is never held in mem
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -96,3 +103,60 @@ def add_routes(app: web.Application, upstream: str = STACK_URL) -> None:
     app.cleanup_ctx.append(_session)
     for prefix in PREFIXES:
         add_route(app, "*", prefix + "/{tail:.*}", forward, Access.PROXIED)
+
+
+#: The upstream answers that mean "the chat web client is not there": the page falls back.
+_NOT_THERE = frozenset({502, 503, 504})
+
+
+def add_web_client(app: web.Application, set_up: Callable[[], bool],
+                   fallback: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+    """Serve ``/`` and, once ``set_up()``, the chat web client's files through nginx.
+
+    Register it after every other route: its ``GET /{tail}`` catch-all answers only paths no
+    earlier route claims (404 before setup).
+
+    Args:
+        set_up: whether the box is set up (called per request).
+        fallback: ``GET /`` before setup, and when the client does not answer after it.
+    """
+    async def root(request: web.Request) -> web.StreamResponse:
+        if set_up():
+            resp = await _try_forward(request)
+            if resp is not None:
+                return resp
+        return await fallback(request)
+
+    async def client_file(request: web.Request) -> web.StreamResponse:
+        # /api/ is the agent's own: an unknown API path is a 404, never the client's page.
+        if not set_up() or request.path.startswith("/api/"):
+            raise web.HTTPNotFound()
+        return await forward(request)
+
+    add_route(app, "GET", "/", root, Access.OPEN, name="front-door-root")
+    # PROXIED like the Matrix routes: the client's own files, reached by any host name
+    # (Tailscale's too); nothing here changes the box.
+    add_route(app, "GET", "/{tail:.*}", client_file, Access.PROXIED, name="front-door-client")
+
+
+async def _try_forward(request: web.Request) -> web.StreamResponse | None:
+    """Forward a GET whose answer is small (a page): None, sending nothing, when nginx does
+    not answer or says the client is not there."""
+    url = URL(request.app[UPSTREAM] + request.raw_path, encoded=True)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    headers["Host"] = request.host
+    headers["X-Forwarded-For"] = request.remote or ""
+    try:
+        async with request.app[SESSION].get(url, headers=headers, allow_redirects=False,
+                                            auto_decompress=False) as upstream:
+            if upstream.status in _NOT_THERE:
+                return None
+            resp = web.Response(status=upstream.status, body=await upstream.read())
+            for k, v in upstream.headers.items():
+                if k.lower() not in _HOP:
+                    resp.headers.add(k, v)
+            return resp
+    except (aiohttp.ClientConnectionError, TimeoutError) as e:
+        log.info("GET %s: the chat web client does not answer (%s): the box's page instead",
+                 request.path, e)
+        return None

@@ -24,8 +24,10 @@ Progress goes to ``/run/memu-stack/pull.json`` (for ``/api/status``, merged into
 
 and the image ID of every pulled image to ``/run/memu-stack/pulled.env``
 (``MEMU_IMAGE_OLLAMA=sha256:…``), which the Compose project reads after ``images.env``.
-Exit status 0 when every such image is in Docker, 1 otherwise: the unit is restarted later
-(backing off), so a box that was offline gets its images once it is online.
+Then, on a box that is set up, the services whose images are now there are started
+(:func:`memu_agent.stack.start`; what already runs is left alone). Exit status 0 when every
+such image is in Docker, 1 otherwise: the unit is restarted later (backing off), so a box
+that was offline gets its images, and their services, once it is online.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Any
 
 import aiohttp
 
+from memu_agent import stack
 from memu_agent.facts import HostPaths
 from memu_agent.preload import IMAGES_DIR, image_env_name
 from memu_agent.stack import PULLED_ENV, STACK_ENV
@@ -255,7 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pulled-env", type=Path, default=PULLED_ENV)
     parser.add_argument("--docker-socket", type=Path, default=DOCKER_SOCKET)
     parser.add_argument("--stack-env", type=Path, default=STACK_ENV,
-                        help="the stack's settings: which RAM-hungry services are on or off")
+                        help="the stack's settings: which optional services are on or off")
+    parser.add_argument("--no-start", action="store_true",
+                        help="only pull; do not start the services whose images arrived")
     args = parser.parse_args(argv)
     pull = Pull(DockerApi(args.docker_socket), args.status, args.pulled_env)
     try:
@@ -264,6 +269,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemuError as e:
         log.error("%s", e)
         return 1
+    # memu-stack.service has run by now (ordered before); a box not set up yet, or whose
+    # stack was left stopped on purpose (a failed restore of its data), starts nothing here.
+    if not args.no_start and args.stack_env.exists() and stack.may_start():
+        try:
+            stack.start(stack.Compose(), pulled_env=args.pulled_env, stack_env=args.stack_env)
+        except MemuError as e:
+            log.error("starting the pulled services: %s", e)
+            return 1
     return 0 if ok else 1
 
 

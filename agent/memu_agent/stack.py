@@ -31,8 +31,8 @@ import aiohttp
 from memu_agent import stack_data
 from memu_agent.facts import HostPaths, os_version
 from memu_agent.preload import IMAGES_ENV
-from memu_common import MemuError, run
-from memu_common.files import read_json_object, write_json_atomic
+from memu_common import MemuError, optional, run
+from memu_common.files import read_env_file, read_json_object, write_json_atomic
 
 log = logging.getLogger("memu_agent.stack")
 
@@ -93,21 +93,27 @@ class Decision:
     not_started: Mapping[str, str]
 
 
-def startable(project: Mapping[str, Any], present_ids: set[str]) -> Decision:
-    """Decide which services can start: their image is in Docker (by ID, as images.env names
-    it) and so are the images of everything they depend on.
+def startable(project: Mapping[str, Any], present_ids: set[str],
+              off: Mapping[str, str] | None = None) -> Decision:
+    """Decide which services can start: they are not switched off, their image is in Docker
+    (by ID, as images.env or pulled.env names it) and so are the images of everything they
+    depend on.
 
     Args:
         project: ``docker compose config --format json``'s object (``services`` → name →
             ``image``, ``depends_on``).
         present_ids: the image IDs Docker has.
+        off: optional services this box does not run → why (:mod:`memu_common.optional`).
     """
     services: Mapping[str, Any] = project.get("services", {})
     reasons: dict[str, str] = {}
+    off = off or {}
 
     def why_not(name: str, seen: tuple[str, ...] = ()) -> str | None:
         if name in seen:
             return f"depends on itself through {' -> '.join(seen)}"
+        if name in off:
+            return f"off: {off[name]}"
         svc = services.get(name, {})
         if svc.get("image") not in present_ids:
             return "image not loaded"
@@ -124,16 +130,20 @@ def startable(project: Mapping[str, Any], present_ids: set[str]) -> Decision:
                     not_started=reasons)
 
 
-def up(compose: Compose, present_ids: set[str]) -> Decision:
-    """Start what can start (``up --detach``, no waiting for health); log what cannot.
+def up(compose: Compose, present_ids: set[str],
+       off: Mapping[str, str] | None = None) -> Decision:
+    """Start what can start (``up --detach``, no waiting for health); log what cannot. A
+    service already running as configured is left alone, so calling it again (when a pulled
+    image arrives) starts only what is new.
 
     Raises:
         MemuError: Compose failed.
     """
     project = json.loads(compose("config", "--format", "json", timeout=120))
-    decision = startable(project, present_ids)
+    decision = startable(project, present_ids, off)
     for name, reason in decision.not_started.items():
-        log.error("not starting %s: %s", name, reason)
+        (log.info if reason.startswith("off:") else log.error)(
+            "not starting %s: %s", name, reason)
     if decision.start:
         compose("up", "--detach", "--remove-orphans", *decision.start)
         log.info("started %s", ", ".join(decision.start))
@@ -239,14 +249,29 @@ def prepare_data(compose: Compose, version: str, layout: stack_data.Layout | Non
     return out
 
 
-def present_ids(images_env: Path) -> set[str]:
-    """The image IDs the preload found in Docker (the values of ``images.env``; empty when
-    the preload has not written it)."""
-    try:
-        text = images_env.read_text()
-    except FileNotFoundError:
-        return set()
-    return {line.split("=", 1)[1].strip() for line in text.splitlines() if "=" in line}
+def present_ids(*env_files: Path) -> set[str]:
+    """The image IDs the preload found in Docker and the pull fetched (the values of
+    ``images.env`` and ``pulled.env``; a file not written yet adds nothing)."""
+    return {v for f in env_files for v in read_env_file(f).values()}
+
+
+def start(compose: Compose, images_env: Path = IMAGES_ENV, pulled_env: Path = PULLED_ENV,
+          stack_env: Path = STACK_ENV) -> Decision:
+    """Start every service that can start now (:func:`up`) with the images the preload and
+    the pull have put in Docker, leaving off the optional services this box does not run.
+
+    Raises:
+        MemuError: Compose failed.
+    """
+    off = optional.switched_off(optional.mem_total(), optional.read_choices(stack_env))
+    return up(compose, present_ids(images_env, pulled_env), off)
+
+
+def may_start(status: Path = DATA_STATUS) -> bool:
+    """False when the last ``up`` left the stack stopped on purpose (a restore of its data
+    failed: PostgreSQL must not start on half-moved data) or has not run on this boot."""
+    data = read_json_object(status)
+    return bool(data and data.get("start"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.action == "up":
             if not prepare_data(compose, os_version(HostPaths()))["start"]:
                 return 1
-            up(compose, present_ids(IMAGES_ENV))
+            start(compose)
         else:
             compose("stop", timeout=300)
     except MemuError as e:

@@ -87,3 +87,16 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
         log.error("%s: not a JSON object; ignoring it", path)
         return None
     return data
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` lines of an env file the box writes itself (Compose's
+    ``--env-file`` format, without quoting or expansion; ``#`` lines are comments), later
+    lines winning; {} when the file is missing or unreadable (never raises)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    pairs = (line.split("=", 1) for line in text.splitlines()
+             if "=" in line and not line.lstrip().startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}

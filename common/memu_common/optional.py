@@ -1,12 +1,15 @@
-"""The stack's services that need much RAM, and whether this box runs them.
+"""The stack's optional services, and whether this box runs them.
 
 Immich's machine learning and Ollama each want several GiB of memory; on a small board they
 would push chat and the database into swap. Each is "auto" by default: on when the box has
-at least the RAM named in :data:`NEEDS`, off otherwise; the family (or an operator) can
-switch it "on" or "off" in the stack's settings, ``/etc/memu/stack/stack.env``::
+at least the RAM named in :data:`NEEDS`, off otherwise. Remote access (Tailscale) is off
+unless switched on (:data:`OFF_UNLESS_ON`): it has nothing to join without the family's auth
+key. The family (or an operator) can switch each "on" or "off" in the stack's settings,
+``/etc/memu/stack/stack.env``::
 
     MEMU_OPTIONAL_IMMICH_ML=off
     MEMU_OPTIONAL_OLLAMA=auto
+    MEMU_OPTIONAL_TAILSCALE=on
 
 written by the first-boot configuration (:mod:`memu_firstboot.stack_config`) and read by
 the device's pull (:mod:`memu_agent.pull`: an image that is off is not downloaded).
@@ -18,10 +21,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from memu_common.errors import MemuError
+from memu_common.files import read_env_file
 
 GIB = 1 << 30
 #: Lock image name -> the RAM (bytes, MemTotal) from which "auto" runs it.
 NEEDS: Mapping[str, int] = {"immich-ml": 8 * GIB, "ollama": 12 * GIB}
+#: Optional services that "auto" leaves off -> why, in words.
+OFF_UNLESS_ON: Mapping[str, str] = {
+    "tailscale": "remote access is off: it needs a Tailscale auth key (given at setup)"}
+#: Every optional service (compose.yaml's and the lock file's names).
+SERVICES = (*NEEDS, *OFF_UNLESS_ON)
 CHOICES = ("auto", "on", "off")
 
 
@@ -37,9 +46,9 @@ def check(choices: Mapping[str, str]) -> None:
         MemuError: an unknown service or choice (the message names the known ones).
     """
     for name, choice in choices.items():
-        if name not in NEEDS:
+        if name not in SERVICES:
             raise MemuError(f"{name!r} is not an optional service",
-                            hint=f"optional services: {', '.join(NEEDS)}")
+                            hint=f"optional services: {', '.join(SERVICES)}")
         if choice not in CHOICES:
             raise MemuError(f"{name}: {choice!r} is not one of {', '.join(CHOICES)}")
 
@@ -47,19 +56,17 @@ def check(choices: Mapping[str, str]) -> None:
 def env_lines(choices: Mapping[str, str]) -> str:
     """The stack.env lines for ``choices`` (every optional service, "auto" when not given)."""
     check(choices)
-    return "".join(f"{env_name(n)}={choices.get(n, 'auto')}\n" for n in NEEDS)
+    return "".join(f"{env_name(n)}={choices.get(n, 'auto')}\n" for n in SERVICES)
 
 
 def read_choices(env_file: Path) -> dict[str, str]:
     """The choices in ``env_file`` (a missing file or line means "auto"; a bad value is
     treated as "auto" too, so a hand edit never stops the box)."""
-    try:
-        text = env_file.read_text()
-    except OSError:
+    values = read_env_file(env_file)
+    if not values:
         return {}
-    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     out = {}
-    for name in NEEDS:
+    for name in SERVICES:
         value = values.get(env_name(name), "auto").strip()
         out[name] = value if value in CHOICES else "auto"
     return out
@@ -78,13 +85,28 @@ def mem_total(meminfo: Path = Path("/proc/meminfo")) -> int:
 
 def enabled(name: str, memory: int, choice: str = "auto") -> tuple[bool, str]:
     """Whether ``name`` runs on a box with ``memory`` bytes of RAM under ``choice``, and why
-    in words. Services not in :data:`NEEDS` always run."""
-    need = NEEDS.get(name)
-    if need is None or choice == "on":
-        return True, "switched on" if need else "not optional"
+    in words. Services not in :data:`SERVICES` always run."""
+    if name not in SERVICES:
+        return True, "not optional"
+    if choice == "on":
+        return True, "switched on"
     if choice == "off":
         return False, "switched off in the stack's settings"
+    if name in OFF_UNLESS_ON:
+        return False, OFF_UNLESS_ON[name]
+    need = NEEDS[name]
     if memory >= need:
         return True, f"{memory / GIB:.0f} GiB of RAM (needs {need // GIB})"
     return False, (f"off on this box: {memory / GIB:.0f} GiB of RAM, it needs {need // GIB}; "
                    "switch it on in the stack's settings to run it anyway")
+
+
+def switched_off(memory: int, choices: Mapping[str, str]) -> dict[str, str]:
+    """The optional services a box with ``memory`` bytes of RAM does not run under
+    ``choices`` (``{name: "auto" | "on" | "off"}``, missing means "auto") -> why, in words."""
+    out = {}
+    for name in SERVICES:
+        runs, why = enabled(name, memory, choices.get(name, "auto"))
+        if not runs:
+            out[name] = why
+    return out

@@ -7,16 +7,22 @@ writes (idempotently: secrets made once and kept, every file written atomically)
 
     secrets/postgres-superuser   PostgreSQL superuser password (POSTGRES_PASSWORD_FILE)
     secrets/*                    the other generated secrets, one per file
+    secrets/tailscale-authkey    the family's Tailscale auth key, when they gave one
     postgres/initdb.d/20-synapse.sql   Synapse's role and database (UTF8, C collation)
+    postgres/initdb.d/30-immich.sql    Immich's role and database, with the extensions it
+                                 needs made by the superuser (pgvector, cube, earthdistance)
     synapse/homeserver.yaml      Synapse's configuration (JSON, which is YAML 1.2)
+    element/config.json          the chat web client's configuration: this box's homeserver
     stack.env                    what the project needs besides images (the server name,
-                                 the RAM-hungry services switched on or off)
+                                 the optional services switched on or off)
 
 The first-boot apply (issue 10) calls :func:`apply` with what the family typed; the command
 line exists for tests and for an operator with a shell. ``/etc/memu/stack/stack.env``
 existing is what "the stack is configured" means to ``memu-stack.service``.
 
 Synapse options: https://element-hq.github.io/synapse/latest/usage/configuration/config_documentation.html
+Element web options: https://github.com/element-hq/element-web/blob/develop/docs/config.md
+Immich's database: https://immich.app/docs/install/environment-variables (DB_VECTOR_EXTENSION)
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ _SERVER_NAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
     r"(:[0-9]{1,5})?$")
 SECRET_NAMES = ("postgres-superuser", "synapse-db", "synapse-registration",
-                "synapse-macaroon", "synapse-form")
+                "synapse-macaroon", "synapse-form", "immich-db")
+#: Where the family's Tailscale auth key is kept (compose.yaml mounts it for Tailscale).
+TAILSCALE_KEY = "secrets/tailscale-authkey"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,15 +59,23 @@ class Settings:
         server_name: the Matrix server name (the part after ``:`` in ``@mum:family.example``);
             lower-case DNS name, optionally with ``:port``. It cannot change later (it is in
             every user and room ID).
-        optional: the RAM-hungry services switched "on" or "off" (the others are "auto":
-            by the box's RAM; :mod:`memu_common.optional`).
+        optional: the optional services switched "on" or "off" (the others are "auto":
+            by the box's RAM, remote access off; :mod:`memu_common.optional`).
+        tailscale_auth_key: the family's Tailscale auth key (``tskey-…``), or "" for no
+            remote access; given, it switches Tailscale on unless ``optional`` says "off".
     """
 
     server_name: str
     optional: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tailscale_auth_key: str = dataclasses.field(default="", repr=False)
 
     def __post_init__(self) -> None:
         optional_services.check(self.optional)
+        key = self.tailscale_auth_key
+        if key and (not key.startswith("tskey-") or any(c.isspace() for c in key)):
+            raise MemuError("the Tailscale auth key does not look like one",
+                            hint="copy the whole key from the Tailscale admin console "
+                                 "(Settings, Keys); it starts with tskey-")
         if not _SERVER_NAME.match(self.server_name):
             raise MemuError(f"server name {self.server_name!r} is not a host name",
                             hint="use lower-case letters, digits, dots and dashes, e.g. "
@@ -88,7 +104,42 @@ def synapse_config(settings: Settings, secret: dict[str, str]) -> dict[str, obje
         "enable_registration": False,
         "trusted_key_servers": [],
         "suppress_key_server_warning": True,
+        # /.well-known/matrix/server (and, from public_baseurl, .../client), so phone apps
+        # find the homeserver from the server name alone.
+        "serve_server_wellknown": True,
     }
+
+
+def element_config(settings: Settings) -> dict[str, object]:
+    """Element web's config.json: this box's homeserver only, no guests, no sign-up (the
+    admin invites the family), nothing that calls out to element.io's services."""
+    name = settings.server_name
+    return {
+        "default_server_config": {"m.homeserver": {"base_url": f"http://{name}",
+                                                   "server_name": name}},
+        "disable_custom_urls": True,
+        "disable_guests": True,
+        "disable_3pid_login": True,
+        "brand": "Memu",
+        "room_directory": {"servers": [name]},
+        "integrations_ui_url": "",
+        "integrations_rest_url": "",
+        "integrations_widgets_urls": [],
+        "setting_defaults": {"UIFeature.registration": False,
+                             "UIFeature.passwordReset": False},
+        "show_labs_settings": False,
+    }
+
+
+def immich_sql(secret: Mapping[str, str]) -> str:
+    """Immich's role and database; the extensions it needs are made here by the superuser
+    (Immich's own role cannot), pgvector as its vector index (DB_VECTOR_EXTENSION=pgvector)."""
+    return (f"CREATE ROLE immich LOGIN PASSWORD '{secret['immich-db']}';\n"
+            "CREATE DATABASE immich OWNER immich ENCODING 'UTF8' TEMPLATE template0;\n"
+            "\\connect immich\n"
+            "CREATE EXTENSION IF NOT EXISTS vector;\n"
+            "CREATE EXTENSION IF NOT EXISTS cube;\n"
+            "CREATE EXTENSION IF NOT EXISTS earthdistance;\n")
 
 
 def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes, int]]:
@@ -104,9 +155,16 @@ def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes,
     files = {f"secrets/{k}": (v.encode() + b"\n", 0o644 if k == "postgres-superuser" else 0o600)
              for k, v in secret.items()}
     files["postgres/initdb.d/20-synapse.sql"] = (sql.encode(), 0o644)
+    files["postgres/initdb.d/30-immich.sql"] = (immich_sql(secret).encode(), 0o644)
     files["synapse/homeserver.yaml"] = (hs.encode(), 0o644)
+    element = json.dumps(element_config(settings), indent=1, sort_keys=True) + "\n"
+    files["element/config.json"] = (element.encode(), 0o644)
+    choices = dict(settings.optional)
+    if settings.tailscale_auth_key:
+        files[TAILSCALE_KEY] = (settings.tailscale_auth_key.encode() + b"\n", 0o600)
+        choices.setdefault("tailscale", "on")
     files["stack.env"] = ((f"MEMU_SERVER_NAME={settings.server_name}\n"
-                           + optional_services.env_lines(settings.optional)).encode(), 0o644)
+                           + optional_services.env_lines(choices)).encode(), 0o644)
     return files
 
 

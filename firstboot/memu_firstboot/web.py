@@ -85,7 +85,9 @@ def render(template: string.Template, info: PageInfo) -> str:
     return template.substitute({k: html.escape(v, quote=True) for k, v in values.items()})
 
 
-async def _index(request: web.Request) -> web.Response:
+async def index(request: web.Request) -> web.Response:
+    """``GET /``: the setup page, or the "set up" page once the box is set up (the agent
+    shows it at ``/`` when the chat web client does not answer)."""
     info = request.app[PAGE_INFO]
     assets = request.app[_ASSETS]
     done = setup_state(info.state_dir) is SetupState.DONE
@@ -104,8 +106,9 @@ async def _css(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application, info: PageInfo) -> None:
-    """Mount the first-boot pages on ``app`` (``GET /`` and ``GET /static/firstboot.css``).
+def add_routes(app: web.Application, info: PageInfo, *, root: bool = True) -> None:
+    """Mount the first-boot pages on ``app`` (``GET /`` unless ``root`` is false, when the
+    caller routes ``/`` to :func:`index` itself, and ``GET /static/firstboot.css``).
 
     The templates and style sheet are read from the package once, here.
 
@@ -114,5 +117,6 @@ def add_routes(app: web.Application, info: PageInfo) -> None:
     """
     app[PAGE_INFO] = info
     app[_ASSETS] = _load_assets()
-    add_route(app, "GET", "/", _index, Access.OPEN, name="firstboot-index")
+    if root:
+        add_route(app, "GET", "/", index, Access.OPEN, name="firstboot-index")
     add_route(app, "GET", "/static/firstboot.css", _css, Access.OPEN, name="firstboot-css")

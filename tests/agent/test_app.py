@@ -118,5 +118,5 @@ def test_default_paths_make_an_app(tmp_path: Path) -> None:
     app = make_app(AgentConfig(state_dir=tmp_path))
     assert {r.name for r in app.router.named_resources().values()} >= {
         "api-status",
-        "firstboot-index",
+        "front-door-root",
     }

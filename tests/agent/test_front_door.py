@@ -90,3 +90,48 @@ async def test_a_dead_stack_gives_502_in_matrix_format_and_the_page_stays_up(
     assert body["errcode"] == "M_UNKNOWN" and "not running" in body["error"] and body["hint"]
     assert (await client.get("/api/status")).status == 200
     assert (await client.get("/")).status == 200
+
+
+async def test_slash_is_the_setup_page_then_the_chat_client_with_the_box_page_as_fallback(
+        aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, config: AgentConfig,
+        host: HostPaths) -> None:
+    state = {"client": 200}
+
+    async def element(request: web.Request) -> web.Response:
+        if state["client"] != 200:  # nginx's answer while Element is not running
+            return web.Response(status=state["client"], text="<h1>502 Bad Gateway</h1>")
+        return web.Response(text=f"<title>Element</title>{request.path}",
+                            content_type="text/html", headers={"X-Upstream": "nginx"})
+
+    upstream_app = web.Application()
+    upstream_app.router.add_get("/{tail:.*}", element)
+    upstream: TestServer = await aiohttp_server(upstream_app)
+    client = await aiohttp_client(make_app(config, paths=host,
+                                           stack_url=str(upstream.make_url("/"))))
+
+    # Before setup: / is the first-boot page, other paths are not forwarded.
+    page = await (await client.get("/")).text()
+    assert "admin_password" in page and "Element" not in page
+    assert (await client.get("/bundles/abc/init.js")).status == 404
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    (config.state_dir / "setup-done").touch()
+    resp = await client.get("/")
+    assert resp.status == 200 and resp.headers["X-Upstream"] == "nginx"
+    assert await resp.text() == "<title>Element</title>/"
+    resp = await client.get("/config.json")
+    assert await resp.text() == "<title>Element</title>/config.json"
+    # The agent's own pages and API win over the client; an unknown API path is a 404.
+    assert (await client.get("/api/status")).status == 200
+    assert (await client.get("/api/nope")).status == 404
+    assert (await client.get("/static/firstboot.css")).content_type == "text/css"
+    assert (await client.post("/config.json")).status == 405
+
+    # Element not running (nginx says 502): / is the box's own page, never an error.
+    state["client"] = 502
+    resp = await client.get("/")
+    assert resp.status == 200 and "is set up" in await resp.text()
+    assert (await client.get("/config.json")).status == 502
+    await upstream.close()  # nginx down too
+    resp = await client.get("/")
+    assert resp.status == 200 and "is set up" in await resp.text()

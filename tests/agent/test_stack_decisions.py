@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from memu_agent.preload import plan, remember, repository, unneeded
-from memu_agent.stack import read_preload, startable
+from memu_agent.stack import may_start, present_ids, read_preload, startable
 from memu_common.container_lock import LockEntry
 
 
@@ -113,3 +113,25 @@ def test_services_start_only_with_their_images_and_their_dependencies() -> None:
         "postgres": "image not loaded", "valkey": "image not loaded",
         "synapse": "needs postgres, which cannot start",
         "bot": "needs synapse, which cannot start"}
+    # An optional service switched off (or too big for the box) is not started, and says so;
+    # what depends on it does not start either.
+    off = startable(project, {"sha256:pg", "sha256:hs", "sha256:bot", "sha256:nginx"},
+                    off={"synapse": "switched off in the stack's settings"})
+    assert off.start == ("postgres", "proxy")
+    assert off.not_started["synapse"] == "off: switched off in the stack's settings"
+    assert off.not_started["bot"] == "needs synapse, which cannot start"
+
+
+def test_the_stack_starts_with_preloaded_and_pulled_images(tmp_path: Path) -> None:
+    (tmp_path / "images.env").write_text("MEMU_IMAGE_POSTGRES=sha256:pg\n# note\n")
+    (tmp_path / "pulled.env").write_text("MEMU_IMAGE_OLLAMA=sha256:ol\n")
+    assert present_ids(tmp_path / "images.env", tmp_path / "pulled.env",
+                       tmp_path / "missing.env") == {"sha256:pg", "sha256:ol"}
+    # may_start: only when this boot's start said so (not before it ran, not after a failed
+    # restore of the stack's data).
+    status = tmp_path / "data.json"
+    assert not may_start(status)
+    status.write_text('{"step": "failed", "start": false}')
+    assert not may_start(status)
+    status.write_text('{"step": "nothing", "start": true}')
+    assert may_start(status)

@@ -1,7 +1,8 @@
-"""Chat's core (PostgreSQL, Synapse, nginx) on a Docker engine on the build host, started as
-the box starts it: the stack's own compose.yaml, configuration rendered by
-memu_firstboot.stack_config, images preloaded by memu_agent.preload and services started by
-memu_agent.stack. Used by tests/stack and `just bench-stack`.
+"""The family stack on a Docker engine on the build host, started as the box starts it: the
+stack's own compose.yaml, configuration rendered by memu_firstboot.stack_config, images
+preloaded by memu_agent.preload (and, for the registry images, stand-ins as the device's pull
+would have fetched them: memu_dev.standins) and services started by memu_agent.stack. Used
+by tests/stack and `just bench-stack`.
 
 PostgreSQL makes Synapse's role and database (UTF8, C collation) from an init script; Synapse
 reads a homeserver.yaml for a box behind nginx that never calls out to the internet; nginx
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memu_agent import stack
-from memu_agent.preload import Docker, Preload
+from memu_agent.preload import Docker, Preload, image_env_name
 from memu_common import MemuError
+from memu_common.files import write_atomic
 from memu_dev.containers import TREE
 from memu_dev.engine import Engine
 from memu_dev.paths import REPO
@@ -39,14 +41,18 @@ CHAT = ("postgres", "synapse", "proxy")
 
 @dataclass(frozen=True)
 class Chat:
-    """A running chat core: ``base`` is nginx's URL (the LAN's view), ``inside`` Synapse's
-    own URL, ``shared_secret`` Synapse's registration secret, ``containers`` the names of
-    every container the project started (Valkey's too)."""
+    """A running stack: ``base`` is nginx's URL (the LAN's view, through the agent on the
+    box), ``inside`` Synapse's own URL, ``shared_secret`` Synapse's registration secret,
+    ``containers`` the names of every container the project started by service,
+    ``photos`` nginx's photos URL, ``not_started`` what did not start and why."""
 
     base: str
     inside: str
     shared_secret: str
     containers: tuple[str, ...]
+    photos: str = ""
+    by_service: Mapping[str, str] = field(default_factory=dict)
+    not_started: Mapping[str, str] = field(default_factory=dict)
 
 
 def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
@@ -56,27 +62,37 @@ def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
     fast = workdir / "fast-health.yaml"
     fast.write_text(json.dumps({"services": {
         name: {"healthcheck": {"interval": "1s"}}
-        for name in ("postgres", "valkey", "synapse", "proxy")}}))
+        for name in ("postgres", "valkey", "synapse", "proxy", "element", "immich-server",
+                     "immich-ml", "ollama")}}))
     return stack.Compose(
         command=(str(COMPOSE_BIN),), files=(STACK_DIR / "compose.yaml", fast),
-        env_files=(workdir / "config" / "stack.env", workdir / "images.env"),
+        env_files=(workdir / "config" / "stack.env", workdir / "images.env",
+                   workdir / "pulled.env"),
         env={"DOCKER_HOST": engine.host, "MEMU_STACK_STATE": str(workdir / "state"),
              "MEMU_STACK_CONFIG": str(workdir / "config"),
              "MEMU_STACK_ROUTES": str(STACK_DIR / "proxy"),
-             "MEMU_PROXY_BIND": "127.0.0.1:", "MEMU_SYNAPSE_BIND": "127.0.0.1:"},
+             "MEMU_PROXY_BIND": "127.0.0.1:", "MEMU_SYNAPSE_BIND": "127.0.0.1:",
+             "MEMU_PHOTOS_BIND": "127.0.0.1:"},
         project=project)
 
 
 @contextlib.contextmanager
-def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat") -> Iterator[Chat]:
-    """Start the chat core from the stack's compose.yaml with its configuration rendered by
+def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
+         pulled: Mapping[str, str] | None = None,
+         optional: Mapping[str, str] | None = None) -> Iterator[Chat]:
+    """Start the stack from its compose.yaml with its configuration rendered by
     memu_firstboot.stack_config and the images preloaded by memu_agent.preload (from the
-    archives ``just build`` made), state under ``workdir``; wait until every container is
-    healthy; ``compose down`` afterwards.
+    archives ``just build`` made), state under ``workdir``; wait until every container
+    started is healthy; ``compose down`` afterwards.
+
+    Args:
+        pulled: registry images as the device's pull leaves them (``{service: image ID}``,
+            written to pulled.env): without them only the services built here start.
+        optional: the optional services switched on or off (:mod:`memu_common.optional`).
 
     Raises:
-        MemuError: an image was refused, or a container did not become healthy (the message
-            has its log tail).
+        MemuError: an image was refused, the chat core did not start, or a container did not
+            become healthy (the message has its log tail).
     """
     if not COMPOSE_BIN.exists():
         raise MemuError(f"{COMPOSE_BIN} is missing", hint="run tools/setup-services.sh")
@@ -84,11 +100,13 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat") -> Iter
                       workdir / "preload.json", "test", workdir / "images.env")
     if not preload.run():
         raise MemuError(f"preload: {preload.status['images']}")
-    stack_config.apply(stack_config.Settings(SERVER_NAME), workdir / "config")
+    write_atomic(workdir / "pulled.env", "".join(
+        f"{image_env_name(n)}={i}\n" for n, i in (pulled or {}).items()).encode(), mode=0o644)
+    stack_config.apply(stack_config.Settings(SERVER_NAME, optional or {}), workdir / "config")
     compose = compose_for(engine, workdir, project)
-    present = stack.present_ids(workdir / "images.env")
     try:
-        decision = stack.up(compose, present)
+        decision = stack.start(compose, workdir / "images.env", workdir / "pulled.env",
+                               workdir / "config" / "stack.env")
         if set(CHAT) - set(decision.start):
             raise MemuError(f"not started: {decision.not_started}")
         names = {name: f"{project}-{name}-1" for name in decision.start}
@@ -98,6 +116,8 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat") -> Iter
                    inside=f"http://127.0.0.1:{engine.port(names['synapse'], '8008/tcp')}",
                    shared_secret=(workdir / "config/secrets/synapse-registration")
                    .read_text().strip(),
-                   containers=tuple(names.values()))
+                   containers=tuple(names.values()),
+                   photos=f"http://127.0.0.1:{engine.port(names['proxy'], '2283/tcp')}",
+                   by_service=names, not_started=decision.not_started)
     finally:
         compose("down", "--volumes", "--timeout", "20", check=False)

@@ -1,0 +1,94 @@
+"""The whole family stack on the host's Docker, started as the box starts it
+(memu_dev.hoststack), with the registry images replaced by stand-ins (memu_dev.standins: same
+ports, health endpoints and protocol; the real Element, Immich and Ollama images are not
+exercised here) as the device's pull leaves them in pulled.env. Checks the routes nginx
+serves (the chat client, server discovery, photos on their own port), the configuration the
+stack mounts (Element's homeserver, Immich's database with its extensions), health by service
+name, and what the family sees when photos are not there."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memu_agent import stack
+from memu_common import container_lock as lock
+from memu_dev import hoststack, standins
+from memu_dev.engine import Engine
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def family(engine: Engine, images: dict[str, lock.LockEntry],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[hoststack.Chat]:
+    pulled = standins.build(engine, images["intelligence"].ref)
+    workdir = tmp_path_factory.mktemp("family")
+    # Both RAM-hungry services on, whatever this host's RAM; remote access stays off (no key).
+    with hoststack.chat(engine, workdir, "memu-test-family", pulled=pulled,
+                        optional={"immich-ml": "on", "ollama": "on"}) as running:
+        yield running
+
+
+def get(url: str) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers.get_content_type(), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get_content_type(), e.read().decode()
+
+
+def test_every_service_runs_healthy_and_reports_by_name(
+        family: hoststack.Chat, engine: Engine) -> None:
+    assert set(family.by_service) == {"postgres", "valkey", "synapse", "proxy", "element",
+                                      "immich-server", "immich-ml", "ollama"}
+    assert family.not_started["tailscale"].startswith("off: remote access is off")
+    socket = Path(engine.host.removeprefix("unix://"))
+    states = asyncio.run(stack.services(socket, "memu-test-family"))
+    assert {name: s["health"] for name, s in states.items()} == dict.fromkeys(
+        family.by_service, "healthy") | {"valkey": "healthy"}
+
+
+def test_nginx_routes_the_chat_client_and_server_discovery(family: hoststack.Chat) -> None:
+    status, kind, body = get(f"{family.base}/")
+    assert (status, kind) == (200, "text/html") and "Element" in body
+    status, _, body = get(f"{family.base}/config.json")
+    config = json.loads(body)
+    assert config["default_server_config"]["m.homeserver"] == {
+        "base_url": f"http://{hoststack.SERVER_NAME}", "server_name": hoststack.SERVER_NAME}
+    assert config["disable_guests"] is True
+    # Phone apps find the homeserver from the server name (served by Synapse).
+    _, _, body = get(f"{family.base}/.well-known/matrix/client")
+    assert json.loads(body)["m.homeserver"]["base_url"] == f"http://{hoststack.SERVER_NAME}/"
+    _, _, body = get(f"{family.base}/.well-known/matrix/server")
+    assert json.loads(body)["m.server"].startswith(hoststack.SERVER_NAME)
+    # Synapse's admin API stays unreachable, also next to the client's catch-all.
+    assert get(f"{family.base}/_synapse/admin/v1/server_version")[0] == 404
+
+
+def test_photos_on_their_own_port_with_their_database(family: hoststack.Chat) -> None:
+    # The stand-in answers its ping only once it has connected as Immich, with the password
+    # the stack made for it, to a database holding the extensions Immich needs.
+    status, _, body = get(f"{family.photos}/api/server/ping")
+    assert (status, json.loads(body)) == (200, {"res": "pong"})
+
+
+def test_photos_not_running_says_so_in_words(family: hoststack.Chat, engine: Engine) -> None:
+    name = family.by_service["immich-server"]
+    engine.docker("stop", "--time", "2", name)
+    try:
+        status, kind, body = get(f"{family.photos}/")
+        assert (status, kind) == (503, "text/plain")
+        assert "Photos are not running yet" in body
+        # Chat is not affected.
+        assert get(f"{family.base}/_matrix/client/versions")[0] == 200
+    finally:
+        engine.docker("start", name)
+        engine.wait_healthy(name, timeout=120)
