@@ -63,11 +63,13 @@ def read_boot_facts(paths: HostPaths) -> BootFacts:
 async def stack_status(paths: HostPaths) -> dict[str, Any]:
     """The ``stack`` object of ``/api/status``: the image preload's and pull's reports
     (:func:`memu_agent.stack.read_preload`), ``data`` (what the stack's last start did with
-    its database: :func:`memu_agent.stack.prepare_data`), ``services``
+    its database: :func:`memu_agent.stack.prepare_data`), ``model`` (the LLM's download:
+    :mod:`memu_agent.model`), ``services``
     (:func:`memu_agent.stack.services`, empty before setup) and, when Docker does not answer,
     ``error``."""
     out = stack.read_preload(paths.preload_status, paths.pull_status)
     out["data"] = read_json_object(paths.stack_data_status) or {"step": "not started"}
+    out["model"] = read_json_object(paths.model_status) or {"state": "not started"}
     try:
         out["services"] = await stack.services(paths.docker_socket)
     except OSError as e:

@@ -29,6 +29,7 @@ class HostPaths:
         udev_data: udev's device database (``b<MAJ>:<MIN>`` files with ``E:KEY=value``).
         preload_status: what the container image preload reports (:mod:`memu_agent.preload`).
         pull_status: what the pull of registry images reports (:mod:`memu_agent.pull`).
+        model_status: what the download of the LLM's models reports (:mod:`memu_agent.model`).
         stack_data_status: what the stack's start did with its data
             (:func:`memu_agent.stack.prepare_data`).
         docker_socket: the Docker Engine API's socket.
@@ -42,6 +43,7 @@ class HostPaths:
     udev_data: Path = Path("/run/udev/data")
     preload_status: Path = Path("/run/memu-stack/preload.json")
     pull_status: Path = Path("/run/memu-stack/pull.json")
+    model_status: Path = Path("/run/memu-stack/model.json")
     stack_data_status: Path = Path("/run/memu-stack/data.json")
     docker_socket: Path = Path("/run/docker.sock")
     data: Path = Path("/var")

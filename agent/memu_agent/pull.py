@@ -25,7 +25,8 @@ Progress goes to ``/run/memu-stack/pull.json`` (for ``/api/status``, merged into
 and the image ID of every pulled image to ``/run/memu-stack/pulled.env``
 (``MEMU_IMAGE_OLLAMA=sha256:…``), which the Compose project reads after ``images.env``.
 Then, on a box that is set up, the services whose images are now there are started
-(:func:`memu_agent.stack.start`; what already runs is left alone). Exit status 0 when every
+(:func:`memu_agent.stack.start`; what already runs is left alone), and the LLM's models are
+downloaded into Ollama when it runs on this box (:mod:`memu_agent.model`). Exit status 0 when every
 such image is in Docker, 1 otherwise: the unit is restarted later (backing off), so a box
 that was offline gets its images, and their services, once it is online.
 """
@@ -45,11 +46,11 @@ from typing import Any
 
 import aiohttp
 
-from memu_agent import stack
+from memu_agent import model, stack
 from memu_agent.facts import HostPaths
 from memu_agent.preload import IMAGES_DIR, image_env_name
 from memu_agent.stack import PULLED_ENV, STACK_ENV
-from memu_common import MemuError, optional
+from memu_common import MemuError, models, optional
 from memu_common import container_lock as lock
 from memu_common.files import write_atomic, write_json_atomic
 
@@ -259,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docker-socket", type=Path, default=DOCKER_SOCKET)
     parser.add_argument("--stack-env", type=Path, default=STACK_ENV,
                         help="the stack's settings: which optional services are on or off")
+    parser.add_argument("--model-status", type=Path, default=model.STATUS_FILE)
     parser.add_argument("--no-start", action="store_true",
                         help="only pull; do not start the services whose images arrived")
     args = parser.parse_args(argv)
@@ -271,12 +273,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     # memu-stack.service has run by now (ordered before); a box not set up yet, or whose
     # stack was left stopped on purpose (a failed restore of its data), starts nothing here.
-    if not args.no_start and args.stack_env.exists() and stack.may_start():
-        try:
-            stack.start(stack.Compose(), pulled_env=args.pulled_env, stack_env=args.stack_env)
-        except MemuError as e:
-            log.error("starting the pulled services: %s", e)
-            return 1
+    if args.no_start or not args.stack_env.exists() or not stack.may_start():
+        return 0 if ok else 1
+    try:
+        decision = stack.start(stack.Compose(), pulled_env=args.pulled_env,
+                               stack_env=args.stack_env)
+    except MemuError as e:
+        log.error("starting the pulled services: %s", e)
+        return 1
+    llm = model.ModelPull(status_path=args.model_status)
+    if "ollama" in decision.start:
+        ok = asyncio.run(llm.run(models.wanted(args.stack_env))) and ok
+    else:
+        llm.not_running(decision.not_started.get("ollama", "not in the stack"))
     return 0 if ok else 1
 
 

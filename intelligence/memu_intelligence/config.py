@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memu_common import MemuError
+from memu_common import MemuError, models
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class Config:
     database_url: str
     device_id: str = ""
     ollama_url: str = "http://127.0.0.1:11434"
-    chat_model: str = "llama3.2:3b"
-    embed_model: str = "nomic-embed-text"
+    chat_model: str = models.CHAT_MODEL
+    embed_model: str = models.EMBED_MODEL
     embed_dim: int = 768
     timezone: str = "UTC"
     llm_timeout: float = 20.0

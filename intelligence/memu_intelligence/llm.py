@@ -33,6 +33,11 @@ class LlmUnavailable(Exception):
     """The chat model did not answer (unreachable, error, or past the deadline)."""
 
 
+class ModelMissing(LlmUnavailable):
+    """Ollama runs but does not have the chat model (404, "model … not found"): on a new box
+    it is still being downloaded (the box's pull, ``/api/status`` ``stack.model``)."""
+
+
 class Llm:
     """Chat and embeddings with deadlines; model names and URL come from ``Config``."""
 
@@ -66,6 +71,7 @@ class Llm:
         """The model's answer to ``question`` given only ``context`` (numbered snippets).
 
         Raises:
+            ModelMissing: Ollama does not have the chat model (yet).
             LlmUnavailable: Ollama unreachable, returned an error, or exceeded
                 ``Config.llm_timeout`` seconds.
         """
@@ -82,7 +88,11 @@ class Llm:
             )
         except TimeoutError as e:
             raise LlmUnavailable(f"no answer within {self._cfg.llm_timeout:g}s") from e
-        except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as e:
+        except ollama.ResponseError as e:
+            if e.status_code == 404:
+                raise ModelMissing(str(e)) from e
+            raise LlmUnavailable(str(e) or type(e).__name__) from e
+        except (httpx.HTTPError, ConnectionError) as e:
             raise LlmUnavailable(str(e) or type(e).__name__) from e
         content = (resp.message.content or "").strip()
         if not content:

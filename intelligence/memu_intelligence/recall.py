@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from memu_intelligence.config import Config
-from memu_intelligence.llm import Llm, LlmUnavailable
+from memu_intelligence.llm import Llm, LlmUnavailable, ModelMissing
 from memu_intelligence.matrix import HistoryHit, Matrix, MatrixError
 from memu_intelligence.memory import MemoryHit, MemoryStore
 from memu_intelligence.text import one_line
@@ -36,6 +36,9 @@ _STOP = frozenset(
 )
 _WORD = re.compile(r"[\w-]+", re.UNICODE)
 UNAVAILABLE = "(The language model is unavailable right now, so here is what I found.)"
+DOWNLOADING = ("(The language model is not on the box yet: it is downloaded once the box is "
+               "online, and the box's page shows how far along it is. Meanwhile, here is what "
+               "I found.)")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ class Recaller:
         sources = format_sources(memories, messages)
         try:
             reply = await self._llm.answer(question, context)
+        except ModelMissing as e:
+            log.warning("chat model not downloaded yet: %s", e)
+            return Answer(f"{DOWNLOADING}\n{context}", memories, messages)
         except LlmUnavailable as e:
             log.warning("chat model unavailable: %s", e)
             return Answer(f"{UNAVAILABLE}\n{context}", memories, messages)

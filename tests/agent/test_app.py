@@ -47,7 +47,8 @@ async def test_status_json_from_fake_host(
         "stack": {"preload": {"state": "done", "version": "0.3.1", "seconds": 40.5},
                   "pull": {"state": "not started"},
                   "images": {"postgres": {"state": "loaded", "seconds": 12.5}},
-                  "data": {"step": "not started"}, "services": {}},
+                  "data": {"step": "not started"}, "model": {"state": "not started"},
+                  "services": {}},
     }
 
 

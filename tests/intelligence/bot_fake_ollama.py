@@ -10,8 +10,10 @@ response shapes (https://github.com/ollama/ollama/blob/main/docs/api.md):
 - ``GET /api/tags``: one model.
 
 It runs on its own event loop in a thread (session-scoped while tests use per-test loops)
-and can be switched ``down()`` (listener closed: connection refused), ``up()`` and
-``slow(seconds)``. ``requests`` records every chat request body.
+and can be switched ``down()`` (listener closed: connection refused), ``up()``,
+``slow(seconds)`` and ``without_models()`` (every model missing, as on a box still
+downloading them: Ollama's 404 ``model "…" not found, try pulling it first``).
+``requests`` records every chat request body.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class FakeOllama:
     def __init__(self, dim: int = 64) -> None:
         self.dim = dim
         self.delay = 0.0
+        self.models_missing = False
         self.requests: list[dict[str, Any]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -93,10 +96,19 @@ class FakeOllama:
             self._runner = self._site = None
 
     def up(self) -> None:
-        """Listen again (same port) and answer without delay."""
+        """Listen again (same port) and answer without delay, with every model."""
         self.delay = 0.0
+        self.models_missing = False
         if self._runner is None:
             self._call(self._start())
+
+    def without_models(self) -> None:
+        """Answer chat and embed calls as Ollama does for a model it has not pulled."""
+        self.models_missing = True
+
+    def _missing(self, model: str) -> web.Response:
+        return web.json_response(
+            {"error": f'model "{model}" not found, try pulling it first'}, status=404)
 
     def slow(self, seconds: float) -> None:
         """Delay every chat/embed answer by ``seconds``."""
@@ -118,6 +130,8 @@ class FakeOllama:
 
     async def _embed(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if self.models_missing:
+            return self._missing(body.get("model", ""))
         await asyncio.sleep(self.delay)
         inputs = body.get("input", [])
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -128,6 +142,8 @@ class FakeOllama:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
+        if self.models_missing:
+            return self._missing(body.get("model", ""))
         await asyncio.sleep(self.delay)
         text = answer_from_prompt(body.get("messages", []))
         model = body.get("model", "")

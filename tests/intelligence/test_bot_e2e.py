@@ -14,7 +14,7 @@ from bot_fake_ollama import FakeOllama
 from bot_matrix import BotRunner, TestUser
 
 from memu_intelligence.callbacks import DB_APOLOGY, E2EE_NOTICE
-from memu_intelligence.recall import UNAVAILABLE
+from memu_intelligence.recall import DOWNLOADING, UNAVAILABLE
 
 pytestmark = pytest.mark.services
 
@@ -143,6 +143,12 @@ async def test_model_down_or_slow_still_answers(
     fake_ollama.slow(5)  # beyond llm_timeout=2
     answer = await alice.ask(room, "/recall boiler code")
     assert answer.startswith(UNAVAILABLE) and "4321" in answer, answer
+    # A new box still downloading its model: the bot says so and still answers from facts.
+    fake_ollama.up()
+    fake_ollama.without_models()
+    answer = await alice.ask(room, "/recall boiler code")
+    assert answer.startswith(DOWNLOADING) and "4321" in answer, answer
+    fake_ollama.up()
 
 
 async def test_encrypted_room_gets_a_polite_explanation(bot: BotRunner, alice: TestUser) -> None:

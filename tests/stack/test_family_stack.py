@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from memu_agent import stack
+from memu_agent import model, stack
 from memu_common import container_lock as lock
 from memu_dev import hoststack, standins
 from memu_dev.engine import Engine
@@ -92,3 +92,35 @@ def test_photos_not_running_says_so_in_words(family: hoststack.Chat, engine: Eng
     finally:
         engine.docker("start", name)
         engine.wait_healthy(name, timeout=120)
+
+
+def test_the_llm_model_is_downloaded_with_progress(
+        family: hoststack.Chat, engine: Engine, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{engine.port(family.by_service['ollama'], '11434/tcp')}"
+    status = tmp_path / "model.json"
+    seen: list[dict[str, object]] = []
+
+    class Recorded(model.ModelPull):
+        def report(self, force: bool = True) -> None:
+            super().report(force=True)  # every step, to see the progress
+            seen.append(json.loads(status.read_text())["models"].get("standin-chat:3b", {}))
+
+    pull = Recorded(url=url, status_path=status, wait_s=30)
+    assert asyncio.run(pull.run(["standin-chat:3b", "standin-embed"]))
+    final = json.loads(status.read_text())
+    assert final["state"] == "ready"
+    assert final["models"]["standin-chat:3b"]["state"] == "pulled"
+    progress = [(m["bytes"], m["total"]) for m in seen if m.get("state") == "pulling"]
+    assert progress[-1] == (8 << 20, 8 << 20) and any(0 < b < t for b, t in progress)
+
+    # A second run finds them there (Ollama lists "standin-embed" as "standin-embed:latest").
+    again = model.ModelPull(url=url, status_path=status, wait_s=30)
+    assert asyncio.run(again.run(["standin-chat:3b", "standin-embed"]))
+    assert {m["state"] for m in again.status["models"].values()} == {"present"}
+
+    # A model Ollama's library does not have: refused by name, in Ollama's words.
+    wrong = model.ModelPull(url=url, status_path=status, wait_s=30)
+    assert not asyncio.run(wrong.run(["no-such-model:1b"]))
+    error = json.loads(status.read_text())["models"]["no-such-model:1b"]["error"]
+    assert json.loads(status.read_text())["state"] == "failed"
+    assert "no-such-model:1b" in error and "file does not exist" in error

@@ -72,7 +72,7 @@ def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
              "MEMU_STACK_CONFIG": str(workdir / "config"),
              "MEMU_STACK_ROUTES": str(STACK_DIR / "proxy"),
              "MEMU_PROXY_BIND": "127.0.0.1:", "MEMU_SYNAPSE_BIND": "127.0.0.1:",
-             "MEMU_PHOTOS_BIND": "127.0.0.1:"},
+             "MEMU_PHOTOS_BIND": "127.0.0.1:", "MEMU_OLLAMA_BIND": "127.0.0.1:"},
         project=project)
 
 

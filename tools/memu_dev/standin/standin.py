@@ -118,6 +118,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(0.1)
         line({"status": "verifying sha256 digest"})
         line({"status": "writing manifest"})
+        name = name if ":" in name else f"{name}:latest"  # as Ollama lists it
         have = [m for m in models() if m["name"] != name]
         MODELS.parent.mkdir(parents=True, exist_ok=True)
         have.append({"name": name, "model": name, "size": MODEL_SIZE, "digest": digest[7:]})
