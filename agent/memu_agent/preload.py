@@ -11,11 +11,13 @@ file (:mod:`memu_common.container_lock`). For each entry, in the lock's order:
   the loaded image has the recorded ID; else it is removed again and reported "refused". A
   refused image does not stop the others.
 
-Then images of our repositories that neither OS slot needs are removed (pruned). Which
-images the other slot needs is remembered on the writable partition
-(``/var/lib/memu/containers/booted.json``: the image IDs of the last two OS versions that
-booted), because the other slot's ``/usr`` is not mounted: after an update the previous
-version's images stay, so a rollback runs exactly what that slot shipped, without loading.
+Then images of our repositories that neither OS slot needs are removed (pruned), and so
+are registry images the device pulled (:mod:`memu_agent.pull`) by a digest neither slot's
+lock names any more. Which images the other slot needs is remembered on the writable
+partition (``/var/lib/memu/containers/booted.json``: the image IDs and pulled references of
+the last two OS versions that booted), because the other slot's ``/usr`` is not mounted:
+after an update the previous version's images stay, so a rollback runs exactly what that
+slot shipped, without loading or pulling.
 
 The image IDs of the images in Docker go to ``/run/memu-stack/images.env``
 (``MEMU_IMAGE_POSTGRES=sha256:…``), which the Compose project reads (``compose.yaml``).
@@ -113,23 +115,40 @@ def unneeded(present: Iterable[tuple[str, str]], needed_ids: Iterable[str],
                    if repository(ref) in ours and image_id not in keep})
 
 
+def unneeded_pulled(present: Iterable[tuple[str, str]], needed: Iterable[str],
+                    repositories: Iterable[str]) -> list[str]:
+    """The pulled references to remove: ``repository@digest`` of our pulled repositories
+    that no OS slot's lock names (an update moved that service to another digest).
+
+    Args:
+        present: (image ID, ``repository@sha256:…``) of every image Docker has by digest.
+        needed: the pulled references (lock ``origin``) of both OS slots.
+        repositories: the repositories the stack pulls from; others are never touched.
+    """
+    keep, ours = set(needed), set(repositories)
+    return sorted({ref for _, ref in present
+                   if ref.rpartition("@")[0] in ours and ref not in keep})
+
+
 def remember(record: list[dict[str, Any]], version: str, image_ids: Sequence[str],
-             repositories: Sequence[str]) -> list[dict[str, Any]]:
+             repositories: Sequence[str], pulled: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The booted-versions record after booting ``version``: it first, then the other
     versions booted before it, newest first, ``KEEP_VERSIONS`` in all.
 
     Args:
-        record: ``[{"version": str, "image_ids": [str, ...], "repositories": [str, ...]},
-            ...]``, newest first (entries of another shape are dropped).
+        record: ``[{"version": str, "image_ids": [str, ...], "repositories": [str, ...],
+            "pulled": [str, ...]}, ...]``, newest first (entries of another shape are
+            dropped; "pulled" is missing in records of older versions and means none).
         version: the OS version that booted now.
         image_ids: the image IDs its lock names.
         repositories: the repositories of its lock's images.
+        pulled: the ``repository@digest`` of its lock's images the device pulls.
     """
     older = [r for r in record if isinstance(r, dict) and isinstance(r.get("version"), str)
              and isinstance(r.get("image_ids"), list)
              and isinstance(r.get("repositories"), list) and r["version"] != version]
     new = {"version": version, "image_ids": list(image_ids),
-           "repositories": list(repositories)}
+           "repositories": list(repositories), "pulled": list(pulled)}
     return [new, *older][:KEEP_VERSIONS]
 
 
@@ -150,6 +169,14 @@ class Docker:
                         "{{.ID}} {{.Repository}}:{{.Tag}}")
         pairs = [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]
         return [(i, r) for i, r in pairs if not r.endswith(":<none>")]
+
+    def digested(self) -> list[tuple[str, str]]:
+        """(image ID, ``repository@sha256:…``) of every image Docker has by digest (pulled
+        from a registry)."""
+        out = self._run("image", "ls", "--digests", "--no-trunc", "--format",
+                        "{{.ID}} {{.Repository}}@{{.Digest}}")
+        pairs = [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]
+        return [(i, r) for i, r in pairs if not r.endswith("@<none>")]
 
     def image_ids(self) -> set[str]:
         """Every image ID Docker has (tagged or not)."""
@@ -290,7 +317,8 @@ class Preload:
             self._report()
         before = self._read_record()
         record = remember(before, self.version, [e.image_id for e in entries],
-                          sorted({repository(e.ref) for e in entries}))
+                          sorted({repository(e.ref) for e in entries}),
+                          [e.origin for e in all_entries if not e.in_slot])
         try:
             write_json_atomic(self.record_path, {"booted": record}, mode=0o644)
         except OSError as err:
@@ -298,6 +326,12 @@ class Preload:
         needed = {i for r in record for i in r["image_ids"]}
         ours = {repo for r in before + record for repo in r.get("repositories", [])}
         for ref in unneeded(self.docker.tagged(), needed, ours):
+            if self.docker.untag(ref):
+                self.status["pruned"].append(ref)
+        pulled = {o for r in record for o in r.get("pulled", [])}
+        pulled_repos = {o.rpartition("@")[0] for r in before + record
+                        for o in r.get("pulled", [])}
+        for ref in unneeded_pulled(self.docker.digested(), pulled, pulled_repos):
             if self.docker.untag(ref):
                 self.status["pruned"].append(ref)
         self._write_images_env(entries)

@@ -33,6 +33,7 @@ from memu_agent.facts import HostPaths, os_version
 from memu_agent.preload import IMAGES_ENV
 from memu_common import MemuError, optional, run
 from memu_common.files import read_env_file, read_json_object, write_json_atomic
+from memu_firstboot import stack_config
 
 log = logging.getLogger("memu_agent.stack")
 
@@ -258,12 +259,16 @@ def present_ids(*env_files: Path) -> set[str]:
 def start(compose: Compose, images_env: Path = IMAGES_ENV, pulled_env: Path = PULLED_ENV,
           stack_env: Path = STACK_ENV) -> Decision:
     """Start every service that can start now (:func:`up`) with the images the preload and
-    the pull have put in Docker, leaving off the optional services this box does not run.
+    the pull have put in Docker, leaving off the optional services this box does not run and
+    the assistant until its Matrix account exists (``stack_config.BOT_ACCOUNT`` next to
+    ``stack_env``).
 
     Raises:
         MemuError: Compose failed.
     """
     off = optional.switched_off(optional.mem_total(), optional.read_choices(stack_env))
+    if not (stack_env.parent / stack_config.BOT_ACCOUNT).exists():
+        off["intelligence"] = "the assistant's Matrix account is made when the box is set up"
     return up(compose, present_ids(images_env, pulled_env), off)
 
 

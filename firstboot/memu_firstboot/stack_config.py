@@ -12,12 +12,18 @@ writes (idempotently: secrets made once and kept, every file written atomically)
     postgres/initdb.d/30-immich.sql    Immich's role and database, with the extensions it
                                  needs made by the superuser (pgvector, cube, earthdistance)
     synapse/homeserver.yaml      Synapse's configuration (JSON, which is YAML 1.2)
+    postgres/initdb.d/40-intelligence.sql   the assistant's role and database (pgvector)
     element/config.json          the chat web client's configuration: this box's homeserver
+    intelligence/bot.env         the assistant's settings: where Synapse, its database and
+                                 Ollama are, the family's time zone (0600: the database
+                                 password; Compose reads it as root)
     stack.env                    what the project needs besides images (the server name,
                                  the optional services switched on or off)
 
-The first-boot apply (issue 10) calls :func:`apply` with what the family typed; the command
-line exists for tests and for an operator with a shell. ``/etc/memu/stack/stack.env``
+The first-boot apply (issue 10) calls :func:`apply` with what the family typed, and
+:func:`write_bot_account` once it has made the assistant's Matrix account (its presence is
+what lets the assistant start); the command line exists for tests and for an operator with a
+shell. ``/etc/memu/stack/stack.env``
 existing is what "the stack is configured" means to ``memu-stack.service``.
 
 Synapse options: https://element-hq.github.io/synapse/latest/usage/configuration/config_documentation.html
@@ -33,6 +39,7 @@ import json
 import re
 import secrets
 import sys
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,9 +53,11 @@ _SERVER_NAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
     r"(:[0-9]{1,5})?$")
 SECRET_NAMES = ("postgres-superuser", "synapse-db", "synapse-registration",
-                "synapse-macaroon", "synapse-form", "immich-db")
+                "synapse-macaroon", "synapse-form", "immich-db", "intelligence-db")
 #: Where the family's Tailscale auth key is kept (compose.yaml mounts it for Tailscale).
 TAILSCALE_KEY = "secrets/tailscale-authkey"
+#: The assistant's Matrix account (user ID, access token, device), written at setup.
+BOT_ACCOUNT = "intelligence/account.env"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,11 +72,13 @@ class Settings:
             by the box's RAM, remote access off; :mod:`memu_common.optional`).
         tailscale_auth_key: the family's Tailscale auth key (``tskey-…``), or "" for no
             remote access; given, it switches Tailscale on unless ``optional`` says "off".
+        timezone: the family's IANA time zone (the assistant's dates and times, photos).
     """
 
     server_name: str
     optional: Mapping[str, str] = dataclasses.field(default_factory=dict)
     tailscale_auth_key: str = dataclasses.field(default="", repr=False)
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         optional_services.check(self.optional)
@@ -76,6 +87,11 @@ class Settings:
             raise MemuError("the Tailscale auth key does not look like one",
                             hint="copy the whole key from the Tailscale admin console "
                                  "(Settings, Keys); it starts with tskey-")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+            raise MemuError(f"{self.timezone!r} is not a time zone",
+                            hint="use a name like Europe/London or America/New_York") from e
         if not _SERVER_NAME.match(self.server_name):
             raise MemuError(f"server name {self.server_name!r} is not a host name",
                             hint="use lower-case letters, digits, dots and dashes, e.g. "
@@ -142,6 +158,25 @@ def immich_sql(secret: Mapping[str, str]) -> str:
             "CREATE EXTENSION IF NOT EXISTS earthdistance;\n")
 
 
+def intelligence_sql(secret: Mapping[str, str]) -> str:
+    """The assistant's role and database, with pgvector made here by the superuser (the
+    assistant's own role cannot; without it recall falls back to full-text search)."""
+    return (f"CREATE ROLE intelligence LOGIN PASSWORD '{secret['intelligence-db']}';\n"
+            "CREATE DATABASE intelligence OWNER intelligence ENCODING 'UTF8' "
+            "TEMPLATE template0;\n"
+            "\\connect intelligence\n"
+            "CREATE EXTENSION IF NOT EXISTS vector;\n")
+
+
+def bot_env(settings: Settings, secret: Mapping[str, str]) -> str:
+    """The assistant's settings (memu_intelligence.config), inside the stack's network."""
+    return (f"MEMU_BOT_HOMESERVER=http://synapse:8008\n"
+            f"MEMU_BOT_DATABASE_URL=postgresql://intelligence:{secret['intelligence-db']}"
+            "@postgres:5432/intelligence\n"
+            "MEMU_BOT_OLLAMA_URL=http://ollama:11434\n"
+            f"MEMU_BOT_TIMEZONE={settings.timezone}\n")
+
+
 def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes, int]]:
     """Every file of the configuration: relative path → (content, permission bits).
 
@@ -156,6 +191,8 @@ def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes,
              for k, v in secret.items()}
     files["postgres/initdb.d/20-synapse.sql"] = (sql.encode(), 0o644)
     files["postgres/initdb.d/30-immich.sql"] = (immich_sql(secret).encode(), 0o644)
+    files["postgres/initdb.d/40-intelligence.sql"] = (intelligence_sql(secret).encode(), 0o644)
+    files["intelligence/bot.env"] = (bot_env(settings, secret).encode(), 0o600)
     files["synapse/homeserver.yaml"] = (hs.encode(), 0o644)
     element = json.dumps(element_config(settings), indent=1, sort_keys=True) + "\n"
     files["element/config.json"] = (element.encode(), 0o644)
@@ -164,6 +201,7 @@ def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes,
         files[TAILSCALE_KEY] = (settings.tailscale_auth_key.encode() + b"\n", 0o600)
         choices.setdefault("tailscale", "on")
     files["stack.env"] = ((f"MEMU_SERVER_NAME={settings.server_name}\n"
+                           f"MEMU_TIMEZONE={settings.timezone}\n"
                            + optional_services.env_lines(choices)).encode(), 0o644)
     return files
 
@@ -197,18 +235,40 @@ def apply(settings: Settings, config_dir: Path = CONFIG_DIR) -> list[Path]:
     return written
 
 
+def write_bot_account(config_dir: Path, user_id: str, access_token: str,
+                      device_id: str = "") -> Path:
+    """Record the assistant's Matrix account (made through Synapse's admin API at setup) for
+    its container; return the file (0600). Until it exists the assistant does not start.
+
+    Raises:
+        MemuError: ``user_id`` is not a full Matrix user ID or a value holds a line break.
+        OSError: the file cannot be written.
+    """
+    if not user_id.startswith("@") or ":" not in user_id:
+        raise MemuError(f"{user_id!r} is not a Matrix user ID", hint="e.g. @memu:smith.home")
+    if any("\n" in v or "\r" in v for v in (user_id, access_token, device_id)):
+        raise MemuError("a line break in the assistant's account")
+    path = config_dir / BOT_ACCOUNT
+    text = (f"MEMU_BOT_USER_ID={user_id}\nMEMU_BOT_ACCESS_TOKEN={access_token}\n"
+            f"MEMU_BOT_DEVICE_ID={device_id}\n")
+    write_atomic(path, text.encode(), mode=0o600, dir_mode=0o755)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; exit status 0, or 1 with a message and hint."""
     ap = argparse.ArgumentParser(prog="memu-stack-config", description=__doc__.split("\n")[0])
     ap.add_argument("--server-name", required=True)
     ap.add_argument("--config", type=Path, default=CONFIG_DIR)
+    ap.add_argument("--timezone", default="UTC", help="the family's IANA time zone")
     ap.add_argument("--optional", action="append", default=[], metavar="SERVICE=CHOICE",
                     help=f"switch a RAM-hungry service ({', '.join(optional_services.NEEDS)}) "
                          "on, off or auto (the default, by the box's RAM)")
     args = ap.parse_args(argv)
     try:
         choices = dict(item.partition("=")[::2] for item in args.optional)
-        for path in apply(Settings(args.server_name, choices), args.config):
+        for path in apply(Settings(args.server_name, choices, timezone=args.timezone),
+                          args.config):
             print(path)
     except MemuError as e:
         print(f"memu: error: {e.message}", file=sys.stderr)

@@ -38,7 +38,8 @@ def test_choices_go_to_stack_env_and_come_back(tmp_path: Path) -> None:
     files = render(Settings("smith.home", {"ollama": "off"}),
                    secret=dict.fromkeys(SECRET_NAMES, "x"))
     text = files["stack.env"][0].decode()
-    assert text.splitlines() == ["MEMU_SERVER_NAME=smith.home", "MEMU_OPTIONAL_IMMICH_ML=auto",
+    assert text.splitlines() == ["MEMU_SERVER_NAME=smith.home", "MEMU_TIMEZONE=UTC",
+                                 "MEMU_OPTIONAL_IMMICH_ML=auto",
                                  "MEMU_OPTIONAL_OLLAMA=off", "MEMU_OPTIONAL_TAILSCALE=auto"]
     (tmp_path / "stack.env").write_text(text + "MEMU_OPTIONAL_IMMICH_ML=maybe\n")
     # The later line wins, and a bad value counts as "auto": a hand edit never stops the box.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from memu_agent.preload import plan, remember, repository, unneeded
+from memu_agent.preload import plan, remember, repository, unneeded, unneeded_pulled
 from memu_agent.stack import may_start, present_ids, read_preload, startable
 from memu_common.container_lock import LockEntry
 
@@ -58,7 +58,21 @@ def test_the_record_keeps_the_booted_version_and_the_one_before() -> None:
     third = remember(record, "0.3.0", ["sha256:c"], ["memu/a"])
     assert [r["version"] for r in third] == ["0.3.0", "0.2.0"]
     assert remember([{"version": 1}, "junk"], "0.1.0", [], []) == [  # type: ignore[list-item]
-        {"version": "0.1.0", "image_ids": [], "repositories": []}]
+        {"version": "0.1.0", "image_ids": [], "repositories": [], "pulled": []}]
+
+
+def test_pulled_images_go_when_no_slot_names_their_digest() -> None:
+    immich = "ghcr.io/immich-app/immich-server"
+    record = remember([{"version": "0.1.0", "image_ids": [], "repositories": []}],  # older
+                      "0.2.0", [], [], [f"{immich}@sha256:v2"])
+    record = remember(record, "0.3.0", [], [], [f"{immich}@sha256:v3"])
+    present = [("sha256:i1", f"{immich}@sha256:v1"), ("sha256:i2", f"{immich}@sha256:v2"),
+               ("sha256:i3", f"{immich}@sha256:v3"),
+               ("sha256:x", "docker.io/someone/app@sha256:v1")]  # not ours: never touched
+    needed = {o for r in record for o in r["pulled"]}
+    repos = {o.rpartition("@")[0] for r in record for o in r["pulled"]}
+    # 0.3.0 booted, 0.2.0 is in the other slot: v1 goes, v2 stays for a rollback.
+    assert unneeded_pulled(present, needed, repos) == [f"{immich}@sha256:v1"]
 
 
 def test_status_reads_the_preload_file(tmp_path: Path) -> None:

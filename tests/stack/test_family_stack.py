@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import nio
 import pytest
 
 from memu_agent import model, stack
 from memu_common import container_lock as lock
-from memu_dev import hoststack, standins
+from memu_dev import hoststack, matrix, standins
 from memu_dev.engine import Engine
+from memu_firstboot import stack_config
 
 pytestmark = pytest.mark.services
 
@@ -124,3 +127,56 @@ def test_the_llm_model_is_downloaded_with_progress(
     error = json.loads(status.read_text())["models"]["no-such-model:1b"]["error"]
     assert json.loads(status.read_text())["state"] == "failed"
     assert "no-such-model:1b" in error and "file does not exist" in error
+
+
+def test_the_assistant_starts_once_it_has_an_account_and_answers_help(
+        family: hoststack.Chat, engine: Engine) -> None:
+    assert family.not_started["intelligence"].startswith("off: the assistant's Matrix account")
+    bot = matrix.register(family.inside, family.shared_secret, "memu", "bot password 1234")
+    stack_config.write_bot_account(family.config, bot.user_id, bot.access_token, bot.device_id)
+    assert family.compose is not None
+    decision = stack.start(family.compose, family.config.parent / "images.env",
+                           family.config.parent / "pulled.env", family.config / "stack.env")
+    assert "intelligence" in decision.start, decision.not_started
+    name = "memu-test-family-intelligence-1"
+    engine.wait_healthy(name, timeout=180)
+
+    parent = matrix.register(family.inside, family.shared_secret, "parent", "parent pw 5678")
+    reply = asyncio.run(_ask_in_new_room(family.base, parent, bot.user_id, "/help"))
+    assert "/remember" in reply, reply
+
+
+async def _ask_in_new_room(base: str, user: matrix.Registered, bot_id: str, text: str,
+                           deadline_s: float = 60) -> str:
+    """Through nginx, as a family member's app: a room with the bot, ``text`` sent, the
+    body of the bot's first message in reply."""
+    client = nio.AsyncClient(base, user.user_id, device_id=user.device_id)
+    client.access_token, client.user_id = user.access_token, user.user_id
+    try:
+        room = await client.room_create(invite=[bot_id])
+        assert isinstance(room, nio.RoomCreateResponse), room
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            members = await client.joined_members(room.room_id)
+            if isinstance(members, nio.JoinedMembersResponse) and bot_id in {
+                    m.user_id for m in members.members}:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise AssertionError(f"{bot_id} did not join within {deadline_s} s")
+        sent = await client.room_send(room.room_id, "m.room.message",
+                                      {"msgtype": "m.text", "body": text})
+        assert isinstance(sent, nio.RoomSendResponse), sent
+        while time.monotonic() < end:
+            msgs = await client.room_messages(room.room_id, limit=20)
+            assert isinstance(msgs, nio.RoomMessagesResponse), msgs
+            for ev in msgs.chunk:
+                src = ev.source
+                if src.get("sender") == bot_id and src.get("type") == "m.room.message" and \
+                        src["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get(
+                            "event_id") == sent.event_id:
+                    return str(src["content"]["body"])
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"no reply to {text!r} from {bot_id} within {deadline_s} s")
+    finally:
+        await client.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from memu_agent.preload import Docker, Preload
 from memu_agent.pull import DockerApi, Pull
 from memu_common import container_lock as lock
 from memu_dev.engine import Engine
@@ -83,5 +84,19 @@ def test_pulls_by_digest_with_progress_and_refuses_a_digest_the_registry_lacks(
         assert asyncio.run(again.run([good])) is True
         assert json.loads(status.read_text())["images"]["photos"] == {"state": "present"}
         assert seen == []
+
+        # An update moves "photos" to another digest: the pulled image stays while the other
+        # slot's version names it (a rollback runs it), and goes once neither slot does.
+        record = tmp_path / "booted.json"
+        for version, entry in (("0.1.0", good), ("0.2.0", wrong), ("0.3.0", wrong)):
+            slot = tmp_path / version
+            slot.mkdir()
+            (slot / lock.LOCK_NAME).write_text(lock.dumps([entry]))
+            preload = Preload(Docker(engine.host), slot, record, tmp_path / "preload.json",
+                              version, tmp_path / "images.env")
+            assert preload.run()
+            there = engine.docker("image", "inspect", good.origin, check=False).returncode == 0
+            assert there is (version != "0.3.0"), version
+        assert preload.status["pruned"] == [good.origin]
     finally:
         engine.docker("image", "rm", good.origin, check=False)

@@ -9,8 +9,11 @@ boards), then runs ``mkosi --profile=<board> -f build`` and names what came out.
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
+import re
+import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,6 +23,13 @@ from memu_dev.keys import build_keys
 from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, REPO, image_path, mkosi_cmd
 
 log = logging.getLogger("memu.build")
+
+#: The image's partition definitions (mkosi.conf's RepartDirectories=), in repart's order.
+REPART_DIR = REPO / "image/repart"
+#: systemd-repart's words when a file system outgrows its fixed-size partition (systemd 257
+#: of mkosi's tools tree, captured from a real run: tests/dev/test_build.py).
+_NO_FIT = re.compile(r"Partition (\d+)'s contents \(([^)]+)\) don't fit in the partition "
+                     r"\(([^)]+)\)")
 
 #: What goes into an image; a change to any of these makes a built image stale.
 IMAGE_INPUTS = ("mkosi.conf", "mkosi.conf.d", "mkosi.version", "image", "overlays",
@@ -74,7 +84,8 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
             returned path is then only meaningful for the default output name.
 
     Raises:
-        MemuError: a key is missing, or mkosi failed (its output went to the terminal).
+        MemuError: a key is missing, or mkosi failed (its output went to the terminal; when
+            /usr outgrew its slot, the error says so: :func:`slot_overflow`).
     """
     OUTPUT.mkdir(exist_ok=True)
     (REPO / "mkosi.cache").mkdir(exist_ok=True)
@@ -94,13 +105,56 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
         args.append(f"--image-version={version}")
     log.info("memu: building the %s image %s with mkosi (first build: ~5 min, then ~1-2 min)",
              board, version or "")
-    run([*mkosi_cmd(), *args, *force, "build"], cwd=REPO, capture=False,
-        hint="if packages changed since the last build, try `just build-clean`")
+    status, tail = _run_shown([*mkosi_cmd(), *args, *force, "build"], cwd=REPO)
+    if status != 0:
+        raise slot_overflow(tail, REPART_DIR) or MemuError(
+            f"mkosi failed (exit status {status}); its output is above",
+            hint="if packages changed since the last build, try `just build-clean`")
     img = image_path(board, version)
     if not img.exists():
         raise MemuError(f"mkosi finished but {img} is missing",
                         hint="check Output= in mkosi.conf")
     return img
+
+
+def _run_shown(argv: Sequence[str], cwd: Path) -> tuple[int, list[str]]:
+    """Run ``argv`` with its output on our stdout as it comes; (exit status, last lines)."""
+    tail: collections.deque[str] = collections.deque(maxlen=300)
+    with subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace") as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            tail.append(line.rstrip("\n"))
+    return proc.returncode, list(tail)
+
+
+def slot_overflow(output: Iterable[str], definitions: Path = REPART_DIR) -> MemuError | None:
+    """The error to show when systemd-repart's ``output`` says a file system outgrew its
+    partition (None when it does not): which partition (by its definition in
+    ``definitions``, numbered as repart numbers them: file names in order), how big its
+    content is and what to do."""
+    for line in output:
+        m = _NO_FIT.search(line)
+        if not m:
+            continue
+        index, content, size = int(m[1]), m[2], m[3]
+        names = sorted(p.name for p in definitions.glob("*.conf"))
+        name = names[index] if index < len(names) else f"partition {index}"
+        text = (definitions / name).read_text() if index < len(names) else ""
+        if re.search(r"^Type=usr$", text, re.MULTILINE):
+            return MemuError(
+                f"the OS does not fit its /usr slot: {content} of files for {size} "
+                f"({definitions.name}/{name})",
+                hint="make the OS smaller: an image too big for the slot belongs in Docker's "
+                     "store (where = \"store\" in image/containers.toml); a larger slot "
+                     "means raising SizeMinBytes/SizeMaxBytes of both slots in image/repart "
+                     "and overlays/common/usr/lib/repart.d together, and boxes already "
+                     "installed keep their old partition sizes")
+        return MemuError(f"{name}: {content} of files do not fit its partition ({size})",
+                         hint=f"see {definitions.name}/{name}")
+    return None
 
 
 def ensure_built(version: str, extra_trees: Sequence[Path] = (), board: str = DEFAULT_BOARD

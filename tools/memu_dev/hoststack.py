@@ -44,7 +44,9 @@ class Chat:
     """A running stack: ``base`` is nginx's URL (the LAN's view, through the agent on the
     box), ``inside`` Synapse's own URL, ``shared_secret`` Synapse's registration secret,
     ``containers`` the names of every container the project started by service,
-    ``photos`` nginx's photos URL, ``not_started`` what did not start and why."""
+    ``photos`` nginx's photos URL, ``not_started`` what did not start and why,
+    ``config`` the stack's configuration directory, ``compose`` how to call Compose on it
+    (to start what becomes startable, as the box's pull does)."""
 
     base: str
     inside: str
@@ -53,6 +55,8 @@ class Chat:
     photos: str = ""
     by_service: Mapping[str, str] = field(default_factory=dict)
     not_started: Mapping[str, str] = field(default_factory=dict)
+    config: Path = Path()
+    compose: stack.Compose | None = None
 
 
 def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
@@ -63,7 +67,7 @@ def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
     fast.write_text(json.dumps({"services": {
         name: {"healthcheck": {"interval": "1s"}}
         for name in ("postgres", "valkey", "synapse", "proxy", "element", "immich-server",
-                     "immich-ml", "ollama")}}))
+                     "immich-ml", "ollama", "intelligence")}}))
     return stack.Compose(
         command=(str(COMPOSE_BIN),), files=(STACK_DIR / "compose.yaml", fast),
         env_files=(workdir / "config" / "stack.env", workdir / "images.env",
@@ -118,6 +122,7 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
                    .read_text().strip(),
                    containers=tuple(names.values()),
                    photos=f"http://127.0.0.1:{engine.port(names['proxy'], '2283/tcp')}",
-                   by_service=names, not_started=decision.not_started)
+                   by_service=names, not_started=decision.not_started,
+                   config=workdir / "config", compose=compose)
     finally:
         compose("down", "--volumes", "--timeout", "20", check=False)
