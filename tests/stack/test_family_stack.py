@@ -23,7 +23,6 @@ from memu_agent import model, stack
 from memu_common import container_lock as lock
 from memu_dev import hoststack, matrix, standins
 from memu_dev.engine import Engine
-from memu_firstboot import stack_config
 
 pytestmark = pytest.mark.services
 
@@ -132,14 +131,7 @@ def test_the_llm_model_is_downloaded_with_progress(
 def test_the_assistant_starts_once_it_has_an_account_and_answers_help(
         family: hoststack.Chat, engine: Engine) -> None:
     assert family.not_started["intelligence"].startswith("off: the assistant's Matrix account")
-    bot = matrix.register(family.inside, family.shared_secret, "memu", "bot password 1234")
-    stack_config.write_bot_account(family.config, bot.user_id, bot.access_token, bot.device_id)
-    assert family.compose is not None
-    decision = stack.start(family.compose, family.config.parent / "images.env",
-                           family.config.parent / "pulled.env", family.config / "stack.env")
-    assert "intelligence" in decision.start, decision.not_started
-    name = "memu-test-family-intelligence-1"
-    engine.wait_healthy(name, timeout=180)
+    _, bot = hoststack.start_bot(engine, family, "memu-test-family")
 
     parent = matrix.register(family.inside, family.shared_secret, "parent", "parent pw 5678")
     reply = asyncio.run(_ask_in_new_room(family.base, parent, bot.user_id, "/help"))

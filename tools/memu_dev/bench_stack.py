@@ -3,7 +3,8 @@
     python -m memu_dev.bench_stack [--settle SECONDS] [--runs N] [--no-qemu]
 
 On the host's Docker: starts chat's core as the stack wires it (memu_dev.hoststack:
-PostgreSQL, Synapse, nginx) plus Valkey on a private dockerd, waits until all are healthy and
+PostgreSQL, Synapse, nginx) plus Valkey and the assistant (with a Matrix account made as
+setup will) on a private dockerd, waits until all are healthy and
 then ``--settle`` seconds (idle: no clients), and prints each container's memory as ``docker
 stats`` reports it (the cgroup's memory use minus its inactive page cache), the total against
 the 1.5 GiB budget for the services built here, and each image's archive size from the lock
@@ -70,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             (work / "chat").mkdir()
             with hoststack.chat(engine, work / "chat", project="memu-bench") as core:
+                bot, _ = hoststack.start_bot(engine, core, "memu-bench")
                 time.sleep(args.settle)
-                usage = memory(engine, list(core.containers))
+                usage = memory(engine, [*core.containers, bot])
     except MemuError as e:
         print(f"memu: error: {e.message}", file=sys.stderr)
         if e.hint:

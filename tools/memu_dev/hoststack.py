@@ -23,6 +23,7 @@ from memu_agent import stack
 from memu_agent.preload import Docker, Preload, image_env_name
 from memu_common import MemuError
 from memu_common.files import write_atomic
+from memu_dev import matrix
 from memu_dev.containers import TREE
 from memu_dev.engine import Engine
 from memu_dev.paths import REPO
@@ -126,3 +127,28 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
                    config=workdir / "config", compose=compose)
     finally:
         compose("down", "--volumes", "--timeout", "20", check=False)
+
+
+def start_bot(engine: Engine, running: Chat, project: str) -> tuple[str, matrix.Registered]:
+    """Give the stack's assistant its Matrix account as the first-boot setup will (made
+    through Synapse's shared-secret admin API, recorded by
+    :func:`memu_firstboot.stack_config.write_bot_account`), start it as the box's pull
+    would (:func:`memu_agent.stack.start`) and wait until it is healthy; return its
+    container's name and its account.
+
+    Raises:
+        MemuError: it did not start or did not become healthy.
+    """
+    bot = matrix.register(running.inside, running.shared_secret, "memu", "bot password 1234")
+    stack_config.write_bot_account(running.config, bot.user_id, bot.access_token,
+                                   bot.device_id)
+    if running.compose is None:
+        raise MemuError("this stack was not started by hoststack.chat")
+    workdir = running.config.parent
+    decision = stack.start(running.compose, workdir / "images.env", workdir / "pulled.env",
+                           running.config / "stack.env")
+    if "intelligence" not in decision.start:
+        raise MemuError(f"the assistant did not start: {decision.not_started}")
+    name = f"{project}-intelligence-1"
+    engine.wait_healthy(name, timeout=180)
+    return name, bot
