@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from memu_agent import streamed
 from memu_agent.facts import HostPaths
 from memu_common import MemuError
 from memu_common.files import write_json_atomic
@@ -136,10 +136,11 @@ class ModelPull:
             async with session.post(f"{self.url}/api/pull",
                                     json={"model": name, "stream": True}) as resp:
                 if resp.status != 200:
+                    body = await resp.text()
                     raise MemuError(f"model {name}: Ollama says {resp.status}: "
-                                    f"{_error(await resp.text())}")
+                                    f"{streamed.refusal(body, 'error', body)}")
                 async for raw in resp.content:
-                    event = _event(raw)
+                    event = streamed.event(raw)
                     if event.get("error"):
                         raise MemuError(f"model {name}: {event['error']}")
                     if event.get("digest") and event.get("total"):
@@ -154,17 +155,3 @@ class ModelPull:
             raise MemuError(f"model {name}: {e}") from e
         raise MemuError(f"model {name}: Ollama ended the pull without success")
 
-
-def _event(raw: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(raw)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
-
-
-def _error(body: str) -> str:
-    try:
-        return str(json.loads(body).get("error", body))
-    except (ValueError, AttributeError):
-        return body.strip()[:300]

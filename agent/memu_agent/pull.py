@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import logging
 import sys
 import time
@@ -46,7 +45,7 @@ from typing import Any
 
 import aiohttp
 
-from memu_agent import model, stack
+from memu_agent import model, stack, streamed
 from memu_agent.facts import HostPaths
 from memu_agent.preload import IMAGES_DIR, image_env_name
 from memu_agent.stack import PULLED_ENV, STACK_ENV
@@ -122,9 +121,9 @@ class DockerApi:
                 if resp.status != 200:
                     body = await resp.text()
                     raise MemuError(f"pulling {repository}@{digest}: "
-                                    f"{_message(body) or resp.reason}")
+                                    f"{streamed.refusal(body, 'message') or resp.reason}")
                 async for line in resp.content:
-                    event = _event(line)
+                    event = streamed.event(line)
                     error = (event.get("errorDetail") or {}).get("message") or event.get("error")
                     if error:
                         raise MemuError(f"pulling {repository}@{digest}: {error}")
@@ -139,21 +138,6 @@ class DockerApi:
                         on_progress(*progress(layers))
         except (aiohttp.ClientError, TimeoutError) as e:
             raise MemuError(f"pulling {repository}@{digest}: {e}") from e
-
-
-def _event(line: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
-
-
-def _message(body: str) -> str:
-    try:
-        return str(json.loads(body).get("message", ""))
-    except (ValueError, AttributeError):
-        return body.strip()[:300]
 
 
 @dataclasses.dataclass
