@@ -53,14 +53,19 @@ UPSTREAM: web.AppKey[str] = web.AppKey("memu_agent.front_door.upstream")
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("memu_agent.front_door.session")
 
 
-async def forward(request: web.Request) -> web.StreamResponse:
-    """Pass ``request`` to the stack's nginx and stream its answer back (any method)."""
+def _upstream(request: web.Request) -> tuple[URL, dict[str, str]]:
+    """nginx's URL for ``request`` and the headers to send it (hop-by-hop ones dropped)."""
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
     headers["Host"] = request.host
     headers["X-Forwarded-For"] = request.remote or ""
     headers["X-Forwarded-Proto"] = request.scheme
     # As received, never re-quoted: Matrix IDs in paths carry %-escapes (%21, %3A, %2F).
-    url = URL(request.app[UPSTREAM] + request.raw_path, encoded=True)
+    return URL(request.app[UPSTREAM] + request.raw_path, encoded=True), headers
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    """Pass ``request`` to the stack's nginx and stream its answer back (any method)."""
+    url, headers = _upstream(request)
     body = request.content if request.body_exists else None
     try:
         async with request.app[SESSION].request(
@@ -142,10 +147,7 @@ def add_web_client(app: web.Application, set_up: Callable[[], bool],
 async def _try_forward(request: web.Request) -> web.StreamResponse | None:
     """Forward a GET whose answer is small (a page): None, sending nothing, when nginx does
     not answer or says the client is not there."""
-    url = URL(request.app[UPSTREAM] + request.raw_path, encoded=True)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-    headers["Host"] = request.host
-    headers["X-Forwarded-For"] = request.remote or ""
+    url, headers = _upstream(request)
     try:
         async with request.app[SESSION].get(url, headers=headers, allow_redirects=False,
                                             auto_decompress=False) as upstream:
