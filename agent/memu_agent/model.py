@@ -34,8 +34,8 @@ import aiohttp
 
 from memu_agent import streamed
 from memu_agent.facts import HostPaths
+from memu_agent.progress import StatusFile
 from memu_common import MemuError
-from memu_common.files import write_json_atomic
 from memu_common.models import full_name
 
 log = logging.getLogger("memu_agent.model")
@@ -59,17 +59,13 @@ class ModelPull:
     wait_s: float = 300
     clock: Callable[[], float] = time.monotonic
     status: dict[str, Any] = dataclasses.field(default_factory=dict)
-    _reported: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._file = StatusFile(self.status_path, self.clock)
 
     def report(self, force: bool = True) -> None:
         """Write the status file (progress at most every 2 s unless ``force``)."""
-        if not force and self.clock() - self._reported < 2:
-            return
-        self._reported = self.clock()
-        try:
-            write_json_atomic(self.status_path, self.status, mode=0o644)
-        except OSError as e:
-            log.error("cannot write %s: %s", self.status_path, e)
+        self._file.write(self.status, force)
 
     def not_running(self, reason: str) -> None:
         """Report that Ollama does not run, with the stack's reason

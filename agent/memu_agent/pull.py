@@ -48,10 +48,11 @@ import aiohttp
 from memu_agent import model, stack, streamed
 from memu_agent.facts import HostPaths
 from memu_agent.preload import IMAGES_DIR, image_env_name
+from memu_agent.progress import StatusFile
 from memu_agent.stack import PULLED_ENV, STACK_ENV
 from memu_common import MemuError, models, optional
 from memu_common import container_lock as lock
-from memu_common.files import write_atomic, write_json_atomic
+from memu_common.files import write_atomic
 
 log = logging.getLogger("memu_agent.pull")
 
@@ -149,16 +150,12 @@ class Pull:
     pulled_env: Path = PULLED_ENV
     clock: Callable[[], float] = time.monotonic
     status: dict[str, Any] = dataclasses.field(default_factory=dict)
-    _reported: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._file = StatusFile(self.status_path, self.clock)
 
     def _report(self, force: bool = True) -> None:
-        if not force and self.clock() - self._reported < 2:
-            return  # progress: at most every 2 s
-        self._reported = self.clock()
-        try:
-            write_json_atomic(self.status_path, self.status, mode=0o644)
-        except OSError as e:
-            log.error("cannot write %s: %s", self.status_path, e)
+        self._file.write(self.status, force)  # progress: at most every 2 s
 
     async def run(self, entries: Iterable[lock.LockEntry], memory: int = 0,
                   choices: Mapping[str, str] | None = None) -> bool:
