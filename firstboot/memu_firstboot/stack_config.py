@@ -40,7 +40,7 @@ import re
 import secrets
 import sys
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from memu_common import MemuError
@@ -147,25 +147,26 @@ def element_config(settings: Settings) -> dict[str, object]:
     }
 
 
+def service_database_sql(role: str, password: str, extensions: Sequence[str]) -> str:
+    """A service's role and its own database (UTF8, owned by it), with the extensions it
+    needs made there by the superuser (the service's role cannot make them)."""
+    return (f"CREATE ROLE {role} LOGIN PASSWORD '{password}';\n"
+            f"CREATE DATABASE {role} OWNER {role} ENCODING 'UTF8' TEMPLATE template0;\n"
+            f"\\connect {role}\n"
+            + "".join(f"CREATE EXTENSION IF NOT EXISTS {e};\n" for e in extensions))
+
+
 def immich_sql(secret: Mapping[str, str]) -> str:
-    """Immich's role and database; the extensions it needs are made here by the superuser
-    (Immich's own role cannot), pgvector as its vector index (DB_VECTOR_EXTENSION=pgvector)."""
-    return (f"CREATE ROLE immich LOGIN PASSWORD '{secret['immich-db']}';\n"
-            "CREATE DATABASE immich OWNER immich ENCODING 'UTF8' TEMPLATE template0;\n"
-            "\\connect immich\n"
-            "CREATE EXTENSION IF NOT EXISTS vector;\n"
-            "CREATE EXTENSION IF NOT EXISTS cube;\n"
-            "CREATE EXTENSION IF NOT EXISTS earthdistance;\n")
+    """Immich's role and database, pgvector as its vector index (DB_VECTOR_EXTENSION=pgvector),
+    cube and earthdistance for places."""
+    return service_database_sql("immich", secret["immich-db"],
+                                ("vector", "cube", "earthdistance"))
 
 
 def intelligence_sql(secret: Mapping[str, str]) -> str:
-    """The assistant's role and database, with pgvector made here by the superuser (the
-    assistant's own role cannot; without it recall falls back to full-text search)."""
-    return (f"CREATE ROLE intelligence LOGIN PASSWORD '{secret['intelligence-db']}';\n"
-            "CREATE DATABASE intelligence OWNER intelligence ENCODING 'UTF8' "
-            "TEMPLATE template0;\n"
-            "\\connect intelligence\n"
-            "CREATE EXTENSION IF NOT EXISTS vector;\n")
+    """The assistant's role and database with pgvector (without it recall falls back to
+    full-text search)."""
+    return service_database_sql("intelligence", secret["intelligence-db"], ("vector",))
 
 
 def bot_env(settings: Settings, secret: Mapping[str, str]) -> str:
