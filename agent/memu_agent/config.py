@@ -17,18 +17,18 @@ and what to do.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from memu_ota.config import OTA_PARSERS, OtaConfig
+from memu_common import settings
+from memu_common.settings import Setting, check_table, read_table
+from memu_ota.config import OTA_SETTINGS, OtaConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/memu/agent.toml")
-_T = TypeVar("_T")
 CONFIG_ENV = "MEMU_AGENT_CONFIG"
 
 
@@ -56,66 +56,20 @@ class AgentConfig:
     ota: OtaConfig = field(default_factory=OtaConfig)
 
 
-def _host(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {type(value).__name__}")
-    if value:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            msg = f'{value!r} is not an IP address (use "" for every address)'
-            raise ValueError(msg) from None
-    return value
-
-
-def _port(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer, not {type(value).__name__}")
-    if not 0 <= value <= 65535:
-        raise ValueError(f"{value} is out of range (0-65535)")
-    return value
-
-
-def _device_name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {type(value).__name__}")
-    name = value.strip()
-    if not name or len(name) > 63:
-        raise ValueError("must be 1 to 63 characters")
-    if not name.isprintable():
-        raise ValueError("must not contain control characters")
-    return name
-
-
-def _abs_path(value: Any) -> Path:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {type(value).__name__}")
-    if not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path")
-    return Path(value)
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {type(value).__name__}")
-    return value
-
-
-# One row per setting: how to check a value from the file. Adding a setting is adding a
-# field to AgentConfig and a row here.
-_PARSERS: Mapping[str, Callable[[Any], Any]] = {
-    "host": _host,
-    "port": _port,
-    "device_name": _device_name,
-    "state_dir": _abs_path,
-    "issue_dir": _abs_path,
-    "watchdog": _bool,
-}
+# One row per setting. Adding a setting is adding a field to AgentConfig and a row here.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", settings.listen_address),
+    Setting("port", settings.port),
+    Setting("device_name", settings.display_name),
+    Setting("state_dir", settings.abs_path),
+    Setting("issue_dir", settings.abs_path),
+    Setting("watchdog", settings.boolean),
+)
 # Tables: ``[name]`` → (default, its rows).
-_TABLES: Mapping[str, tuple[Any, Mapping[str, Callable[[Any], Any]]]] = {
-    "ota": (OtaConfig(), OTA_PARSERS),
+_TABLES: Mapping[str, tuple[Any, Sequence[Setting]]] = {
+    "ota": (OtaConfig(), OTA_SETTINGS),
 }
-assert set(_PARSERS) | set(_TABLES) == {f.name for f in fields(AgentConfig)}
+check_table(AgentConfig, SETTINGS, tables=_TABLES)
 
 
 def config_path(cli_path: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:
@@ -147,50 +101,17 @@ def parse_config(data: Mapping[str, Any], source: str) -> tuple[AgentConfig, lis
     for key, value in data.items():
         if key in _TABLES and isinstance(value, dict):
             default, parsers = _TABLES[key]
-            table, table_problems = _parse_table(default, parsers, value, source, f"{key}.")
+            table, table_problems = read_table(default, parsers, value, source, f"{key}.")
             config = replace(config, **{key: table})
             problems += table_problems
         elif key in _TABLES:
             problems.append(f"{source}: {key!r} must be a table ([{key}]); ignored.")
         else:
-            config, more = _parse_table(config, _PARSERS, {key: value}, source, "",
-                                        known=[*_PARSERS, *(f"[{t}]" for t in _TABLES)])
+            config, more = read_table(config, SETTINGS, {key: value}, source, "",
+                                      known=[*(s.field for s in SETTINGS),
+                                             *(f"[{t}]" for t in _TABLES)])
             problems += more
     return config, problems
-
-
-def _parse_table(
-    default: _T,
-    parsers: Mapping[str, Callable[[Any], Any]],
-    data: Mapping[str, Any],
-    source: str,
-    prefix: str,
-    known: list[str] | None = None,
-) -> tuple[_T, list[str]]:
-    """Check each key of one TOML table with its row in ``parsers``; a bad or unknown key
-    keeps its default and adds a message."""
-    result = default
-    problems: list[str] = []
-    known_text = ", ".join(known if known is not None else parsers)
-    for key, value in data.items():
-        name = prefix + key
-        parser = parsers.get(key)
-        if parser is None:
-            problems.append(
-                f"{source}: unknown key {name!r}, ignored. Known keys: {known_text}. "
-                f"Remove it or fix its spelling."
-            )
-            continue
-        try:
-            result = replace(result, **{key: parser(value)})  # type: ignore[type-var]
-        except ValueError as e:
-            fallback = getattr(default, key)
-            shown = str(fallback) if isinstance(fallback, Path) else fallback
-            problems.append(
-                f"{source}: key {name!r}: {e}; using the default {shown!r}. "
-                f"Fix or remove {name!r} in {source}."
-            )
-    return result, problems
 
 
 def load_config(path: Path, *, explicit: bool = False) -> tuple[AgentConfig, list[str]]:

@@ -1,22 +1,22 @@
 """The bot's one frozen configuration, read from the environment (and secret files).
 
-Every setting is one row in ``_SETTINGS``: the environment variable, the field, a parser and
-a default. A secret (the Matrix access token, the database password inside the DSN) may
-instead come from a file named by ``<VAR>_FILE`` (the Docker/systemd credentials pattern),
-so no secret ever needs to sit in an environment listing or in code.
+Every setting is one row in :data:`SETTINGS` (``memu_common.settings``): the field, its
+environment variable (``MEMU_BOT_<FIELD>``) and a parser; the default is the field's. A
+secret (the Matrix access token, the database password inside the DSN) may instead come from
+a file named by ``<VAR>_FILE`` (the Docker/systemd credentials pattern), so no secret ever
+needs to sit in an environment listing or in code.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from memu_common import MemuError, models
+from memu_common import MemuError, models, settings
+from memu_common.settings import Setting, check_table, read_environment
 
 
 @dataclass(frozen=True)
@@ -74,28 +74,14 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
-        """Build the config from ``MEMU_BOT_*`` variables (see ``_SETTINGS``).
+        """Build the config from ``MEMU_BOT_*`` variables (see :data:`SETTINGS`); a secret
+        may come from the file named by ``<VAR>_FILE`` instead.
 
         Raises:
             MemuError: a required setting is missing, a value does not parse, or a
                 ``*_FILE`` cannot be read.
         """
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for var, field, parse, required in _SETTINGS:
-            raw = _lookup(env, var)
-            if raw is None:
-                if required:
-                    raise MemuError(
-                        f"{var} is not set",
-                        hint=f"set {var} (or {var}_FILE pointing at a file holding it)",
-                    )
-                continue
-            try:
-                values[field] = parse(raw)
-            except (ValueError, zoneinfo.ZoneInfoNotFoundError) as e:
-                raise MemuError(f"{var}={raw!r} is not valid: {e}") from e
-        cfg = cls(**values)
+        cfg = cls(**read_environment(SETTINGS, env))
         if not cfg.user_id.startswith("@") or ":" not in cfg.user_id:
             raise MemuError(
                 f"MEMU_BOT_USER_ID={cfg.user_id!r} is not a Matrix user id",
@@ -108,54 +94,33 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-def _lookup(env: Mapping[str, str], var: str) -> str | None:
-    if value := env.get(var):
-        return value.strip()
-    if path := env.get(f"{var}_FILE"):
-        try:
-            return Path(path).read_text().strip()
-        except OSError as e:
-            raise MemuError(f"cannot read {var}_FILE={path}: {e.strerror}") from e
-    return None
-
-
-def _tz(value: str) -> str:
-    zoneinfo.ZoneInfo(value)
-    return value
-
-
-def _positive(parse: Callable[[str], float]) -> Callable[[str], Any]:
-    def check(value: str) -> Any:
-        n = parse(value)
-        if n <= 0:
-            raise ValueError("must be positive")
-        return n
-
-    return check
-
-
 def _url(value: str) -> str:
-    return value.rstrip("/")
+    return settings.http_url(value).rstrip("/")
 
 
-# (environment variable, Config field, parser, required)
-_SETTINGS: tuple[tuple[str, str, Callable[[str], Any], bool], ...] = (
-    ("MEMU_BOT_HOMESERVER", "homeserver", _url, True),
-    ("MEMU_BOT_USER_ID", "user_id", str, True),
-    ("MEMU_BOT_ACCESS_TOKEN", "access_token", str, True),
-    ("MEMU_BOT_DATABASE_URL", "database_url", str, True),
-    ("MEMU_BOT_DEVICE_ID", "device_id", str, False),
-    ("MEMU_BOT_OLLAMA_URL", "ollama_url", _url, False),
-    ("MEMU_BOT_CHAT_MODEL", "chat_model", str, False),
-    ("MEMU_BOT_EMBED_MODEL", "embed_model", str, False),
-    ("MEMU_BOT_EMBED_DIM", "embed_dim", _positive(int), False),
-    ("MEMU_BOT_TIMEZONE", "timezone", _tz, False),
-    ("MEMU_BOT_LLM_TIMEOUT", "llm_timeout", _positive(float), False),
-    ("MEMU_BOT_EMBED_TIMEOUT", "embed_timeout", _positive(float), False),
-    ("MEMU_BOT_SEARCH_TIMEOUT", "search_timeout", _positive(float), False),
-    ("MEMU_BOT_MAX_MESSAGE_CHARS", "max_message_chars", _positive(int), False),
-    ("MEMU_BOT_POOL_MIN", "pool_min", _positive(int), False),
-    ("MEMU_BOT_POOL_MAX", "pool_max", _positive(int), False),
-    ("MEMU_BOT_SYNC_TIMEOUT_MS", "sync_timeout_ms", _positive(int), False),
-    ("MEMU_BOT_REMINDER_POLL", "reminder_poll", _positive(float), False),
+def _row(field: str, parse: Callable[[Any], Any], *, required: bool = False) -> Setting:
+    return Setting(field, parse, env=f"MEMU_BOT_{field.upper()}", required=required)
+
+
+# One row per setting; its variable is MEMU_BOT_<FIELD>.
+SETTINGS: tuple[Setting, ...] = (
+    _row("homeserver", _url, required=True),
+    _row("user_id", settings.text, required=True),
+    _row("access_token", settings.text, required=True),
+    _row("database_url", settings.text, required=True),
+    _row("device_id", settings.text),
+    _row("ollama_url", _url),
+    _row("chat_model", settings.text),
+    _row("embed_model", settings.text),
+    _row("embed_dim", settings.positive(int)),
+    _row("timezone", settings.time_zone),
+    _row("llm_timeout", settings.positive(float)),
+    _row("embed_timeout", settings.positive(float)),
+    _row("search_timeout", settings.positive(float)),
+    _row("max_message_chars", settings.positive(int)),
+    _row("pool_min", settings.positive(int)),
+    _row("pool_max", settings.positive(int)),
+    _row("sync_timeout_ms", settings.positive(int)),
+    _row("reminder_poll", settings.positive(float)),
 )
+check_table(Config, SETTINGS)

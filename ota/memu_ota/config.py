@@ -11,19 +11,18 @@ with channel and base URL overridable at run time.
 The first-boot and admin pages change channel and base URL without a rebuild through
 ``<state_dir>/settings.json`` (``{"channel": "beta", "base_url": "https://…/"}``), which
 wins over the TOML file (see :func:`apply_overrides`). Each setting is one row in
-:data:`OTA_PARSERS`; a bad value is reported by the caller and keeps its default.
+:data:`OTA_SETTINGS`; a bad value is reported by the caller and keeps its default.
 """
 
 from __future__ import annotations
 
 import enum
-import urllib.parse
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from memu_common import settings
 from memu_common.files import read_json_object, write_json_atomic
+from memu_common.settings import Setting, check_table, read_table
 
 SETTINGS_FILE = "settings.json"
 
@@ -77,85 +76,27 @@ class OtaConfig:
         return self.runtime_dir / "sysupdate.d"
 
 
-def parse_channel(value: Any) -> Channel:
-    """A channel name ("stable" or "beta")."""
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {type(value).__name__}")
-    try:
-        return Channel(value)
-    except ValueError:
-        known = ", ".join(repr(str(c)) for c in Channel)
-        raise ValueError(f"{value!r} is not a channel (use one of {known})") from None
-
-
-def parse_base_url(value: Any) -> str:
-    """An ``http://`` or ``https://`` URL with a host, ending in ``/``."""
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {type(value).__name__}")
-    url = urllib.parse.urlsplit(value)
-    if url.scheme not in ("http", "https") or not url.netloc:
-        raise ValueError(f"{value!r} is not an http:// or https:// URL")
-    if not value.endswith("/"):
-        raise ValueError(f"{value!r} must end with '/'")
-    if url.query or url.fragment or any(c.isspace() for c in value):
-        raise ValueError(f"{value!r} must not contain spaces, '?' or '#'")
-    return value
-
-
-def _seconds(low: float) -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"must be a number of seconds, not {type(value).__name__}")
-        if value < low:
-            raise ValueError(f"{value} is too small (at least {low})")
-        return float(value)
-
-    return parse
-
-
-def _abs_path(value: Any) -> Path:
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path")
-    return Path(value)
-
-
-def _paths(value: Any) -> tuple[Path, ...]:
-    if not isinstance(value, list) or not value:
-        raise ValueError("must be a non-empty list of absolute paths")
-    return tuple(_abs_path(v) for v in value)
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {type(value).__name__}")
-    return value
-
-
-def _units(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("must be a list of unit names")
-    bad = [v for v in value if "." not in v or "/" in v or any(c.isspace() for c in v)]
-    if bad:
-        raise ValueError(f"{bad[0]!r} is not a unit name (e.g. 'docker.service')")
-    return tuple(value)
-
+#: A channel name ("stable" or "beta").
+parse_channel = settings.choice(Channel, "channel")
 
 # One row per setting: how to check a value from the file.
-OTA_PARSERS: Mapping[str, Callable[[Any], Any]] = {
-    "channel": parse_channel,
-    "base_url": parse_base_url,
-    "check_interval_s": _seconds(60.0),
-    "jitter_s": _seconds(0.0),
-    "sysupdate": _abs_path,
-    "isolate": _bool,
-    "template_dir": _abs_path,
-    "runtime_dir": _abs_path,
-    "state_dir": _abs_path,
-    "esp_dirs": _paths,
-    "health_deadline_s": _seconds(10.0),
-    "core_units": _units,
-}
-assert set(OTA_PARSERS) == {f.name for f in fields(OtaConfig)}
+OTA_SETTINGS: tuple[Setting, ...] = (
+    Setting("channel", parse_channel),
+    Setting("base_url", settings.base_url),
+    Setting("check_interval_s", settings.seconds(60.0)),
+    Setting("jitter_s", settings.seconds(0.0)),
+    Setting("sysupdate", settings.abs_path),
+    Setting("isolate", settings.boolean),
+    Setting("template_dir", settings.abs_path),
+    Setting("runtime_dir", settings.abs_path),
+    Setting("state_dir", settings.abs_path),
+    Setting("esp_dirs", settings.abs_paths),
+    Setting("health_deadline_s", settings.seconds(10.0)),
+    Setting("core_units", settings.unit_names),
+)
+check_table(OtaConfig, OTA_SETTINGS)
+#: The rows the pages may override at run time (``settings.json``).
+_OVERRIDES = tuple(s for s in OTA_SETTINGS if s.field in ("channel", "base_url"))
 
 
 def apply_overrides(config: OtaConfig) -> tuple[OtaConfig, list[str]]:
@@ -166,18 +107,7 @@ def apply_overrides(config: OtaConfig) -> tuple[OtaConfig, list[str]]:
     """
     path = config.state_dir / SETTINGS_FILE
     data = read_json_object(path) or {}
-    problems: list[str] = []
-    parsers: dict[str, Callable[[Any], Any]] = {
-        "channel": parse_channel,
-        "base_url": parse_base_url,
-    }
-    for key, parser in parsers.items():
-        if key in data:
-            try:
-                config = replace(config, **{key: parser(data[key])})
-            except ValueError as e:
-                problems.append(f"{path}: {key!r}: {e}; ignored")
-    return config, problems
+    return read_table(config, _OVERRIDES, data, str(path))
 
 
 def save_overrides(config: OtaConfig) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from memu_common import MemuError
 from memu_common.files import write_atomic
-from memu_ota.config import parse_base_url, parse_channel
+from memu_common.settings import base_url as parse_base_url
+from memu_ota.config import parse_channel
 
 PLACEHOLDER = "@SOURCE_URL@"
 TEMPLATE_SUFFIX = ".transfer.in"

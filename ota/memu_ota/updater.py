@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from memu_common import MemuError, run
+from memu_common.settings import base_url as parse_base_url
 from memu_ota import definitions, report
 from memu_ota.config import (
     OtaConfig,
     apply_overrides,
     clear_overrides,
-    parse_base_url,
     parse_channel,
     save_overrides,
 )
