@@ -39,8 +39,8 @@ from aiohttp import web
 
 from memu_agent.ratelimit import FailureLimiter, client_key
 from memu_agent.sessions import COOKIE, SessionKind, Sessions
-from memu_agent.setup_token import TOKEN_FILE
 from memu_common.access import Access, Handler, route_access
+from memu_firstboot.setup_token import TOKEN_FILE
 from memu_firstboot.state import SetupState, setup_state
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from memu_agent.config import AgentConfig
 from memu_agent.console import AGETTY_ISSUE_DIRS, issue_text, reload_agetty, write_issue
 from memu_agent.facts import HostPaths
 from memu_agent.notify import Notifier, watchdog_interval
-from memu_agent.setup_token import ensure_token
 from memu_agent.watchdog import Watchdog
 from memu_common import MemuError
+from memu_firstboot.setup_token import ensure_token
 from memu_firstboot.state import SetupState, setup_state
 from memu_ota.updater import Updater
 

@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from memu_agent.setup_token import ensure_token
+from memu_firstboot.setup_token import ensure_token
 
 
 @dataclass

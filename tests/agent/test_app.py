@@ -12,7 +12,7 @@ from pytest_aiohttp import AiohttpClient
 from memu_agent.app import make_app
 from memu_agent.config import AgentConfig
 from memu_agent.facts import HostPaths
-from memu_agent.setup_token import ensure_token
+from memu_firstboot.setup_token import ensure_token
 from memu_firstboot.state import SETUP_DONE_MARKER
 
 

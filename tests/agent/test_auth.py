@@ -19,8 +19,8 @@ from memu_agent.config import AgentConfig
 from memu_agent.facts import HostPaths
 from memu_agent.ratelimit import FailureLimiter, client_key
 from memu_agent.sessions import COOKIE
-from memu_agent.setup_token import ensure_token
 from memu_common.access import Access, route_access
+from memu_firstboot.setup_token import ensure_token
 from memu_firstboot.state import SETUP_DONE_MARKER
 from memu_ota.updater import Updater
 

@@ -20,8 +20,8 @@ from memu_agent.config import AgentConfig
 from memu_agent.console import ISSUE_FILE
 from memu_agent.facts import HostPaths
 from memu_agent.server import AgentServer
-from memu_agent.setup_token import TOKEN_FILE
 from memu_common import MemuError
+from memu_firstboot.setup_token import TOKEN_FILE
 from memu_firstboot.state import SETUP_DONE_MARKER
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from memu_agent.console import ISSUE_FILE, issue_text, write_issue
-from memu_agent.setup_token import ALPHABET, TOKEN_FILE, TOKEN_RE, ensure_token, generate_token
+from memu_firstboot.setup_token import ALPHABET, TOKEN_FILE, TOKEN_RE, ensure_token, generate_token
 
 
 def mode(path: Path) -> int:
