@@ -7,17 +7,19 @@ Routes:
 
 Pages are plain HTML with one same-origin style sheet: no JavaScript, nothing fetched from
 anywhere else (a box that is not set up may have no internet), and a Content-Security-Policy
-that says so. Every value put into a page is HTML-escaped.
+that says so. They are Jinja2 templates (``templates/``, Debian's python3-jinja2) extending
+one ``layout.html`` (head, style sheet, the box's facts in the footer); autoescaping puts
+every value into a page HTML-escaped, and an undefined name is an error, not an empty string.
 """
 
 from __future__ import annotations
 
-import html
-import string
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import jinja2
 from aiohttp import web
 
 from memu_common.access import Access, add_route
@@ -53,8 +55,7 @@ class PageInfo:
 
 @dataclass(frozen=True)
 class _Assets:
-    setup: string.Template
-    done: string.Template
+    pages: jinja2.Environment
     css: bytes
 
 
@@ -62,27 +63,32 @@ PAGE_INFO = web.AppKey("memu_firstboot.page_info", PageInfo)
 _ASSETS = web.AppKey("memu_firstboot.assets", _Assets)
 
 
-def _load_assets() -> _Assets:
-    root = resources.files("memu_firstboot")
-    return _Assets(
-        setup=string.Template((root / "templates" / "setup.html").read_text("utf-8")),
-        done=string.Template((root / "templates" / "done.html").read_text("utf-8")),
-        css=(root / "static" / "firstboot.css").read_bytes(),
+def page_templates() -> jinja2.Environment:
+    """The Jinja2 environment for the package's ``templates/``: HTML autoescaping on, an
+    undefined name raises ``jinja2.UndefinedError``."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("memu_firstboot", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
     )
 
 
-def render(template: string.Template, info: PageInfo) -> str:
-    """Fill ``template``'s ``$device_name``, ``$version`` and ``$hostname``, HTML-escaped.
+def _load_assets() -> _Assets:
+    root = resources.files("memu_firstboot")
+    return _Assets(pages=page_templates(), css=(root / "static" / "firstboot.css").read_bytes())
+
+
+def render(pages: jinja2.Environment, name: str, info: PageInfo, **values: Any) -> str:
+    """The page ``templates/<name>`` filled with ``info``'s fields (``device_name``,
+    ``version``, ``hostname``) and ``values``, every value HTML-escaped.
 
     Raises:
-        KeyError: the template names a placeholder that is not one of those three.
+        jinja2.TemplateNotFound: no such template.
+        jinja2.UndefinedError: the template uses a name it was not given.
     """
-    values = {
-        "device_name": info.device_name,
-        "version": info.version,
-        "hostname": info.hostname,
-    }
-    return template.substitute({k: html.escape(v, quote=True) for k, v in values.items()})
+    context = {k: v for k, v in asdict(info).items() if k != "state_dir"}
+    return pages.get_template(name).render(**context, **values)
 
 
 async def index(request: web.Request) -> web.Response:
@@ -91,7 +97,7 @@ async def index(request: web.Request) -> web.Response:
     info = request.app[PAGE_INFO]
     assets = request.app[_ASSETS]
     done = setup_state(info.state_dir) is SetupState.DONE
-    body = render(assets.done if done else assets.setup, info)
+    body = render(assets.pages, "done.html" if done else "setup.html", info)
     return web.Response(
         text=body, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS
     )

@@ -100,7 +100,7 @@ async def test_device_name_is_escaped(
     client = await client_for(aiohttp_client, evil, host)
     page = await (await client.get("/")).text()
     assert "<script>" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
 
 
 async def test_css_and_unknown_paths(

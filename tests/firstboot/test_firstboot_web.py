@@ -47,7 +47,7 @@ async def test_setup_page(aiohttp_client: AiohttpClient, tmp_path: Path) -> None
     # nothing from elsewhere: no scripts, no absolute URLs to other hosts
     assert "<script" not in page
     assert "http://" not in page and "https://" not in page
-    assert "$" not in page  # every placeholder was filled
+    assert "{{" not in page and "{%" not in page  # every placeholder was filled
     csp = resp.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "style-src 'self'" in csp
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
@@ -58,6 +58,9 @@ async def test_done_page(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
     client = await aiohttp_client(app_for(info(tmp_path)))
     page = await (await client.get("/")).text()
     assert '<h1><span class="name">memu</span> is set up</h1>' in page
+    # the shared layout: same head, style sheet and facts as the setup page
+    assert '<link rel="stylesheet" href="/static/firstboot.css">' in page
+    assert "<dt>Network name</dt><dd>memu-box</dd>" in page and "Memu OS 1.2.3" in page
     assert "<form" not in page
 
 
@@ -68,7 +71,7 @@ async def test_values_are_escaped(aiohttp_client: AiohttpClient, tmp_path: Path)
     client = await aiohttp_client(app_for(page_info))
     page = await (await client.get("/")).text()
     assert "<b>" not in page and "<1>" not in page and "<h>" not in page
-    assert "&lt;b&gt;&amp;&#x27;&quot;" in page
+    assert "&lt;b&gt;&amp;&#39;&#34;" in page
     assert "&lt;1&gt;" in page and "&lt;h&gt;" in page
 
 
