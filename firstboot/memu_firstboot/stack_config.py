@@ -112,6 +112,7 @@ def synapse_config(settings: Settings, secret: dict[str, str]) -> dict[str, obje
             "host": "postgres", "user": "synapse", "password": secret["synapse-db"],
             "dbname": "synapse", "cp_min": 1, "cp_max": 5}},
         "media_store_path": "/data/media",
+        # memu/synapse's entrypoint (synapse-start) generates it only when missing, here.
         "signing_key_path": "/data/signing.key",
         "registration_shared_secret": secret["synapse-registration"],
         "macaroon_secret_key": secret["synapse-macaroon"],

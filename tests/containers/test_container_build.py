@@ -88,9 +88,10 @@ def test_a_name_declared_twice_is_refused() -> None:
 def test_healthcheck_durations_become_nanoseconds() -> None:
     hc = containers.docker_healthcheck(
         {"test": ["bot", "--healthcheck"], "interval_s": 30, "timeout_s": 1.5,
-         "start_period_s": 0, "retries": 3})
+         "start_period_s": 0, "start_interval_s": 0.5, "retries": 3})
     assert hc == {"Test": ["CMD", "bot", "--healthcheck"], "Interval": 30_000_000_000,
-                  "Timeout": 1_500_000_000, "StartPeriod": 0, "Retries": 3}
+                  "Timeout": 1_500_000_000, "StartPeriod": 0, "StartInterval": 500_000_000,
+                  "Retries": 3}
 
 
 def _put(layout: Path, data: bytes) -> dict[str, Any]:

@@ -62,7 +62,8 @@ COMMON_INPUTS = ("image/sandbox",)
 OCI_ARCH = {"x86-64": "amd64", "arm64": "arm64"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HEALTH_KEYS = {"test", "interval_s", "timeout_s", "start_period_s", "retries"}
+_HEALTH_KEYS = {"test", "interval_s", "timeout_s", "start_period_s", "start_interval_s",
+                "retries"}
 #: Where a registry image lives: in the OS slot, or pulled into Docker's store on the device.
 WHERE = ("slot", "store")
 #: skopeo's words (on its final error line) for "the registry was not reached" (Go's net
@@ -160,6 +161,7 @@ def docker_healthcheck(health: Mapping[str, Any]) -> dict[str, Any]:
         "Interval": int(health["interval_s"] * ns),
         "Timeout": int(health["timeout_s"] * ns),
         "StartPeriod": int(health["start_period_s"] * ns),
+        "StartInterval": int(health["start_interval_s"] * ns),
         "Retries": int(health["retries"]),
     }
 
