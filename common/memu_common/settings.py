@@ -4,10 +4,11 @@ A :class:`Setting` names one field of a frozen dataclass and how to check a valu
 *parser*: takes the raw value, returns the checked one, raises ``ValueError`` with a message
 a person can act on). The agent's TOML file (``memu_agent.config``), its ``[ota]`` table and
 ``settings.json`` overrides (``memu_ota.config``) and the bot's environment
-(``memu_intelligence.config``) are tables of such rows, read by :func:`read_table` (lenient:
-a bad value keeps its default and becomes a message; a broken file must never stop the
-agent) or :func:`read_environment` (strict: the bot does not start on a bad value). The
-parsers every table shares live here once.
+(``memu_intelligence.config``) and the first-boot setup form (``memu_firstboot.form``) are
+tables of such rows, read by :func:`read_table` (lenient: a bad value keeps its default and
+becomes a message; a broken file must never stop the agent), :func:`read_environment`
+(strict: the bot does not start on a bad value) or :func:`check_fields` (a message per field,
+for a form). The parsers the tables share live here once.
 """
 
 from __future__ import annotations
@@ -108,6 +109,34 @@ def read_table(
                 f"Fix or remove {name!r} in {source}."
             )
     return result, problems
+
+
+def check_fields(table: Sequence[Setting], data: Mapping[str, Any], missing: str
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Check every row against a submitted form; collect one message per bad field.
+
+    Args:
+        table: the rows (the form's field names are their ``field``).
+        data: field → submitted value; a missing or empty value of a ``required`` row is
+            an error, of an optional row is passed to its parser as "".
+        missing: the message for a required field left empty.
+
+    Returns:
+        (field → checked value for every good field, field → the parser's message for every
+        bad one). Unknown keys in ``data`` are ignored (a form also carries its buttons).
+    """
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for row in table:
+        raw = data.get(row.field, "")
+        if row.required and (raw is None or (isinstance(raw, str) and not raw.strip())):
+            errors[row.field] = missing
+            continue
+        try:
+            values[row.field] = row.parse(raw)
+        except ValueError as e:
+            errors[row.field] = str(e)
+    return values, errors
 
 
 def environment_value(env: Mapping[str, str], var: str) -> str | None:

@@ -39,13 +39,13 @@ import json
 import re
 import secrets
 import sys
-import zoneinfo
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from memu_common import MemuError
 from memu_common import optional as optional_services
 from memu_common.files import write_atomic
+from memu_firstboot import form
 
 CONFIG_DIR = Path("/etc/memu/stack")
 #: DNS name rules (RFC 1123 labels); Synapse's server_name may also carry a port.
@@ -83,13 +83,16 @@ class Settings:
     def __post_init__(self) -> None:
         optional_services.check(self.optional)
         key = self.tailscale_auth_key
-        if key and (not key.startswith("tskey-") or any(c.isspace() for c in key)):
-            raise MemuError("the Tailscale auth key does not look like one",
-                            hint="copy the whole key from the Tailscale admin console "
-                                 "(Settings, Keys); it starts with tskey-")
+        try:  # the setup form's own check (which trims what a person pasted), so they agree
+            good = form.tailscale_auth_key(key) == key
+            hint = "copy the key alone, from tskey- to its end, without spaces or line breaks"
+        except ValueError as e:
+            good, hint = False, str(e)
+        if not good:
+            raise MemuError("the Tailscale auth key does not look like one", hint=hint)
         try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+            form.timezone(self.timezone)
+        except ValueError as e:
             raise MemuError(f"{self.timezone!r} is not a time zone",
                             hint="use a name like Europe/London or America/New_York") from e
         if not _SERVER_NAME.match(self.server_name):
