@@ -15,7 +15,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import nio
 import pytest
 
@@ -23,6 +25,7 @@ from memu_agent import model, stack
 from memu_common import container_lock as lock
 from memu_dev import hoststack, matrix, standins
 from memu_dev.engine import Engine
+from memu_firstboot import provision
 
 pytestmark = pytest.mark.services
 
@@ -172,3 +175,44 @@ async def _ask_in_new_room(base: str, user: matrix.Registered, bot_id: str, text
         raise AssertionError(f"no reply to {text!r} from {bot_id} within {deadline_s} s")
     finally:
         await client.close()
+
+
+def test_setup_provisions_the_accounts_and_the_family_room_once(
+        family: hoststack.Chat) -> None:
+    """memu_firstboot.provision against the real Synapse: a second run (Retry, or after a
+    power cut) finds what the first made; another password for a taken name is refused in
+    words; the family room is private, unencrypted, with the assistant in it."""
+    asyncio.run(_provision_twice(family))
+
+
+async def _provision_twice(family: hoststack.Chat) -> None:
+    secret, name = family.shared_secret, hoststack.SERVER_NAME
+    async with aiohttp.ClientSession() as session:
+        hs = provision.Homeserver(session, family.inside)
+        runs = []
+        for _ in range(2):
+            admin = await hs.ensure_account(secret, "ada", "purple-kettle-sings", admin=True)
+            helper = await hs.ensure_account(secret, "memu-helper", "generated secret 1")
+            room = await hs.ensure_family_room(admin, name, "The Okafors", (helper.user_id,))
+            await hs.join(helper, room)
+            runs.append((admin, helper, room))
+        (admin, helper, room), (admin2, helper2, room2) = runs
+        assert (admin2.user_id, helper2.user_id, room2) == (admin.user_id, helper.user_id, room)
+        assert admin.user_id == f"@ada:{name}" and admin2.device_id != admin.device_id
+        assert await hs.whoami(helper.access_token) == helper.user_id
+        assert await hs.whoami("not-a-token") is None
+        with pytest.raises(provision.MatrixError, match="already exists with another password"):
+            await hs.ensure_account(secret, "ada", "someone else's password")
+        assert await hs.room_by_alias(f"#family:{name}") == room
+
+        async def room_api(path: str) -> tuple[int, dict[str, Any]]:
+            async with session.get(f"{family.inside}/_matrix/client/v3/rooms/{room}/{path}",
+                                   headers={"Authorization": f"Bearer {admin.access_token}"}
+                                   ) as r:
+                return r.status, await r.json()
+
+        status, members = await room_api("joined_members")
+        assert status == 200 and set(members["joined"]) == {admin.user_id, helper.user_id}
+        _, rules = await room_api("state/m.room.join_rules/")
+        assert rules["join_rule"] == "invite"
+        assert (await room_api("state/m.room.encryption/"))[0] == 404

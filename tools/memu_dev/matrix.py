@@ -2,18 +2,19 @@
 
 Protocol (Synapse admin API, "Shared-Secret Registration"): ``GET
 /_synapse/admin/v1/register`` returns a ``nonce``; ``POST`` the same path with the nonce,
-``username``, ``password``, ``admin`` and ``mac`` = HMAC-SHA1 keyed with the homeserver's
-``registration_shared_secret`` over ``nonce NUL username NUL password NUL admin|notadmin``.
+``username``, ``password``, ``admin`` and ``mac`` (the box's own
+:func:`memu_firstboot.provision.registration_mac`). Synchronous, for test code; the box
+provisions with :class:`memu_firstboot.provision.Homeserver`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+from memu_firstboot.provision import registration_mac
 
 
 @dataclass(frozen=True)
@@ -23,15 +24,6 @@ class Registered:
     user_id: str
     access_token: str
     device_id: str
-
-
-def registration_mac(secret: str, nonce: str, username: str, password: str,
-                     admin: bool) -> str:
-    """The hex HMAC-SHA1 the shared-secret registration API expects (see the module doc)."""
-    mac = hmac.new(secret.encode(), digestmod=hashlib.sha1)
-    mac.update("\x00".join((nonce, username, password,
-                            "admin" if admin else "notadmin")).encode())
-    return mac.hexdigest()
 
 
 def _json(req: urllib.request.Request | str, timeout: float) -> dict[str, Any]:
