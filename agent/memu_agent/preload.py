@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from memu_agent.facts import HostPaths, os_version
+from memu_agent.progress import StatusFile
 from memu_common import MemuError, run
 from memu_common import container_lock as lock
 from memu_common.files import read_json_object, write_atomic, write_json_atomic
@@ -263,10 +264,8 @@ class Preload:
     status: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def _report(self) -> None:
-        try:
-            write_json_atomic(self.status_path, self.status, mode=0o644)
-        except OSError as e:
-            log.error("cannot write %s: %s", self.status_path, e)
+        """Write :attr:`status` now (never raises: a full disk must not stop the stack)."""
+        StatusFile(self.status_path, clock=self.clock).write(self.status)
 
     def run(self) -> bool:
         """Load, tag and prune as the module docstring says; True when every image of the
