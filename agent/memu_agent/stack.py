@@ -1,7 +1,6 @@
 """The family stack: start and stop the Compose project, and say how it is doing.
 
-    /usr/bin/python3 -m memu_agent.stack up      (memu-stack.service, every boot)
-    /usr/bin/python3 -m memu_agent.stack stop    (by hand: stops the stack until ``up``)
+    /usr/bin/python3 -m memu_agent.stack up | stop      (memu-stack.service)
 
 ``up`` starts the services of ``/usr/share/memu/stack/compose.yaml`` whose images are in
 Docker — and whose dependencies' images are — and reports the others by name ("not starting

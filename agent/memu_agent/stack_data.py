@@ -19,9 +19,8 @@ That is the price of running the old code safely; the status says so.
 
 Only one snapshot is kept (the version before the newest that ran), which is all a rollback
 can reach with two slots. Copies are made with the stack stopped (``memu-stack.service``
-runs this before ``up``, and :func:`carry_out` stops the containers Docker started again at
-boot before it copies) and renamed into place only when complete, so a power cut leaves
-either no snapshot or a whole one.
+runs this before ``up``; containers are stopped at shutdown) and renamed into place only when
+complete, so a power cut leaves either no snapshot or a whole one.
 
 The decision is pure (:func:`decide`); :func:`carry_out` does the file work.
 """
