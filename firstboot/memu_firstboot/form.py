@@ -12,6 +12,7 @@ The setup code is not a field here: the agent's auth layer checks it before the 
 
 from __future__ import annotations
 
+import functools
 import re
 import zoneinfo
 from dataclasses import dataclass, field
@@ -169,9 +170,12 @@ def check(data: dict[str, Any]) -> tuple[SetupRequest | None, dict[str, str]]:
     return SetupRequest(**values), {}
 
 
+@functools.lru_cache(maxsize=4)
 def _zones_by_country(table: Path) -> dict[str, str]:
     """Country code → its first (most populous region's) zone, from ``zone1970.tab``
-    (tzdata: ``codes<TAB>coordinates<TAB>TZ``, comma-separated codes)."""
+    (tzdata: ``codes<TAB>coordinates<TAB>TZ``, comma-separated codes). Read once per path
+    (tzdata changes only with the OS slot), not on every page load; callers must not
+    change the returned dict."""
     zones: dict[str, str] = {}
     try:
         lines = table.read_text("utf-8").splitlines()
