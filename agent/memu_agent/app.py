@@ -6,6 +6,8 @@ Routes (every one declares its access, enforced by :mod:`memu_agent.auth`):
     ``GET /api/update`` (open), ``POST /api/update`` (admin): :mod:`memu_agent.update_api`.
     ``POST /api/factory-reset`` (admin): :mod:`memu_agent.reset_api`.
     ``POST /api/claim`` (claim): :mod:`memu_agent.claim_api`.
+    ``POST /setup``, ``/setup/…``, ``GET /api/setup``: the setup flow,
+        :mod:`memu_agent.setup_pages`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from typing import Any
 
 from aiohttp import web
 
-from memu_agent import claim_api, front_door, reset_api, stack, storage, update_api
+from memu_agent import (
+    claim_api,
+    front_door,
+    reset_api,
+    setup_pages,
+    stack,
+    storage,
+    update_api,
+)
 from memu_agent.appkeys import CONFIG
 from memu_agent.auth import AUTH, Auth, auth_middleware
 from memu_agent.config import AgentConfig
@@ -125,6 +135,7 @@ def make_app(
     reboot: Callable[[], None] = system_reboot,
     limiter: FailureLimiter | None = None,
     stack_url: str = front_door.STACK_URL,
+    setup_runner: setup_pages.SetupRunner | None = None,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -137,6 +148,8 @@ def make_app(
         limiter: back-off for wrong credentials (default: 5 free tries, then 1 s doubling
             up to 5 minutes).
         stack_url: the stack's nginx, where the front door forwards the stack's routes.
+        setup_runner: runs the first-boot apply (default: ``python3 -m
+            memu_firstboot.apply`` on this box).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -166,7 +179,8 @@ def make_app(
         ),
         root=False,
     )
+    setup_pages.add_routes(app, setup_runner or setup_pages.SetupRunner(config.state_dir))
     # Last: its catch-all takes only what no route above claims.
     front_door.add_web_client(
-        app, lambda: setup_state(config.state_dir) is SetupState.DONE, firstboot_web.index)
+        app, lambda: setup_state(config.state_dir) is SetupState.DONE, setup_pages.index)
     return app

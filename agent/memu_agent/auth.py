@@ -18,9 +18,14 @@ Credentials (:class:`Credential`):
     API token: ``Authorization: Bearer <token>`` with the token in ``<state_dir>/api-token``
         (mode 0600, written by setup), for scripts.
 
+A state-changing request a browser could have been made to send (a form, or one carrying
+the session cookie) must also carry the page's CSRF token (:mod:`memu_agent.csrf`).
+
 Answers are JSON ``{"error": ..., "hint": ...}``: 401 nothing usable presented, 403 wrong
-credentials or a refused Host/Origin, 410 a setup route after setup, 429 with
-``Retry-After`` while a client must wait.
+credentials, a refused Host/Origin or a missing CSRF token, 410 a setup route after setup,
+429 with ``Retry-After`` while a client must wait. A route a browser form posts to can
+register a page that shows the refusal instead (:func:`on_refusal`), e.g. the form again
+with the message next to the setup code.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ import hmac
 import ipaddress
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from memu_agent import csrf
 from memu_agent.ratelimit import FailureLimiter, client_key
 from memu_agent.sessions import COOKIE, SessionKind, Sessions
 from memu_common.access import Access, Handler, route_access
@@ -46,7 +52,7 @@ from memu_firstboot.state import SetupState, setup_state
 log = logging.getLogger(__name__)
 
 API_TOKEN_FILE = "api-token"
-CODE_HEADER = "X-Memu-Setup-Code"
+CODE_HEADER = csrf.CODE_HEADER
 CODE_FIELD = "setup_code"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _HEADERS = {"Cache-Control": "no-store"}
@@ -198,6 +204,15 @@ class Auth:
 
 
 AUTH = web.AppKey("memu_agent.auth", Auth)
+#: A page showing a refusal: (request, status, error, hint) → the answer.
+RefusalPage = Callable[[web.Request, int, str, str], Awaitable[web.StreamResponse]]
+REFUSAL_PAGES: web.AppKey[dict[Handler, RefusalPage]] = web.AppKey("memu_agent.auth.pages")
+
+
+def on_refusal(app: web.Application, handler: Handler, page: RefusalPage) -> None:
+    """Show refusals of requests to ``handler`` with ``page`` instead of a JSON error (for
+    routes that browser forms post to)."""
+    app.setdefault(REFUSAL_PAGES, {})[handler] = page
 
 
 def error(status: int, message: str, hint: str = "") -> web.Response:
@@ -266,6 +281,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if access is Access.PROXIED:  # the service behind authenticates (see Access)
         return await handler(request)
     auth = request.app[AUTH]
+    page = request.app.get(REFUSAL_PAGES, {}).get(route.handler)
+
+    async def refuse(status: int, message: str, hint: str) -> web.StreamResponse:
+        if page is not None:
+            return await page(request, status, message, hint)
+        return error(status, message, hint)
+
     unsafe = request.method not in SAFE_METHODS
     if unsafe or access is not Access.OPEN:
         host = request.headers.get("Host", "")
@@ -276,13 +298,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                                          request.headers.get("Sec-Fetch-Site"), host):
             return error(403, "requests from other web sites are refused",
                          "use the box's own page")
+        if unsafe and csrf.needed(request) and not await csrf.valid(request):
+            return await refuse(403, "this page has expired",
+                                "reload the page and send it again (it needs cookies on)")
     if access is Access.OPEN:
         return await handler(request)
     key = client_key(request.remote)
     wait = auth.limiter.retry_after(key)
     if wait > 0:
-        resp = error(429, "too many wrong tries from this device",
-                     f"wait {math.ceil(wait)} seconds, then try again")
+        resp = await refuse(429, "too many wrong tries from this device",
+                            f"wait {math.ceil(wait)} seconds, then try again")
         resp.headers["Retry-After"] = str(math.ceil(wait))
         return resp
     valid, wrong = await presented(request, auth)
@@ -291,7 +316,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if wrong and verdict.status == 403:
             auth.limiter.failed(key)
             log.warning("%s %s: wrong credentials from %s", request.method, request.path, key)
-        resp = error(verdict.status, verdict.error, verdict.hint)
+        resp = await refuse(verdict.status, verdict.error, verdict.hint)
         if verdict.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="memu"'
         return resp

@@ -36,21 +36,43 @@ async def post_claim(request: web.Request) -> web.Response:
     if code is None or not auth.check_code(code):  # the claim session alone cannot claim
         return error(403, "claiming the box needs the setup code itself",
                      "type the setup code shown on the box's screen")
-    sessions = auth.sessions
+    first = not auth.sessions.claimed()
+    try:
+        token = claim(request.app)
+    except OSError:
+        return error(500, "the box could not store the claim", "try again in a minute")
+    resp = web.json_response({"state": "claimed", "first": first},
+                             headers={"Cache-Control": "no-store"})
+    set_session_cookie(request, resp, token)
+    return resp
+
+
+def claim(app: web.Application) -> str:
+    """Make the claim session (the caller has checked the setup code), replacing any
+    earlier one; at the first claim, run the app's first-claim hook. Returns the session's
+    token, for :func:`set_session_cookie`.
+
+    Raises:
+        OSError: the claim cannot be stored (logged here).
+    """
+    sessions = app[AUTH].sessions
     first = not sessions.claimed()
     try:
         token = sessions.new_claim()
     except OSError as e:
         log.error("cannot store the claim: %s", e)
-        return error(500, "the box could not store the claim", "try again in a minute")
+        raise
     if first:
-        request.app[ON_FIRST_CLAIM]()
+        app[ON_FIRST_CLAIM]()
     log.info("box claimed%s", " (first claim)" if first else " again (earlier session ended)")
-    resp = web.json_response({"state": "claimed", "first": first},
-                             headers={"Cache-Control": "no-store"})
-    resp.set_cookie(COOKIE, token, path="/", httponly=True, samesite="Strict",
-                    secure=request.secure)
-    return resp
+    return token
+
+
+def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    """Send the session ``token`` as the HttpOnly, SameSite=Strict session cookie (Secure
+    when ``request`` came over HTTPS)."""
+    response.set_cookie(COOKIE, token, path="/", httponly=True, samesite="Strict",
+                        secure=request.secure)
 
 
 def add_routes(app: web.Application, on_first_claim: Callable[[], None]) -> None:

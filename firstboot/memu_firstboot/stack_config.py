@@ -211,17 +211,36 @@ def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes,
     return files
 
 
-def load_secrets(config_dir: Path) -> dict[str, str]:
-    """The stack's secrets from ``config_dir``/secrets, each made (32 random bytes, hex)
-    when missing: a second run keeps them, so the database and homeserver still match."""
+def load_secrets(config_dir: Path, extra: Sequence[str] = ()) -> dict[str, str]:
+    """The stack's secrets (and the ``extra`` ones) from ``config_dir``/secrets, each made
+    (32 random bytes, hex) when missing: a second run keeps them, so the database and
+    homeserver still match. Nothing is written: see :func:`ensure_secrets`."""
     out = {}
-    for name in SECRET_NAMES:
+    for name in (*SECRET_NAMES, *extra):
         try:
             value = (config_dir / "secrets" / name).read_text().strip()
         except FileNotFoundError:
             value = ""
         out[name] = value or secrets.token_hex(32)
     return out
+
+
+def ensure_secrets(config_dir: Path, extra: Sequence[str] = ()) -> int:
+    """Write every secret :func:`load_secrets` names that is missing (0600, the
+    PostgreSQL superuser's 0644 as :func:`render` says); return how many were made.
+
+    Raises:
+        OSError: ``config_dir`` cannot be written.
+    """
+    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made = 0
+    for name, value in load_secrets(config_dir, extra).items():
+        path = config_dir / "secrets" / name
+        if not path.exists():
+            mode = 0o644 if name == "postgres-superuser" else 0o600
+            write_atomic(path, value.encode() + b"\n", mode=mode, dir_mode=0o755)
+            made += 1
+    return made
 
 
 def apply(settings: Settings, config_dir: Path = CONFIG_DIR) -> list[Path]:

@@ -49,3 +49,14 @@ def code_header(state_dir: Path) -> dict[str, str]:
     """The header that proves the setup code of the box whose state is in ``state_dir``
     (made there if missing, as the agent does at start)."""
     return {"X-Memu-Setup-Code": ensure_token(state_dir)}
+
+
+#: A CSRF token as the box's pages hand out (memu_agent.csrf), for requests with a session.
+CSRF_TOKEN = "t" * 43
+
+
+def session_headers(session: str) -> dict[str, str]:
+    """Headers for a state-changing request with the browser session ``session``: the
+    cookie, and the CSRF cookie + header pair the box's pages would have given."""
+    return {"Cookie": f"memu_session={session}; memu_csrf={CSRF_TOKEN}",
+            "X-Memu-CSRF": CSRF_TOKEN}

@@ -1,0 +1,320 @@
+"""The first-boot flow in the browser: the setup form, the claim, the apply's progress and the
+ready page. The pages are :mod:`memu_firstboot`'s templates; the claim, the sessions and the
+apply's child process are the agent's.
+
+Routes (access as enforced by :mod:`memu_agent.auth`):
+    ``GET /`` (open): the setup form (pre-filled from ``Accept-Language``), or the "set up"
+        page once the box is set up. ``GET /?code=<setup code>`` is the QR code on the box's
+        screen: a right code claims the box for this browser and redirects (303) to ``/``,
+        so the code does not stay in the address bar or history; a wrong one counts as a
+        wrong try (429 back-off) and shows the form with the message.
+    ``POST /setup`` (claim): the form (``application/x-www-form-urlencoded``, with the CSRF
+        token and, from a browser without the claim session, the ``setup_code`` field, which
+        claims the box). Errors: the form again (400) with a message next to each field;
+        fine: the request is stored, the apply starts, 303 to ``/setup/progress``.
+    ``GET /setup/progress`` (open): each step with its state and seconds; refreshes itself
+        every 2 s while running (no script needed); Retry when a step failed or the run was
+        cut off (a power cut, a crash). Shows no secret.
+    ``POST /setup/retry`` (claim): runs the apply again with the stored request.
+    ``GET /setup/ready`` (open, after setup): how to sign in, the server name, the links.
+    ``GET /api/setup`` (open): the progress as JSON (:class:`memu_firstboot.apply.Progress`,
+        ``state`` also ``interrupted``), ``{"state": "not started"}`` before any run.
+
+Why the progress and ready pages are open: they show no secret (step names, plain-words
+results, the server name and links), and after setup the claim session no longer counts,
+so a claim-only page could not show the family that setup finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import zoneinfo
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from memu_agent import claim_api, csrf
+from memu_agent.auth import AUTH, CODE_FIELD, host_allowed, on_refusal
+from memu_agent.ratelimit import client_key
+from memu_agent.sessions import COOKIE, SessionKind
+from memu_common import optional
+from memu_common.access import Access, add_route
+from memu_common.files import read_env_file, read_json_object
+from memu_firstboot import apply, form, stack_config
+from memu_firstboot.web import PAGE_INFO, is_set_up, respond
+
+log = logging.getLogger(__name__)
+
+#: Words for a step's state on the page.
+STEP_WORDS = {apply.StepState.WAITING: "waiting", apply.StepState.RUNNING: "working…",
+              apply.StepState.DONE: "done", apply.StepState.FAILED: "failed",
+              apply.StepState.SKIPPED: "skipped"}
+#: Language tags offered in the form's list (any ``ll`` or ``ll-CC`` is accepted).
+LANGUAGES = ("en", "en-GB", "en-US", "en-IE", "en-AU", "en-CA", "en-IN", "en-NG", "en-ZA",
+             "de-DE", "de-AT", "de-CH", "fr-FR", "fr-BE", "fr-CA", "es-ES", "es-MX", "it-IT",
+             "nl-NL", "nl-BE", "pt-PT", "pt-BR", "pl-PL", "cs-CZ", "sv-SE", "da-DK", "nb-NO",
+             "fi-FI", "el-GR", "tr-TR", "ro-RO", "hu-HU", "uk-UA", "ru-RU", "ar", "he-IL",
+             "hi-IN", "bn-BD", "ur-PK", "yo-NG", "ig-NG", "ha-NG", "sw-KE", "zh-CN", "zh-TW",
+             "ja-JP", "ko-KR", "vi-VN", "th-TH", "id-ID", "ms-MY", "fil-PH")
+_ZONES = (*sorted(z for z in zoneinfo.available_timezones() if "/" in z
+                  and not z.startswith(("Etc/", "SystemV/", "posix/", "right/"))), "Etc/UTC")
+_PASSWORDS = ("admin_password", form.CONFIRM_FIELD, "tailscale_auth_key", CODE_FIELD,
+              csrf.FIELD)
+
+
+class SetupRunner:
+    """The apply's child process (``python3 -m memu_firstboot.apply``), one at a time.
+
+    Args:
+        state_dir: the agent's state directory (request and progress files).
+        command: the apply's command line (tests run it with other parts of the box).
+        config_dir: the stack's configuration the apply writes (the ready page reads the
+            server name there).
+    """
+
+    def __init__(self, state_dir: Path, command: Sequence[str] | None = None,
+                 config_dir: Path = stack_config.CONFIG_DIR) -> None:
+        self.state_dir = state_dir
+        self.config_dir = config_dir
+        self.command = list(command or (sys.executable, "-m", "memu_firstboot.apply",
+                                        "--state-dir", str(state_dir)))
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reaper: asyncio.Task[int] | None = None
+
+    def running(self) -> bool:
+        """Whether an apply this agent started is still running."""
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> None:
+        """Start the apply unless one runs; its output goes to the agent's journal.
+
+        Raises:
+            OSError: the command cannot be started.
+        """
+        if self.running():
+            return
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.command, stdin=asyncio.subprocess.DEVNULL)
+        self._reaper = asyncio.create_task(self._proc.wait())
+        log.info("setup apply started (pid %d)", self._proc.pid)
+
+    async def stop(self) -> None:
+        """Stop a running apply (the agent is shutting down); the next start completes it."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
+
+    def progress(self) -> dict[str, Any]:
+        """The progress file as written by the apply, with ``state`` ``interrupted`` when it
+        says ``running`` but no apply runs (the box lost power or the agent restarted), and
+        ``running`` with the old steps while a new run has not written its own yet."""
+        body = read_json_object(self.state_dir / apply.PROGRESS_FILE)
+        if body is None:
+            return {"state": "running", "steps": []} if self.running() else {
+                "state": "not started", "steps": []}
+        if not isinstance(body.get("steps"), list):
+            body["steps"] = []
+        if self.running():
+            body["state"] = apply.RunState.RUNNING
+        elif body.get("state") == apply.RunState.RUNNING:
+            body["state"] = apply.RunState.INTERRUPTED
+        return body
+
+
+RUNNER = web.AppKey("memu_agent.setup_pages.runner", SetupRunner)
+
+
+def _claim_session(request: web.Request) -> bool:
+    token = request.cookies.get(COOKIE)
+    return token is not None and request.app[AUTH].sessions.kind_of(token) is SessionKind.CLAIM
+
+
+def server_name(request: web.Request) -> str:
+    """The Matrix server name setup fixes: the box's LAN name, ``<hostname>.local`` (what
+    phones on the home network resolve by mDNS). Permanent once accounts exist."""
+    return f"{request.app[PAGE_INFO].hostname.lower()}.local"
+
+
+def _form_page(request: web.Request, *, status: int = 200,
+               values: dict[str, str] | None = None, errors: dict[str, str] | None = None,
+               claimed: bool | None = None, prefilled: bool = False) -> web.Response:
+    token = csrf.token(request)
+    resp = respond(
+        request, "setup.html", status=status, values=values or {}, errors=errors or {},
+        claimed=_claim_session(request) if claimed is None else claimed,
+        csrf=token, server_name=server_name(request), zones=_ZONES,
+        languages=LANGUAGES, min_password=form.MIN_PASSWORD, prefilled=prefilled)
+    csrf.set_cookie(request, resp, token)
+    return resp
+
+
+def _see(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    """``GET /``: see the module docstring."""
+    if is_set_up(request):
+        return respond(request, "done.html")
+    if "code" in request.query:
+        return await _qr_claim(request, request.query["code"])
+    if _claim_session(request) and request.app[RUNNER].progress()["state"] != "not started":
+        return _see("/setup/progress")
+    values = form.prefill(request.headers.get("Accept-Language", ""))
+    return _form_page(request, values=values, prefilled=True)
+
+
+async def _qr_claim(request: web.Request, code: str) -> web.StreamResponse:
+    auth = request.app[AUTH]
+    if not host_allowed(request.headers.get("Host"), auth.host_names()):
+        return _form_page(request, status=403, errors={
+            "form": "Open this page as http://memu.local/ or by the box's address."})
+    key = client_key(request.remote)
+    if (wait := auth.limiter.retry_after(key)) > 0:
+        return _form_page(request, status=429, errors={
+            CODE_FIELD: f"Too many wrong tries from this device: wait {wait:.0f} seconds, "
+                        "then type the code."})
+    if not auth.check_code(code):
+        auth.limiter.failed(key)
+        return _form_page(request, status=403, claimed=False, errors={
+            CODE_FIELD: "The code in that link is not this box's: type the code shown on "
+                        "the box's screen."})
+    auth.limiter.succeeded(key)
+    try:
+        token = claim_api.claim(request.app)
+    except OSError:
+        return _form_page(request, status=500, errors={
+            "form": "The box could not store the claim; try again in a minute."})
+    resp = _see("/")
+    claim_api.set_session_cookie(request, resp, token)
+    return resp
+
+
+def _kept_values(data: dict[str, Any]) -> dict[str, str]:
+    """What the form shows again after an error: what was typed, never a secret."""
+    return {k: v for k, v in data.items() if isinstance(v, str) and k not in _PASSWORDS}
+
+
+async def post_setup(request: web.Request) -> web.StreamResponse:
+    """``POST /setup``: see the module docstring."""
+    runner = request.app[RUNNER]
+    if runner.running():
+        return _see("/setup/progress")
+    data = dict(await request.post())
+    claimed = _claim_session(request)
+    checked, errors = form.check(data)
+    if checked is None:
+        # The code was right (the auth layer checked it): claim now, so it need not be typed
+        # again while the family fixes the other fields.
+        resp = _form_page(request, status=400, values=_kept_values(data), errors=errors,
+                          claimed=True)
+        if not claimed:
+            try:
+                claim_api.set_session_cookie(request, resp, claim_api.claim(request.app))
+            except OSError:
+                return _form_page(request, status=500, values=_kept_values(data), errors={
+                    "form": "The box could not store the claim; try again in a minute."})
+        return resp
+    token = None
+    try:
+        if not claimed:
+            token = claim_api.claim(request.app)
+        apply.save_request(request.app[PAGE_INFO].state_dir,
+                           apply.StoredRequest(checked, server_name(request)))
+        await runner.start()
+    except OSError as e:
+        log.error("cannot start the setup: %s", e)
+        return _form_page(request, status=500, values=_kept_values(data), errors={
+            "form": "The box could not start the setup; try again in a minute."})
+    resp = _see("/setup/progress")
+    if token is not None:
+        claim_api.set_session_cookie(request, resp, token)
+    return resp
+
+
+async def _refused(request: web.Request, status: int, error: str, hint: str
+                   ) -> web.StreamResponse:
+    """How ``POST /setup`` and ``POST /setup/retry`` show a refusal: the form again."""
+    if status == 410:
+        return respond(request, "done.html", status=410)
+    data = dict(await request.post()) if request.content_type.endswith("urlencoded") else {}
+    if status == 429:
+        errors = {CODE_FIELD: f"Too many wrong tries from this device: {hint}."}
+    elif status == 401:
+        errors = {CODE_FIELD: "Please type the setup code shown on the box's screen."}
+    elif error == "wrong setup code":
+        errors = {CODE_FIELD: "That is not this box's setup code: type the one shown on the "
+                              "box's screen (dashes and spaces do not matter)."}
+    else:
+        errors = {"form": f"{error[:1].upper()}{error[1:]}: {hint}."}
+    return _form_page(request, status=status, values=_kept_values(data), errors=errors)
+
+
+async def progress_page(request: web.Request) -> web.StreamResponse:
+    """``GET /setup/progress``: see the module docstring."""
+    if is_set_up(request):
+        return _see("/setup/ready")
+    body = request.app[RUNNER].progress()
+    if body["state"] == "not started":
+        return _see("/")
+    token = csrf.token(request)
+    resp = respond(request, "progress.html", state=body["state"], steps=body["steps"],
+                   step_words=STEP_WORDS, csrf=token)
+    csrf.set_cookie(request, resp, token)
+    return resp
+
+
+async def post_retry(request: web.Request) -> web.StreamResponse:
+    """``POST /setup/retry``: see the module docstring."""
+    runner = request.app[RUNNER]
+    if apply.load_request(runner.state_dir) is None:
+        return _see("/")
+    try:
+        await runner.start()
+    except OSError as e:
+        log.error("cannot start the setup: %s", e)
+    return _see("/setup/progress")
+
+
+async def ready_page(request: web.Request) -> web.StreamResponse:
+    """``GET /setup/ready``: see the module docstring."""
+    if not is_set_up(request):
+        return _see("/")
+    env = read_env_file(request.app[RUNNER].config_dir / "stack.env")
+    name = env.get("MEMU_SERVER_NAME") or server_name(request)
+    host = request.host.rsplit(":", 1)[0] if request.host.count(":") == 1 else request.host
+    return respond(request, "ready.html", server_name=name,
+                   chat_url=f"http://{request.host}/", photos_url=f"http://{host}:2283/",
+                   admin_url=f"http://{request.host}/admin",
+                   remote_access=env.get(optional.env_name("tailscale")) == "on")
+
+
+async def api_setup(request: web.Request) -> web.Response:
+    """``GET /api/setup``: see the module docstring."""
+    body = request.app[RUNNER].progress()
+    if is_set_up(request):
+        body["state"] = apply.RunState.DONE
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+async def _stop_runner(app: web.Application) -> None:
+    await app[RUNNER].stop()
+
+
+def add_routes(app: web.Application, runner: SetupRunner) -> None:
+    """Register the setup flow's routes except ``GET /`` (the front door routes ``/`` to
+    :func:`index`); :mod:`memu_firstboot.web` must be mounted on ``app`` first."""
+    app[RUNNER] = runner
+    app.on_shutdown.append(_stop_runner)
+    add_route(app, "POST", "/setup", post_setup, Access.CLAIM, name="setup-post")
+    add_route(app, "POST", "/setup/retry", post_retry, Access.CLAIM, name="setup-retry")
+    add_route(app, "GET", "/setup/progress", progress_page, Access.OPEN,
+              name="setup-progress")
+    add_route(app, "GET", "/setup/ready", ready_page, Access.OPEN, name="setup-ready")
+    add_route(app, "GET", "/api/setup", api_setup, Access.OPEN, name="api-setup")
+    on_refusal(app, post_setup, _refused)
+    on_refusal(app, post_retry, _refused)

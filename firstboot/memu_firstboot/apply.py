@@ -1,0 +1,396 @@
+"""The first-boot apply: what the box does after the family presses "Set up", step by step.
+
+    python3 -m memu_firstboot.apply [--state-dir DIR] [--config DIR] [--synapse URL]
+
+The agent runs it as a child process (never inside its aiohttp process) with the family's
+checked form in ``<state_dir>/setup-request.json`` (0600, see :func:`save_request`) and
+reads the progress it writes to ``<state_dir>/setup-progress.json`` (see
+:class:`Progress`). Every step is idempotent, so Retry (and a run after a power cut or a
+crash) completes what is missing and makes nothing twice:
+
+    secrets        the stack's generated secrets, made once and kept (0600)
+    config         the stack's configuration from the family's settings (stack_config)
+    database       the stack started: PostgreSQL makes its databases on its first start
+    chat server    Synapse answering ``/health``
+    accounts       the admin's and the assistant's Matrix accounts (shared-secret API)
+    family room    ``#family:<server>``, the admin in it, the assistant invited and joined
+    assistant      the assistant's account recorded for its container, which then starts
+    remote access  Tailscale, when the family gave an auth key (skipped otherwise)
+
+The last action of a successful run writes the ``setup-done`` marker
+(:mod:`memu_firstboot.state`) and deletes the stored request (it holds the admin's
+password) and the setup code: from then on the setup routes are closed.
+
+Exit status: 0 when every step is done, 1 when a step failed (the progress file says which
+and why, in plain words), 2 on bad arguments or an unreadable request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from memu_common import MemuError
+from memu_common.files import read_json_object, write_json_atomic
+from memu_common.run import run_async
+from memu_firstboot import stack_config
+from memu_firstboot.form import BOT_USERNAME, SetupRequest
+from memu_firstboot.provision import Account, Homeserver
+from memu_firstboot.setup_token import TOKEN_FILE
+from memu_firstboot.state import SETUP_DONE_MARKER
+
+log = logging.getLogger(__name__)
+
+REQUEST_FILE = "setup-request.json"
+PROGRESS_FILE = "setup-progress.json"
+STATE_DIR = Path("/var/lib/memu-agent")
+SYNAPSE_URL = "http://127.0.0.1:8008"
+#: The assistant's Matrix password, generated once with the stack's other secrets.
+BOT_SECRET = "memu-bot-password"
+
+
+class StepState:
+    """The states a step shows on the progress page."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class RunState:
+    """The states a whole run shows (``interrupted`` is the agent's reading of a
+    ``running`` file whose process is gone: a power cut or a crash)."""
+
+    RUNNING = "running"
+    FAILED = "failed"
+    DONE = "done"
+    INTERRUPTED = "interrupted"
+
+
+class Skipped(Exception):
+    """A step that has nothing to do for this family (e.g. no Tailscale key); the message
+    says why, in plain words."""
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    """What the agent hands the apply: the checked form and the server name it fixed.
+
+    Attributes:
+        form: the family's checked form.
+        server_name: the Matrix server name (permanent: it is in every user and room ID).
+    """
+
+    form: SetupRequest
+    server_name: str
+
+
+def save_request(state_dir: Path, stored: StoredRequest) -> Path:
+    """Store ``stored`` atomically in ``<state_dir>/setup-request.json`` (0600: it holds
+    the admin's password until the apply has made the account and deletes it).
+
+    Raises:
+        OSError: it cannot be written.
+    """
+    path = state_dir / REQUEST_FILE
+    write_json_atomic(path, {"form": dataclasses.asdict(stored.form),
+                             "server_name": stored.server_name}, mode=0o600)
+    return path
+
+
+def load_request(state_dir: Path) -> StoredRequest | None:
+    """The stored request, or None when there is none or it is unreadable."""
+    data = read_json_object(state_dir / REQUEST_FILE)
+    if not data or not isinstance(data.get("form"), dict):
+        return None
+    try:
+        return StoredRequest(SetupRequest(**data["form"]), str(data["server_name"]))
+    except (TypeError, KeyError):
+        return None
+
+
+@dataclass(frozen=True)
+class Box:
+    """Where the apply finds the box's parts.
+
+    Attributes:
+        state_dir: the agent's state directory (request, progress, marker, setup code).
+        config_dir: the stack's configuration (``/etc/memu/stack``).
+        synapse_url: Synapse's client and admin APIs from the box's inside.
+        start_stack: the command that starts the stack and returns once it is up.
+        reload_stack: the command that starts what is configured but not running (the
+            assistant, once its account exists).
+        wait_s: seconds to wait for the chat server to answer.
+    """
+
+    state_dir: Path = STATE_DIR
+    config_dir: Path = stack_config.CONFIG_DIR
+    synapse_url: str = SYNAPSE_URL
+    start_stack: tuple[str, ...] = ("systemctl", "start", "memu-stack.service")
+    reload_stack: tuple[str, ...] = ("systemctl", "reload", "memu-stack.service")
+    wait_s: float = 900.0
+
+
+@dataclass
+class Run:
+    """One run's working state, shared by its steps."""
+
+    box: Box
+    request: StoredRequest
+    session: aiohttp.ClientSession
+    admin: Account | None = None
+    bot: Account | None = None
+    room: str = ""
+
+    @property
+    def homeserver(self) -> Homeserver:
+        return Homeserver(self.session, self.box.synapse_url)
+
+    def settings(self) -> stack_config.Settings:
+        form = self.request.form
+        return stack_config.Settings(self.request.server_name,
+                                     tailscale_auth_key=form.tailscale_auth_key,
+                                     timezone=form.timezone)
+
+
+StepFn = Callable[[Run], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: ``name`` (stable, for the progress file), ``label`` (for the page) and
+    the coroutine doing it, which returns a short plain-words result, raises
+    :class:`Skipped`, or raises (a :class:`MemuError`'s message and hint are shown)."""
+
+    name: str
+    label: str
+    do: StepFn = field(repr=False)
+
+
+async def _secrets(run: Run) -> str:
+    made = stack_config.ensure_secrets(run.box.config_dir, (BOT_SECRET,))
+    return f"made {made} new secrets" if made else "kept the secrets made earlier"
+
+
+async def _config(run: Run) -> str:
+    written = stack_config.apply(run.settings(), run.box.config_dir)
+    return f"wrote {len(written)} files for the server {run.request.server_name}"
+
+
+async def _command(argv: Sequence[str], what: str, hint: str) -> None:
+    done = await run_async(argv, time_limit_s=3600)
+    if done.returncode != 0:
+        log.error("%s failed (exit %d): %s", " ".join(argv), done.returncode,
+                  done.stderr_tail())
+        raise MemuError(f"{what} failed: {done.stderr_tail(1) or done.returncode}", hint=hint)
+
+
+async def _database(run: Run) -> str:
+    await _command(run.box.start_stack, "starting the services",
+                   "press Retry; the box's page shows which service did not start")
+    return "the services are running"
+
+
+async def _chat_server(run: Run) -> str:
+    deadline = time.monotonic() + run.box.wait_s
+    url = run.box.synapse_url.rstrip("/") + "/health"
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            async with run.session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as r:
+                if r.status == 200:
+                    return "the chat server answers"
+                last = f"it answered {r.status}"
+        except (aiohttp.ClientError, TimeoutError) as e:
+            last = str(e) or type(e).__name__
+        await asyncio.sleep(1.0)
+    raise MemuError(f"the chat server did not start within {run.box.wait_s:.0f} seconds "
+                    f"({last})", hint="press Retry; if it fails again, restart the box")
+
+
+async def _accounts(run: Run) -> str:
+    secret = stack_config.load_secrets(run.box.config_dir, (BOT_SECRET,))
+    form = run.request.form
+    hs = run.homeserver
+    run.admin = await hs.ensure_account(secret["synapse-registration"], form.admin_username,
+                                        form.admin_password, admin=True)
+    run.bot = await hs.ensure_account(secret["synapse-registration"], BOT_USERNAME,
+                                      secret[BOT_SECRET])
+    return f"{run.admin.user_id} (admin) and {run.bot.user_id} (the assistant)"
+
+
+async def _family_room(run: Run) -> str:
+    if run.admin is None or run.bot is None:
+        raise MemuError("the accounts step did not run")
+    hs = run.homeserver
+    run.room = await hs.ensure_family_room(run.admin, run.request.server_name,
+                                           run.request.form.family_name, (run.bot.user_id,))
+    await hs.join(run.bot, run.room)
+    return f"{run.request.form.family_name} (#family:{run.request.server_name})"
+
+
+async def _assistant(run: Run) -> str:
+    if run.bot is None:
+        raise MemuError("the accounts step did not run")
+    stack_config.write_bot_account(run.box.config_dir, run.bot.user_id,
+                                   run.bot.access_token, run.bot.device_id)
+    await _command(run.box.reload_stack, "starting the assistant",
+                   "press Retry; the box's page shows whether the assistant is running")
+    return "the assistant is starting"
+
+
+async def _remote_access(run: Run) -> str:
+    if not run.request.form.tailscale_auth_key:
+        raise Skipped("no Tailscale key given; it can be added later")
+    return "the Tailscale key is stored; the box connects when it reaches the internet"
+
+
+STEPS: tuple[Step, ...] = (
+    Step("secrets", "Secrets", _secrets),
+    Step("config", "Configuration", _config),
+    Step("database", "Database", _database),
+    Step("chat-server", "Chat server", _chat_server),
+    Step("accounts", "Accounts", _accounts),
+    Step("family-room", "Family room", _family_room),
+    Step("assistant", "Assistant", _assistant),
+    Step("remote-access", "Remote access", _remote_access),
+)
+
+
+@dataclass
+class Progress:
+    """The progress file, ``<state_dir>/setup-progress.json`` (0644, written atomically
+    after every change)::
+
+        {"state": "running" | "failed" | "done",
+         "started_at": 1733200000.0,        # seconds since the epoch
+         "steps": [{"name": "secrets", "label": "Secrets",
+                    "state": "waiting" | "running" | "done" | "failed" | "skipped",
+                    "seconds": 0.4,           # how long it ran (null while waiting)
+                    "message": "…", "hint": "…"}]}
+    """
+
+    path: Path
+    steps: Sequence[Step]
+    clock: Callable[[], float] = time.time
+    body: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.body = {"state": RunState.RUNNING, "started_at": self.clock(),
+                     "steps": [{"name": s.name, "label": s.label, "state": StepState.WAITING,
+                                "seconds": None, "message": "", "hint": ""}
+                               for s in self.steps]}
+        self.write()
+
+    def write(self) -> None:
+        write_json_atomic(self.path, self.body, mode=0o644)
+
+    def step(self, i: int, **values: Any) -> None:
+        self.body["steps"][i].update(values)
+        self.write()
+
+    def finish(self, state: str) -> None:
+        self.body["state"] = state
+        self.write()
+
+
+async def run_steps(run: Run, steps: Sequence[Step], progress: Progress) -> bool:
+    """Run ``steps`` in order, reporting each into ``progress``; stop at the first failure.
+
+    Returns:
+        True when every step is done or skipped.
+    """
+    for i, step in enumerate(steps):
+        started = time.monotonic()
+        progress.step(i, state=StepState.RUNNING)
+        state, message, hint = StepState.DONE, "", ""
+        try:
+            message = await step.do(run)
+        except Skipped as e:
+            state, message = StepState.SKIPPED, str(e)
+        except MemuError as e:
+            state, message, hint = StepState.FAILED, e.message, e.hint or ""
+        except Exception as e:  # a bug: show it plainly, keep the trace in the journal
+            log.exception("setup step %s failed", step.name)
+            state, message = StepState.FAILED, f"unexpected error: {e}"
+            hint = "press Retry; if it fails again, the box's journal has the details"
+        progress.step(i, state=state, message=message, hint=hint,
+                      seconds=round(time.monotonic() - started, 1))
+        log.info("setup step %s: %s %s", step.name, state, message)
+        if state == StepState.FAILED:
+            progress.finish(RunState.FAILED)
+            return False
+    return True
+
+
+def finish_setup(state_dir: Path) -> None:
+    """Mark the box set up (the marker last, atomically) and delete the stored request
+    and the setup code: both are useless now and one holds a password.
+
+    Raises:
+        OSError: the marker cannot be written.
+    """
+    write_json_atomic(state_dir / SETUP_DONE_MARKER, {"at": time.time()}, mode=0o644)
+    for name in (REQUEST_FILE, TOKEN_FILE):
+        (state_dir / name).unlink(missing_ok=True)
+
+
+async def apply(box: Box, steps: Sequence[Step] = STEPS) -> bool:
+    """Run the whole apply for the request stored in ``box.state_dir``.
+
+    Returns:
+        True when the box is set up.
+
+    Raises:
+        MemuError: there is no readable stored request.
+    """
+    request = load_request(box.state_dir)
+    if request is None:
+        raise MemuError("there is no setup request on the box",
+                        hint="fill in the setup page again")
+    progress = Progress(box.state_dir / PROGRESS_FILE, steps)
+    async with aiohttp.ClientSession() as session:
+        ok = await run_steps(Run(box, request, session), steps, progress)
+    if ok:
+        finish_setup(box.state_dir)
+        progress.finish(RunState.DONE)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (see the module docstring for the exit status)."""
+    ap = argparse.ArgumentParser(prog="memu-setup-apply", description=__doc__.split("\n")[0])
+    ap.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    ap.add_argument("--config", type=Path, default=stack_config.CONFIG_DIR)
+    ap.add_argument("--synapse", default=SYNAPSE_URL)
+    ap.add_argument("--start-stack", nargs="+", help="command that starts the stack")
+    ap.add_argument("--reload-stack", nargs="+",
+                    help="command that starts what is configured but not running")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    box = Box(state_dir=args.state_dir, config_dir=args.config, synapse_url=args.synapse)
+    if args.start_stack:
+        box = dataclasses.replace(box, start_stack=tuple(args.start_stack))
+    if args.reload_stack:
+        box = dataclasses.replace(box, reload_stack=tuple(args.reload_stack))
+    try:
+        return 0 if asyncio.run(apply(box)) else 1
+    except MemuError as e:
+        print(f"memu: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
