@@ -5,12 +5,22 @@ agetty shows ``/etc/issue`` plus every ``*.issue`` in ``/run/issue.d`` (and the 
 directories, see agetty(8) "ISSUE FILES") above the login prompt, expanding escapes such as
 ``\\4`` (the IPv4 address of the interface with the default route). The file carries the
 setup token, so it is mode 0600: agetty runs as root and can read it; other users cannot.
+
+While the box is not set up, the snippet also carries a QR code of the page's address with
+the code filled in (``http://<host>.local/?code=…``; the page claims the box for the phone
+that opens it and drops the code from the address, see ``memu_agent.setup_pages``), drawn
+with Unicode half blocks (python3-qrcode, ``QRCode.print_ascii``), which the Linux console's
+default fonts carry. Light modules are drawn, so the code reads dark-on-light on a dark
+screen, as scanners expect.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
+
+import qrcode
 
 from memu_common import MemuError, run
 from memu_common.files import write_atomic
@@ -27,22 +37,45 @@ def _plain(text: str) -> str:
     return "".join(c for c in text if c != "\\" and c.isprintable())
 
 
-def issue_text(device_name: str, token: str | None) -> str:
-    """The snippet: page URLs and, while the box is not set up, the setup token.
+def setup_link(host: str, token: str) -> str:
+    """The first-boot page's address with the setup code filled in (what the QR holds)."""
+    code = "".join(c for c in token.lower() if c.isalnum())
+    return f"http://{host}/?code={code}"
+
+
+def qr_block(data: str) -> str:
+    """``data`` as a QR code (error correction L, 2-module quiet zone) in lines of Unicode
+    half blocks, light modules drawn; ends with a newline."""
+    qr = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_L)
+    qr.add_data(data)
+    qr.make(fit=True)
+    out = io.StringIO()
+    qr.print_ascii(out=out, invert=True)
+    # print_ascii draws "no module" as cp437's 255, a no-break space: some console fonts lack
+    # it, every one has the plain space.
+    return out.getvalue().replace("\xa0", " ")
+
+
+def issue_text(device_name: str, token: str | None, host: str = "memu.local") -> str:
+    """The snippet: page URLs and, while the box is not set up, the setup token and its QR.
 
     Args:
         device_name: shown in the heading.
         token: the setup token, or None once the box is set up.
+        host: the box's name on the network (``<hostname>.local``).
     """
     name = _plain(device_name)
+    host = _plain(host)
     if token is None:
-        return f"Memu OS: {name} is set up.\n  Manage it at http://memu.local/ or http://\\4/\n\n"
+        return f"Memu OS: {name} is set up.\n  Manage it at http://{host}/ or http://\\4/\n\n"
     return (
         f"Memu OS: finish setting up {name}\n"
         "  On a phone or laptop on the same network, open\n"
-        "    http://memu.local/   or   http://\\4/\n"
+        f"    http://{host}/   or   http://\\4/\n"
         f"  Setup code: {_plain(token)}\n"
-        "\n"
+        "  Or scan this with the phone's camera:\n"
+        + qr_block(setup_link(host, token))
+        + "\n"
     )
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from memu_agent.app import make_app, read_boot_facts
 from memu_agent.config import AgentConfig
 from memu_agent.console import AGETTY_ISSUE_DIRS, issue_text, reload_agetty, write_issue
-from memu_agent.facts import HostPaths
+from memu_agent.facts import HostPaths, hostname
 from memu_agent.notify import Notifier, watchdog_interval
 from memu_agent.watchdog import Watchdog
 from memu_common import MemuError
@@ -86,7 +86,8 @@ class AgentServer:
             )
             return
         done = setup_state(state_dir) is SetupState.DONE
-        text = issue_text(self._config.device_name, None if done else token)
+        text = issue_text(self._config.device_name, None if done else token,
+                          f"{hostname(self._paths).lower()}.local")
         try:
             path = write_issue(self._config.issue_dir, text)
         except OSError as e:

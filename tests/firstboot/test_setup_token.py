@@ -6,8 +6,9 @@ import stat
 from pathlib import Path
 
 import pytest
+import qrcode
 
-from memu_agent.console import ISSUE_FILE, issue_text, write_issue
+from memu_agent.console import ISSUE_FILE, issue_text, setup_link, write_issue
 from memu_firstboot.setup_token import ALPHABET, TOKEN_FILE, TOKEN_RE, ensure_token, generate_token
 
 
@@ -74,6 +75,32 @@ def test_issue_file_is_root_only_and_has_token_and_urls(tmp_path: Path) -> None:
     assert "http://\\4/" in text  # agetty prints the IPv4 address here
     assert "Okaforbox" in text  # a backslash in the name cannot become an agetty escape
     assert [p.name for p in path.parent.iterdir()] == [ISSUE_FILE]
+
+
+def _modules(block: str) -> list[list[bool]]:
+    """The drawn (light) modules of a half-block QR drawing, row by row."""
+    top = {"█": (True, True), "▀": (True, False), "▄": (False, True), " ": (False, False)}
+    rows: list[list[bool]] = []
+    for line in block.splitlines():
+        pairs = [top[c] for c in line]
+        rows += [[p[0] for p in pairs], [p[1] for p in pairs]]
+    return rows
+
+
+def test_issue_carries_a_qr_of_the_page_with_the_code(tmp_path: Path) -> None:
+    text = issue_text("memu", "abcd-efgh-jkmn", "okafor-box.local")
+    assert "http://okafor-box.local/" in text and "Setup code: abcd-efgh-jkmn" in text
+    link = setup_link("okafor-box.local", "abcd-efgh-jkmn")
+    assert link == "http://okafor-box.local/?code=abcdefghjkmn"
+    block = "\n".join(line for line in text.splitlines() if line and set(line) <= set("█▀▄ "))
+    expected = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_L)
+    expected.add_data(link)
+    expected.make(fit=True)
+    light = [[not dark for dark in row] for row in expected.get_matrix()]
+    got = _modules(block)
+    assert got[:len(light)] == light  # the drawing holds exactly this link's modules
+    assert len(got[0]) <= 40  # fits an 80-column console with room to spare
+    assert "\\" not in text.replace("http://\\4/", "")  # no agetty escapes but \4
 
 
 def test_issue_after_setup_has_no_token(tmp_path: Path) -> None:
