@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nio
 import pytest
 
 from memu_agent import model, stack
 from memu_common import container_lock as lock
+from memu_common.files import read_env_file
 from memu_dev import hoststack, matrix, standins
 from memu_dev.engine import Engine
-from memu_firstboot import provision
+from memu_firstboot import apply, provision, stack_config
+from memu_firstboot.form import SetupRequest
 
 pytestmark = pytest.mark.services
 
@@ -131,50 +131,47 @@ def test_the_llm_model_is_downloaded_with_progress(
     assert "no-such-model:1b" in error and "file does not exist" in error
 
 
-def test_the_assistant_starts_once_it_has_an_account_and_answers_help(
-        family: hoststack.Chat, engine: Engine) -> None:
+def test_setup_apply_makes_the_family_room_where_the_assistant_answers(
+        family: hoststack.Chat, engine: Engine, tmp_path: Path) -> None:
+    """The first-boot apply's chat steps (memu_firstboot.apply: secrets, accounts, family
+    room, assistant) against the real Synapse, twice (Retry, or a run after a power cut,
+    makes nothing new); then the assistant, started with the account the apply recorded,
+    answers /help in the family room as the admin's app sees it."""
     assert family.not_started["intelligence"].startswith("off: the assistant's Matrix account")
-    _, bot = hoststack.start_bot(engine, family, "memu-test-family")
+    state = tmp_path / "state"
+    state.mkdir()
+    request = apply.StoredRequest(
+        SetupRequest("The Okafors", "ada.apply", "purple-kettle-sings", "Europe/London",
+                     "en-GB"), hoststack.SERVER_NAME)
+    # The stack runs already (hoststack.chat made its configuration); the apply's own
+    # start and reload commands are the box's systemctl calls, not run here.
+    box = apply.Box(state_dir=state, config_dir=family.config, synapse_url=family.inside,
+                    start_stack=("true",), reload_stack=("true",))
+    chat_steps = tuple(s for s in apply.STEPS if s.name not in ("config", "database"))
+    results = []
+    for _ in range(2):
+        apply.save_request(state, request)
+        assert asyncio.run(apply.apply(box, chat_steps))
+        body = json.loads((state / apply.PROGRESS_FILE).read_text())
+        assert body["state"] == "done", body
+        results.append({s["name"]: s["message"] for s in body["steps"]})
+        assert not (state / apply.REQUEST_FILE).exists()  # the password is gone
+    first, second = results
+    assert first["accounts"] == second["accounts"] == (
+        f"@ada.apply:{hoststack.SERVER_NAME} (admin) and @memu:{hoststack.SERVER_NAME} "
+        "(the assistant)")
+    assert first["secrets"].startswith("made ") and second["secrets"] == (
+        "kept the secrets made earlier")
+    assert first["family-room"] == second["family-room"]
+    account = read_env_file(family.config / stack_config.BOT_ACCOUNT)
+    assert account["MEMU_BOT_USER_ID"] == f"@memu:{hoststack.SERVER_NAME}"
 
-    parent = matrix.register(family.inside, family.shared_secret, "parent", "parent pw 5678")
-    reply = asyncio.run(_ask_in_new_room(family.base, parent, bot.user_id, "/help"))
+    hoststack.start_assistant(engine, family, "memu-test-family")
+    admin = matrix.sign_in(family.base, "ada.apply", "purple-kettle-sings")
+    reply = asyncio.run(matrix.ask_in_room(family.base, admin,
+                                           f"#family:{hoststack.SERVER_NAME}",
+                                           account["MEMU_BOT_USER_ID"], "/help"))
     assert "/remember" in reply, reply
-
-
-async def _ask_in_new_room(base: str, user: matrix.Registered, bot_id: str, text: str,
-                           deadline_s: float = 60) -> str:
-    """Through nginx, as a family member's app: a room with the bot, ``text`` sent, the
-    body of the bot's first message in reply."""
-    client = nio.AsyncClient(base, user.user_id, device_id=user.device_id)
-    client.access_token, client.user_id = user.access_token, user.user_id
-    try:
-        room = await client.room_create(invite=[bot_id])
-        assert isinstance(room, nio.RoomCreateResponse), room
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            members = await client.joined_members(room.room_id)
-            if isinstance(members, nio.JoinedMembersResponse) and bot_id in {
-                    m.user_id for m in members.members}:
-                break
-            await asyncio.sleep(0.5)
-        else:
-            raise AssertionError(f"{bot_id} did not join within {deadline_s} s")
-        sent = await client.room_send(room.room_id, "m.room.message",
-                                      {"msgtype": "m.text", "body": text})
-        assert isinstance(sent, nio.RoomSendResponse), sent
-        while time.monotonic() < end:
-            msgs = await client.room_messages(room.room_id, limit=20)
-            assert isinstance(msgs, nio.RoomMessagesResponse), msgs
-            for ev in msgs.chunk:
-                src = ev.source
-                if src.get("sender") == bot_id and src.get("type") == "m.room.message" and \
-                        src["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get(
-                            "event_id") == sent.event_id:
-                    return str(src["content"]["body"])
-            await asyncio.sleep(0.5)
-        raise AssertionError(f"no reply to {text!r} from {bot_id} within {deadline_s} s")
-    finally:
-        await client.close()
 
 
 def test_setup_provisions_the_accounts_and_the_family_room_once(

@@ -142,6 +142,17 @@ def start_bot(engine: Engine, running: Chat, project: str) -> tuple[str, matrix.
     bot = matrix.register(running.inside, running.shared_secret, "memu", "bot password 1234")
     stack_config.write_bot_account(running.config, bot.user_id, bot.access_token,
                                    bot.device_id)
+    return start_assistant(engine, running, project), bot
+
+
+def start_assistant(engine: Engine, running: Chat, project: str) -> str:
+    """Start the stack's assistant, whose account is in the configuration already, as the
+    box's reload does (:func:`memu_agent.stack.start`), and wait until it is healthy;
+    return its container's name.
+
+    Raises:
+        MemuError: it did not start or did not become healthy.
+    """
     if running.compose is None:
         raise MemuError("this stack was not started by hoststack.chat")
     workdir = running.config.parent
@@ -151,4 +162,4 @@ def start_bot(engine: Engine, running: Chat, project: str) -> tuple[str, matrix.
         raise MemuError(f"the assistant did not start: {decision.not_started}")
     name = f"{project}-intelligence-1"
     engine.wait_healthy(name, timeout=180)
-    return name, bot
+    return name
