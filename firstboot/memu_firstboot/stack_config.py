@@ -127,6 +127,12 @@ def synapse_config(settings: Settings, secret: dict[str, str]) -> dict[str, obje
         # /.well-known/matrix/server (and, from public_baseurl, .../client), so phone apps
         # find the homeserver from the server name alone.
         "serve_server_wellknown": True,
+        # New rooms unencrypted by default in Element (its "io.element.e2ee" well-known key,
+        # element-web docs/e2ee.md): the family room and the rooms the family makes with the
+        # assistant are read by the assistant on this box (it has no end-to-end encryption
+        # support), and no message leaves the box. A family can still turn encryption on for
+        # a room of their own; the assistant then cannot read it.
+        "extra_well_known_client_content": {"io.element.e2ee": {"default": False}},
     }
 
 

@@ -72,6 +72,8 @@ def test_nginx_routes_the_chat_client_and_server_discovery(family: hoststack.Cha
     # Phone apps find the homeserver from the server name (served by Synapse).
     _, _, body = get(f"{family.base}/.well-known/matrix/client")
     assert json.loads(body)["m.homeserver"]["base_url"] == f"http://{hoststack.SERVER_NAME}/"
+    # Element makes new rooms unencrypted (the assistant reads them; nothing leaves the box).
+    assert json.loads(body)["io.element.e2ee"] == {"default": False}
     _, _, body = get(f"{family.base}/.well-known/matrix/server")
     assert json.loads(body)["m.server"].startswith(hoststack.SERVER_NAME)
     # Synapse's admin API stays unreachable, also next to the client's catch-all.
