@@ -78,6 +78,12 @@ bench-ota: _dev
 bench-stack *args: _dev _services
     {{py}} -m memu_dev.bench_stack {{args}}
 
+# First boot: median seconds from pressing "Set up" to ready in QEMU, and each step's share, vs boot-to-READY.
+[group('bench')]
+bench-setup n="3": _dev
+    {{py}} -m memu_dev.build --board {{board}} --if-stale
+    {{py}} -m memu_dev.bench_setup --runs {{n}}
+
 # Recall latency and bot RSS at 1k/10k/100k memories, against a naive baseline.
 [group('bench')]
 bench-recall *args: _dev _services

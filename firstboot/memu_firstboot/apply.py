@@ -9,7 +9,8 @@ reads the progress it writes to ``<state_dir>/setup-progress.json`` (see
 crash) completes what is missing and makes nothing twice:
 
     secrets        the stack's generated secrets, made once and kept (0600)
-    config         the stack's configuration from the family's settings (stack_config)
+    config         the stack's configuration from the family's settings (stack_config),
+                   and the family's time zone on the box (timedatectl)
     database       the stack started: PostgreSQL makes its databases on its first start
     chat server    Synapse answering ``/health``
     accounts       the admin's and the assistant's Matrix accounts (shared-secret API)
@@ -132,6 +133,7 @@ class Box:
         start_stack: the command that starts the stack and returns once it is up.
         reload_stack: the command that starts what is configured but not running (the
             assistant, once its account exists).
+        set_timezone: the command that sets the host's time zone (the zone is appended).
         wait_s: seconds to wait for the chat server to answer.
     """
 
@@ -140,6 +142,7 @@ class Box:
     synapse_url: str = SYNAPSE_URL
     start_stack: tuple[str, ...] = ("systemctl", "start", "memu-stack.service")
     reload_stack: tuple[str, ...] = ("systemctl", "reload", "memu-stack.service")
+    set_timezone: tuple[str, ...] = ("timedatectl", "set-timezone")
     wait_s: float = 900.0
 
 
@@ -186,7 +189,15 @@ async def _secrets(run: Run) -> str:
 
 async def _config(run: Run) -> str:
     written = stack_config.apply(run.settings(), run.box.config_dir)
-    return f"wrote {len(written)} files for the server {run.request.server_name}"
+    done = f"wrote {len(written)} files for the server {run.request.server_name}"
+    # The box's own clock shows the family's time (logs, the console); the services already
+    # have it from their configuration, so a refusal here is said, not fatal.
+    zone = run.request.form.timezone
+    result = await run_async((*run.box.set_timezone, zone), time_limit_s=60)
+    if result.returncode != 0:
+        log.warning("cannot set the time zone %s: %s", zone, result.stderr_tail())
+        return f"{done}; the box's clock stays in its old time zone"
+    return f"{done}; time zone {zone}"
 
 
 async def _command(argv: Sequence[str], what: str, hint: str) -> None:

@@ -69,11 +69,13 @@ def _stack(vm: VM) -> dict[str, Any] | None:
     return None
 
 
-def _answers(stack: dict[str, Any] | None) -> bool:
+def answers(stack: dict[str, Any] | None) -> bool:
+    """The agent answered (READY)."""
     return stack is not None
 
 
-def _loaded(stack: dict[str, Any] | None) -> bool:
+def images_loaded(stack: dict[str, Any] | None) -> bool:
+    """The preload has ended (done or failed)."""
     return (stack or {}).get("preload", {}).get("state") in ("done", "failed")
 
 
@@ -82,7 +84,7 @@ def _core_healthy(stack: dict[str, Any] | None) -> bool:
     return all(services.get(s, {}).get("health") == "healthy" for s in CORE)
 
 
-def _poll(vm: VM, done: Callable[[dict[str, Any] | None], bool], t0: float,
+def poll(vm: VM, done: Callable[[dict[str, Any] | None], bool], t0: float,
           deadline: float = DEADLINE) -> float | None:
     """Seconds since ``t0`` (monotonic) until ``done(stack status)`` holds; None past the
     deadline. Drains the console meanwhile, so QEMU never blocks on a full pty."""
@@ -97,17 +99,17 @@ def _poll(vm: VM, done: Callable[[dict[str, Any] | None], bool], t0: float,
 def first_boot(vm: VM) -> FirstBoot:
     """Time a fresh VM's first boot and its stack's first start (see the module docstring)."""
     out = FirstBoot()
-    out.ready = _poll(vm, _answers, time.monotonic() - vm.seconds_since_start())
+    out.ready = poll(vm, answers, time.monotonic() - vm.seconds_since_start())
     if out.ready is None:
         return out
-    _poll(vm, _loaded, time.monotonic())
+    poll(vm, images_loaded, time.monotonic())
     seconds = ((_stack(vm) or {}).get("preload") or {}).get("seconds")
     out.preload = float(seconds) if isinstance(seconds, int | float) else None
     vm.wait_for_shell(timeout=300)
     vm.sh("python3 -m memu_firstboot.stack_config --server-name family.test >/dev/null",
           timeout=120)
     vm.sh("systemctl --no-block start memu-stack.service", timeout=60)
-    out.stack = _poll(vm, _core_healthy, time.monotonic())
+    out.stack = poll(vm, _core_healthy, time.monotonic())
     return out
 
 
@@ -118,8 +120,8 @@ def warm_boots(vm: VM, runs: int) -> WarmBoots:
         vm.sh("systemctl --no-block reboot", check=False)
         vm.wait_for(r"Linux version", timeout=600)
         t0 = time.monotonic()
-        out.ready.append(_poll(vm, _answers, t0))
-        out.core.append(_poll(vm, _core_healthy, t0))
+        out.ready.append(poll(vm, answers, t0))
+        out.core.append(poll(vm, _core_healthy, t0))
         vm.wait_for_shell(timeout=300)
     return out
 
