@@ -47,11 +47,10 @@ from memu_agent.ratelimit import FailureLimiter, client_key
 from memu_agent.sessions import COOKIE, SessionKind, Sessions
 from memu_common.access import Access, Handler, route_access
 from memu_firstboot.setup_token import TOKEN_FILE
-from memu_firstboot.state import SetupState, setup_state
+from memu_firstboot.state import API_TOKEN_FILE, SetupState, setup_state
 
 log = logging.getLogger(__name__)
 
-API_TOKEN_FILE = "api-token"
 CODE_HEADER = csrf.CODE_HEADER
 CODE_FIELD = "setup_code"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -8,7 +8,8 @@ reads the progress it writes to ``<state_dir>/setup-progress.json`` (see
 :class:`Progress`). Every step is idempotent, so Retry (and a run after a power cut or a
 crash) completes what is missing and makes nothing twice:
 
-    secrets        the stack's generated secrets, made once and kept (0600)
+    secrets        the stack's generated secrets and the box's API token for scripts,
+                   made once and kept (0600)
     config         the stack's configuration from the family's settings (stack_config),
                    and the family's time zone on the box (timedatectl)
     database       the stack started: PostgreSQL makes its databases on its first start
@@ -32,6 +33,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,13 +44,13 @@ from typing import Any
 import aiohttp
 
 from memu_common import MemuError
-from memu_common.files import read_json_object, write_json_atomic
+from memu_common.files import read_json_object, write_atomic, write_json_atomic
 from memu_common.run import run_async
 from memu_firstboot import stack_config
 from memu_firstboot.form import BOT_USERNAME, SetupRequest
 from memu_firstboot.provision import Account, Homeserver
 from memu_firstboot.setup_token import TOKEN_FILE
-from memu_firstboot.state import SETUP_DONE_MARKER
+from memu_firstboot.state import API_TOKEN_FILE, SETUP_DONE_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,10 @@ class Step:
 
 async def _secrets(run: Run) -> str:
     made = stack_config.ensure_secrets(run.box.config_dir, (BOT_SECRET,))
+    token = run.box.state_dir / API_TOKEN_FILE
+    if not token.exists():  # for the family's scripts; /admin shows it
+        write_atomic(token, secrets.token_urlsafe(32).encode() + b"\n", mode=0o600)
+        made += 1
     return f"made {made} new secrets" if made else "kept the secrets made earlier"
 
 

@@ -11,6 +11,8 @@ import enum
 from pathlib import Path
 
 SETUP_DONE_MARKER = "setup-done"
+#: The API token for scripts (``Authorization: Bearer``), made by setup (mode 0600).
+API_TOKEN_FILE = "api-token"
 
 
 class SetupState(enum.StrEnum):

@@ -94,9 +94,17 @@ def setup_code(vm: VM) -> dict[str, str]:
     return {"X-Memu-Setup-Code": vm.sh("cat /var/lib/memu/setup-token").strip()}
 
 
+def admin_credentials(vm: VM) -> dict[str, str]:
+    """What a script proves to the guest's admin routes: the API token setup made
+    (``Authorization: Bearer``), or, while the box is not set up, the setup code."""
+    token = vm.sh("cat /var/lib/memu/api-token 2>/dev/null || true").strip()
+    return {"Authorization": f"Bearer {token}"} if token else setup_code(vm)
+
+
 def update(vm: VM, action: str, **kw: str) -> tuple[int, dict[str, Any]]:
-    """POST /api/update with an action, proving the setup code (the box is not set up)."""
-    return api(vm, "POST", "/api/update", {"action": action, **kw}, headers=setup_code(vm))
+    """POST /api/update with an action, as a script (:func:`admin_credentials`)."""
+    return api(vm, "POST", "/api/update", {"action": action, **kw},
+               headers=admin_credentials(vm))
 
 
 def drain(vm: VM, seconds: float) -> None:
