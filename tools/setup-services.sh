@@ -78,6 +78,11 @@ apt_install docker.io
 # A registry on loopback (tests/stack/test_registry_copy.py) and skopeo, which copies registry
 # images by digest at build time.
 apt_install docker-registry skopeo
+
+# --- A browser -------------------------------------------------------------------------
+# The first-boot page is tested in Debian's headless Chromium, driven by Playwright from PyPI
+# (the project's dev extra) through executable_path: no browser download.
+apt_install chromium
 # Compose v2 from Debian trixie (bookworm's docker-compose is the old v1): the same package the
 # OS image carries, so tests/stack runs the stack's compose.yaml as the box does. Its one
 # binary needs only libc; unpacked under .tools/compose, never installed system-wide.

@@ -395,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-stack", nargs="+", help="command that starts the stack")
     ap.add_argument("--reload-stack", nargs="+",
                     help="command that starts what is configured but not running")
+    ap.add_argument("--set-timezone", nargs="+",
+                    help="command that sets the host's time zone (the zone is appended)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     box = Box(state_dir=args.state_dir, config_dir=args.config, synapse_url=args.synapse)
@@ -402,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         box = dataclasses.replace(box, start_stack=tuple(args.start_stack))
     if args.reload_stack:
         box = dataclasses.replace(box, reload_stack=tuple(args.reload_stack))
+    if args.set_timezone:
+        box = dataclasses.replace(box, set_timezone=tuple(args.set_timezone))
     try:
         return 0 if asyncio.run(apply(box)) else 1
     except MemuError as e:

@@ -84,7 +84,8 @@ def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
 @contextlib.contextmanager
 def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
          pulled: Mapping[str, str] | None = None,
-         optional: Mapping[str, str] | None = None) -> Iterator[Chat]:
+         optional: Mapping[str, str] | None = None,
+         server_name: str = SERVER_NAME) -> Iterator[Chat]:
     """Start the stack from its compose.yaml with its configuration rendered by
     memu_firstboot.stack_config and the images preloaded by memu_agent.preload (from the
     archives ``just build`` made), state under ``workdir``; wait until every container
@@ -94,6 +95,7 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
         pulled: registry images as the device's pull leaves them (``{service: image ID}``,
             written to pulled.env): without them only the services built here start.
         optional: the optional services switched on or off (:mod:`memu_common.optional`).
+        server_name: the Matrix server name.
 
     Raises:
         MemuError: an image was refused, the chat core did not start, or a container did not
@@ -107,7 +109,7 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
         raise MemuError(f"preload: {preload.status['images']}")
     write_atomic(workdir / "pulled.env", "".join(
         f"{image_env_name(n)}={i}\n" for n, i in (pulled or {}).items()).encode(), mode=0o644)
-    stack_config.apply(stack_config.Settings(SERVER_NAME, optional or {}), workdir / "config")
+    stack_config.apply(stack_config.Settings(server_name, optional or {}), workdir / "config")
     compose = compose_for(engine, workdir, project)
     try:
         decision = stack.start(compose, workdir / "images.env", workdir / "pulled.env",
