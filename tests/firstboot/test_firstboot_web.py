@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import tomllib
 from pathlib import Path
 
 from aiohttp import web
@@ -112,3 +114,16 @@ async def test_stylesheet(aiohttp_client: AiohttpClient, tmp_path: Path) -> None
     css = await resp.text()
     assert "@media (prefers-color-scheme: dark)" in css
     assert "url(" not in css and "@import" not in css  # no external resources
+
+
+def test_every_page_file_ships_in_the_package() -> None:
+    """The OS image installs the wheel: a page file that pyproject's package-data does not
+    name is missing on the box (the agent cannot start without it)."""
+    repo = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["*"]
+    root = repo / "firstboot" / "memu_firstboot"
+    files = [p for d in ("static", "templates") for p in (root / d).iterdir() if p.is_file()]
+    assert files
+    for path in files:
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path
