@@ -16,13 +16,28 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def _make_dirs(directory: Path, mode: int) -> None:
+    """Create ``directory`` and its missing parents with exactly ``mode`` (whatever the
+    process's umask: a service with ``UMask=0077`` still makes directories that a container's
+    own user can read when ``mode`` says so); existing ones are left as they are."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=mode)
+            os.chmod(d, mode)
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, dir_mode: int = 0o700,
                  exclusive: bool = False) -> bool:
     """Write ``data`` to ``path`` atomically: readers see the old file or the new one, also
     after a power cut (the file and its directory are fsynced).
 
     Args:
-        path: the file to write; its parent is created with ``dir_mode`` when missing.
+        path: the file to write; its parent is created with ``dir_mode`` when missing
+            (exactly: the umask does not apply).
         data: the whole new content.
         mode: the file's permission bits (set before any byte is written).
         exclusive: only write when ``path`` does not exist yet (the new file is linked into
@@ -34,7 +49,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, dir_mode: int = 
     Raises:
         OSError: the directory or file cannot be written.
     """
-    path.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
+    _make_dirs(path.parent, dir_mode)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
