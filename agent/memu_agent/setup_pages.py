@@ -162,8 +162,8 @@ async def index(request: web.Request) -> web.StreamResponse:
         return respond(request, "done.html")
     if "code" in request.query:
         return await _qr_claim(request, request.query["code"])
-    if _claim_session(request) and request.app[RUNNER].progress()["state"] != "not started":
-        return _see("/setup/progress")
+    if _claim_session(request) and request.app[RUNNER].running():
+        return _see("/setup/progress")  # a failed run's page links here to change answers
     values = form.prefill(request.headers.get("Accept-Language", ""))
     return _form_page(request, values=values, prefilled=True)
 

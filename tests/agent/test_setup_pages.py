@@ -210,6 +210,9 @@ async def test_failed_step_shows_why_and_retry_completes(
     page = await (await client.get("/setup/progress")).text()
     assert "Setup stopped" in page and 'action="/setup/retry"' in page
     assert "the chat server refused making the account" in page and "refresh" not in page
+    # "change what you typed" leads to the form, not back here
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 200 and 'name="family_name"' in await resp.text()
     resp = await post(client, "/setup/retry", {"csrf": csrf_of(page)})
     assert resp.status == 303 and resp.headers["Location"] == "/setup/progress"
     assert (await until_finished(client))["state"] == "done"
@@ -236,8 +239,6 @@ async def test_power_cut_mid_apply_then_retry(
     # the box comes back: a new agent, the same browser
     client = await make(aiohttp_client, config, host)
     client.session.cookie_jar.update_cookies({"memu_session": session, "memu_csrf": token})
-    resp = await client.get("/", allow_redirects=False)
-    assert resp.headers["Location"] == "/setup/progress"
     page = await (await client.get("/setup/progress")).text()
     assert "lost power" in page and 'action="/setup/retry"' in page
     assert (await (await client.get("/api/setup")).json())["state"] == "interrupted"
