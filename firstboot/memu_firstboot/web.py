@@ -36,7 +36,10 @@ _SECURITY_HEADERS = {
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": with it, browsers send "Origin: null" on the page's own form posts,
+    # which the agent refuses as coming from elsewhere; "same-origin" still gives other
+    # sites nothing.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
