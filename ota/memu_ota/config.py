@@ -54,6 +54,8 @@ class OtaConfig:
             ``health-failure.json``).
         esp_dirs: where the UKIs (boot entries) live; the first that exists is used.
         health_deadline_s: seconds the boot health gate waits for the core units.
+        boot_tries: boots a new version gets to pass the health gate before systemd-boot
+            falls back to the previous slot (the UKI's ``TriesLeft=``).
         core_units: units that must be active for a boot to count as healthy.
     """
 
@@ -68,6 +70,7 @@ class OtaConfig:
     state_dir: Path = Path("/var/lib/memu/ota")
     esp_dirs: tuple[Path, ...] = (Path("/efi/EFI/Linux"), Path("/boot/EFI/Linux"))
     health_deadline_s: float = 300.0
+    boot_tries: int = 3
     core_units: tuple[str, ...] = ("memu-agent.service", "docker.service")
 
     @property
@@ -92,6 +95,7 @@ OTA_SETTINGS: tuple[Setting, ...] = (
     Setting("state_dir", settings.abs_path),
     Setting("esp_dirs", settings.abs_paths),
     Setting("health_deadline_s", settings.seconds(10.0)),
+    Setting("boot_tries", settings.positive(int)),
     Setting("core_units", settings.unit_names),
 )
 check_table(OtaConfig, OTA_SETTINGS)

@@ -3,9 +3,10 @@
 The image ships ``/usr/lib/memu/sysupdate.d/*.transfer.in``: ordinary sysupdate.d(5)
 transfer files whose ``[Source] Path=`` holds the placeholder ``@SOURCE_URL@``. This module
 writes ``<runtime_dir>/sysupdate.d/<name>.transfer`` with the placeholder replaced by the
-channel URL (``<base_url><channel>/``); the agent always runs sysupdate with
-``--definitions=<runtime_dir>/sysupdate.d``. Each file is replaced atomically and stale
-``*.transfer`` files are removed, so sysupdate never sees half a set.
+channel URL (``<base_url><channel>/``) and ``@BOOT_TRIES@`` (the UKI's ``TriesLeft=``,
+systemd-boot's boot counting) by the configured number of tries; the agent always runs
+sysupdate with ``--definitions=<runtime_dir>/sysupdate.d``. Each file is replaced
+atomically and stale ``*.transfer`` files are removed, so sysupdate never sees half a set.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from memu_common.settings import base_url as parse_base_url
 from memu_ota.config import parse_channel
 
 PLACEHOLDER = "@SOURCE_URL@"
+TRIES_PLACEHOLDER = "@BOOT_TRIES@"
 TEMPLATE_SUFFIX = ".transfer.in"
 
 
@@ -38,8 +40,13 @@ def source_url(base_url: str, channel: str) -> str:
     return f"{base}{chan}/"
 
 
-def render(template_dir: Path, out_dir: Path, base_url: str, channel: str) -> list[Path]:
+def render(template_dir: Path, out_dir: Path, base_url: str, channel: str,
+           boot_tries: int = 3) -> list[Path]:
     """Render every ``*.transfer.in`` in ``template_dir`` into ``out_dir``.
+
+    Args:
+        boot_tries: how many times a new version's boot entry is tried before systemd-boot
+            falls back (replaces ``@BOOT_TRIES@``; see systemd.io/AUTOMATIC_BOOT_ASSESSMENT).
 
     Returns:
         The written ``*.transfer`` paths, sorted.
@@ -64,7 +71,8 @@ def render(template_dir: Path, out_dir: Path, base_url: str, channel: str) -> li
                 hint="the image's transfer templates are broken; rebuild the image",
             )
         name = template.name.removesuffix(TEMPLATE_SUFFIX) + ".transfer"
-        rendered[name] = text.replace(PLACEHOLDER, url)
+        rendered[name] = text.replace(PLACEHOLDER, url).replace(TRIES_PLACEHOLDER,
+                                                                 str(boot_tries))
     try:
         out_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         for name, text in rendered.items():

@@ -27,7 +27,6 @@ from pathlib import Path
 from memu_ota.state import HealthFailure, OtaState, Outcome, PendingPhase
 
 ENTRY_RE = re.compile(r"^memu-os_(?P<version>.+?)(\+(?P<left>\d+)(-(?P<done>\d+))?)?\.efi$")
-BOOT_TRIES = 3
 
 
 class EntryState(enum.StrEnum):
@@ -99,7 +98,7 @@ def reconcile(
         if health is not None and health.version == p.to_version:
             reason = health.reason
         else:
-            reason = f"it did not finish booting {BOOT_TRIES} times"
+            reason = "it did not finish booting on any of its tries"
         blocked = state.blocked if p.to_version in state.blocked else (
             *state.blocked, p.to_version)
         return _done(replace(state, blocked=blocked), "rolled-back",

@@ -175,7 +175,8 @@ class Updater:
     def _render(self, *, notify: bool = True) -> bool:
         try:
             definitions.render(self._config.template_dir, self._config.definitions_dir,
-                               self._config.base_url, self._config.channel)
+                               self._config.base_url, self._config.channel,
+                               self._config.boot_tries)
         except MemuError as e:
             log.error("%s", e)
             if notify:

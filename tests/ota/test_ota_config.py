@@ -82,6 +82,22 @@ def test_render_writes_transfers_and_removes_stale(ota_config: OtaConfig) -> Non
     assert "Path=https://u.example/memu/beta/\n" in text and "@SOURCE_URL@" not in text
 
 
+def test_shipped_uki_transfer_gets_three_boot_tries_unless_set(tmp_path: Path) -> None:
+    """The image's own templates: a new version's boot entry is tried 3 times by default;
+    ``[ota] boot_tries`` changes it (the QEMU rollback test uses 1)."""
+    shipped = Path(__file__).parents[2] / "overlays/common/usr/lib/memu/sysupdate.d"
+    config, problems = parse_config({"ota": {"boot_tries": 1}}, "agent.toml")
+    assert (config.ota.boot_tries, problems) == (1, [])
+    for tries, out in ((OtaConfig().boot_tries, tmp_path / "default"), (1, tmp_path / "one")):
+        render(shipped, out, "https://u.example/", "stable", tries)
+        texts = {p.name: p.read_text() for p in out.iterdir()}
+        assert f"\nTriesLeft={tries}\n" in texts["20-uki.transfer"]
+        assert not any("@" + "BOOT_TRIES@" in t for t in texts.values())
+    assert OtaConfig().boot_tries == 3
+    _, problems = parse_config({"ota": {"boot_tries": 0}}, "agent.toml")
+    assert "'ota.boot_tries'" in problems[0] and "positive" in problems[0]
+
+
 def test_render_refuses_missing_or_broken_templates(tmp_path: Path) -> None:
     with pytest.raises(MemuError, match="no update definitions"):
         render(tmp_path, tmp_path / "out", "https://u.example/", "stable")

@@ -241,9 +241,5 @@ def test_bad_channels_are_refused_and_running_slot_untouched(
 
     status, snap = update(vm, "install", version="0.1.0")
     assert status == 409 and "newer" in str(snap).lower(), snap
-
-    shutil.rmtree(served.dir)
-    shutil.copytree(pristine, served.dir)
-    install_and_wait_ready(vm, "0.2.0")
-    assert labels(vm)[7] == "memu-os_0.2.0"
-    assert labels(vm)[4] == "memu-os_0.1.0"
+    # That a good install still succeeds after a refused one (slot B partly written, its
+    # labels untouched) is the power-cut test's retry: the same state, one install less here.
