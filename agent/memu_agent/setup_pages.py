@@ -17,7 +17,7 @@ Routes (access as enforced by :mod:`memu_agent.auth`):
         cut off (a power cut, a crash). Shows no secret.
     ``POST /setup/retry`` (claim): runs the apply again with the stored request.
     ``GET /setup/ready`` (open, after setup): how to sign in, the server name, the links.
-    ``GET /api/setup`` (open): the progress as JSON (:class:`memu_firstboot.apply.Progress`,
+    ``GET /api/setup`` (open): the progress as JSON (:mod:`memu_firstboot.progress`,
         ``state`` also ``interrupted``), ``{"state": "not started"}`` before any run.
 
 Why the progress and ready pages are open: they show no secret (step names, plain-words
@@ -44,15 +44,15 @@ from memu_agent.sessions import COOKIE, SessionKind
 from memu_common import optional
 from memu_common.access import Access, add_route
 from memu_common.files import read_env_file, read_json_object
-from memu_firstboot import apply, form, stack_config
+from memu_firstboot import apply, form, progress, stack_config
 from memu_firstboot.web import PAGE_INFO, is_set_up, respond
 
 log = logging.getLogger(__name__)
 
 #: Words for a step's state on the page.
-STEP_WORDS = {apply.StepState.WAITING: "waiting", apply.StepState.RUNNING: "working…",
-              apply.StepState.DONE: "done", apply.StepState.FAILED: "failed",
-              apply.StepState.SKIPPED: "skipped"}
+STEP_WORDS = {progress.StepState.WAITING: "waiting", progress.StepState.RUNNING: "working…",
+              progress.StepState.DONE: "done", progress.StepState.FAILED: "failed",
+              progress.StepState.SKIPPED: "skipped"}
 #: Language tags offered in the form's list (any ``ll`` or ``ll-CC`` is accepted).
 LANGUAGES = ("en", "en-GB", "en-US", "en-IE", "en-AU", "en-CA", "en-IN", "en-NG", "en-ZA",
              "de-DE", "de-AT", "de-CH", "fr-FR", "fr-BE", "fr-CA", "es-ES", "es-MX", "it-IT",
@@ -112,16 +112,16 @@ class SetupRunner:
         """The progress file as written by the apply, with ``state`` ``interrupted`` when it
         says ``running`` but no apply runs (the box lost power or the agent restarted), and
         ``running`` with the old steps while a new run has not written its own yet."""
-        body = read_json_object(self.state_dir / apply.PROGRESS_FILE)
+        body = read_json_object(self.state_dir / progress.PROGRESS_FILE)
         if body is None:
             return {"state": "running", "steps": []} if self.running() else {
                 "state": "not started", "steps": []}
         if not isinstance(body.get("steps"), list):
             body["steps"] = []
         if self.running():
-            body["state"] = apply.RunState.RUNNING
-        elif body.get("state") == apply.RunState.RUNNING:
-            body["state"] = apply.RunState.INTERRUPTED
+            body["state"] = progress.RunState.RUNNING
+        elif body.get("state") == progress.RunState.RUNNING:
+            body["state"] = progress.RunState.INTERRUPTED
         return body
 
 
@@ -297,7 +297,7 @@ async def api_setup(request: web.Request) -> web.Response:
     """``GET /api/setup``: see the module docstring."""
     body = request.app[RUNNER].progress()
     if is_set_up(request):
-        body["state"] = apply.RunState.DONE
+        body["state"] = progress.RunState.DONE
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 

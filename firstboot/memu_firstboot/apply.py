@@ -4,9 +4,9 @@
 
 The agent runs it as a child process (never inside its aiohttp process) with the family's
 checked form in ``<state_dir>/setup-request.json`` (0600, see :func:`save_request`) and
-reads the progress it writes to ``<state_dir>/setup-progress.json`` (see
-:class:`Progress`). Every step is idempotent, so Retry (and a run after a power cut or a
-crash) completes what is missing and makes nothing twice:
+reads the progress it writes to ``<state_dir>/setup-progress.json``
+(:mod:`memu_firstboot.progress`). Every step is idempotent, so Retry (and a run after a
+power cut or a crash) completes what is missing and makes nothing twice:
 
     secrets        the stack's generated secrets and the box's API token for scripts,
                    made once and kept (0600)
@@ -36,10 +36,9 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -48,6 +47,14 @@ from memu_common.files import read_json_object, write_atomic, write_json_atomic
 from memu_common.run import run_async
 from memu_firstboot import stack_config
 from memu_firstboot.form import BOT_USERNAME, SetupRequest
+from memu_firstboot.progress import (
+    PROGRESS_FILE,
+    Progress,
+    RunState,
+    Skipped,
+    Step,
+    run_steps,
+)
 from memu_firstboot.provision import Account, Homeserver
 from memu_firstboot.setup_token import TOKEN_FILE
 from memu_firstboot.state import API_TOKEN_FILE, SETUP_DONE_MARKER
@@ -55,36 +62,10 @@ from memu_firstboot.state import API_TOKEN_FILE, SETUP_DONE_MARKER
 log = logging.getLogger(__name__)
 
 REQUEST_FILE = "setup-request.json"
-PROGRESS_FILE = "setup-progress.json"
 STATE_DIR = Path("/var/lib/memu-agent")
 SYNAPSE_URL = "http://127.0.0.1:8008"
 #: The assistant's Matrix password, generated once with the stack's other secrets.
 BOT_SECRET = "memu-bot-password"
-
-
-class StepState:
-    """The states a step shows on the progress page."""
-
-    WAITING = "waiting"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-class RunState:
-    """The states a whole run shows (``interrupted`` is the agent's reading of a
-    ``running`` file whose process is gone: a power cut or a crash)."""
-
-    RUNNING = "running"
-    FAILED = "failed"
-    DONE = "done"
-    INTERRUPTED = "interrupted"
-
-
-class Skipped(Exception):
-    """A step that has nothing to do for this family (e.g. no Tailscale key); the message
-    says why, in plain words."""
 
 
 @dataclass(frozen=True)
@@ -168,20 +149,6 @@ class Run:
         return stack_config.Settings(self.request.server_name,
                                      tailscale_auth_key=form.tailscale_auth_key,
                                      timezone=form.timezone)
-
-
-StepFn = Callable[[Run], Awaitable[str]]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step: ``name`` (stable, for the progress file), ``label`` (for the page) and
-    the coroutine doing it, which returns a short plain-words result, raises
-    :class:`Skipped`, or raises (a :class:`MemuError`'s message and hint are shown)."""
-
-    name: str
-    label: str
-    do: StepFn = field(repr=False)
 
 
 async def _secrets(run: Run) -> str:
@@ -274,7 +241,7 @@ async def _remote_access(run: Run) -> str:
     return "the Tailscale key is stored; the box connects when it reaches the internet"
 
 
-STEPS: tuple[Step, ...] = (
+STEPS: tuple[Step[Run], ...] = (
     Step("secrets", "Secrets", _secrets),
     Step("config", "Configuration", _config),
     Step("database", "Database", _database),
@@ -284,72 +251,6 @@ STEPS: tuple[Step, ...] = (
     Step("assistant", "Assistant", _assistant),
     Step("remote-access", "Remote access", _remote_access),
 )
-
-
-@dataclass
-class Progress:
-    """The progress file, ``<state_dir>/setup-progress.json`` (0644, written atomically
-    after every change)::
-
-        {"state": "running" | "failed" | "done",
-         "started_at": 1733200000.0,        # seconds since the epoch
-         "steps": [{"name": "secrets", "label": "Secrets",
-                    "state": "waiting" | "running" | "done" | "failed" | "skipped",
-                    "seconds": 0.4,           # how long it ran (null while waiting)
-                    "message": "…", "hint": "…"}]}
-    """
-
-    path: Path
-    steps: Sequence[Step]
-    clock: Callable[[], float] = time.time
-    body: dict[str, Any] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.body = {"state": RunState.RUNNING, "started_at": self.clock(),
-                     "steps": [{"name": s.name, "label": s.label, "state": StepState.WAITING,
-                                "seconds": None, "message": "", "hint": ""}
-                               for s in self.steps]}
-        self.write()
-
-    def write(self) -> None:
-        write_json_atomic(self.path, self.body, mode=0o644)
-
-    def step(self, i: int, **values: Any) -> None:
-        self.body["steps"][i].update(values)
-        self.write()
-
-    def finish(self, state: str) -> None:
-        self.body["state"] = state
-        self.write()
-
-
-async def run_steps(run: Run, steps: Sequence[Step], progress: Progress) -> bool:
-    """Run ``steps`` in order, reporting each into ``progress``; stop at the first failure.
-
-    Returns:
-        True when every step is done or skipped.
-    """
-    for i, step in enumerate(steps):
-        started = time.monotonic()
-        progress.step(i, state=StepState.RUNNING)
-        state, message, hint = StepState.DONE, "", ""
-        try:
-            message = await step.do(run)
-        except Skipped as e:
-            state, message = StepState.SKIPPED, str(e)
-        except MemuError as e:
-            state, message, hint = StepState.FAILED, e.message, e.hint or ""
-        except Exception as e:  # a bug: show it plainly, keep the trace in the journal
-            log.exception("setup step %s failed", step.name)
-            state, message = StepState.FAILED, f"unexpected error: {e}"
-            hint = "press Retry; if it fails again, the box's journal has the details"
-        progress.step(i, state=state, message=message, hint=hint,
-                      seconds=round(time.monotonic() - started, 1))
-        log.info("setup step %s: %s %s", step.name, state, message)
-        if state == StepState.FAILED:
-            progress.finish(RunState.FAILED)
-            return False
-    return True
 
 
 def finish_setup(state_dir: Path) -> None:
@@ -364,7 +265,7 @@ def finish_setup(state_dir: Path) -> None:
         (state_dir / name).unlink(missing_ok=True)
 
 
-async def apply(box: Box, steps: Sequence[Step] = STEPS) -> bool:
+async def apply(box: Box, steps: Sequence[Step[Run]] = STEPS) -> bool:
     """Run the whole apply for the request stored in ``box.state_dir``.
 
     Returns:

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from memu_common import MemuError
-from memu_firstboot import apply
+from memu_firstboot import apply, progress
 
 
 def main() -> int:
     state_dir = Path(sys.argv[1])
     fail = sys.argv[2] if len(sys.argv) > 2 else ""
 
-    def body(name: str) -> apply.StepFn:
+    def body(name: str) -> Callable[[apply.Run], Awaitable[str]]:
         async def do(run: apply.Run) -> str:
             await asyncio.sleep(0.05)
             marker = state_dir / f"fail-{name}"
@@ -30,11 +31,11 @@ def main() -> int:
                 marker.touch()
                 raise MemuError("the chat server refused making the account", hint="press Retry")
             if name == "remote-access" and not run.request.form.tailscale_auth_key:
-                raise apply.Skipped("no Tailscale key given")
+                raise progress.Skipped("no Tailscale key given")
             return f"{name} for {run.request.form.family_name}"
         return do
 
-    steps = tuple(apply.Step(s.name, s.label, body(s.name)) for s in apply.STEPS)
+    steps = tuple(progress.Step(s.name, s.label, body(s.name)) for s in apply.STEPS)
     return 0 if asyncio.run(apply.apply(apply.Box(state_dir=state_dir), steps)) else 1
 
 

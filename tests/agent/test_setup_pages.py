@@ -23,7 +23,7 @@ from memu_agent.config import AgentConfig
 from memu_agent.facts import HostPaths
 from memu_agent.ratelimit import FailureLimiter
 from memu_agent.setup_pages import SetupRunner
-from memu_firstboot import apply
+from memu_firstboot import apply, progress
 from memu_firstboot.form import SetupRequest
 from memu_firstboot.setup_token import TOKEN_FILE, ensure_token
 from memu_firstboot.state import SETUP_DONE_MARKER
@@ -106,8 +106,8 @@ async def test_whole_flow_without_javascript(
         "memu-box.local")
     assert (config.state_dir / apply.REQUEST_FILE).stat().st_mode & 0o777 == 0o600
     # the progress page refreshes itself while running
-    progress = await (await client.get("/setup/progress", allow_redirects=False)).text()
-    assert '<meta http-equiv="refresh" content="2">' in progress or "is ready" in progress
+    waiting = await (await client.get("/setup/progress", allow_redirects=False)).text()
+    assert '<meta http-equiv="refresh" content="2">' in waiting or "is ready" in waiting
     body = await until_finished(client)
     assert body["state"] == "done"
     assert [(s["name"], s["state"]) for s in body["steps"]] == [
@@ -233,9 +233,9 @@ async def test_power_cut_mid_apply_then_retry(
         SetupRequest("The Okafors", "ada", "purple-kettle-sings", "Etc/UTC", "en"),
         "memu-box.local"))
     steps = apply.STEPS[:3]
-    progress = apply.Progress(config.state_dir / apply.PROGRESS_FILE, steps)
-    progress.step(0, state="done", seconds=0.2)
-    progress.step(1, state="running")
+    prog = progress.Progress(config.state_dir / progress.PROGRESS_FILE, steps)
+    prog.step(0, state="done", seconds=0.2)
+    prog.step(1, state="running")
     # the box comes back: a new agent, the same browser
     client = await make(aiohttp_client, config, host)
     client.session.cookie_jar.update_cookies({"memu_session": session, "memu_csrf": token})
@@ -273,11 +273,11 @@ async def test_progress_page_states(
 ) -> None:
     client = await make(aiohttp_client, config, host)
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    progress = apply.Progress(config.state_dir / apply.PROGRESS_FILE, apply.STEPS[:2])
-    progress.step(0, state="done", seconds=1.26, message="made 8 new secrets")
-    progress.step(1, state=state if state == "failed" else "done", seconds=3.0,
+    prog = progress.Progress(config.state_dir / progress.PROGRESS_FILE, apply.STEPS[:2])
+    prog.step(0, state="done", seconds=1.26, message="made 8 new secrets")
+    prog.step(1, state=state if state == "failed" else "done", seconds=3.0,
                   message="<disk full>", hint="free some space")
-    progress.finish(state)
+    prog.finish(state)
     page = await (await client.get("/setup/progress")).text()
     assert "Secrets" in page and "made 8 new secrets" in page and "1 s" in page
     assert "&lt;disk full&gt;" in page  # step messages are escaped

@@ -24,7 +24,7 @@ from memu_common import container_lock as lock
 from memu_common.files import read_env_file
 from memu_dev import hoststack, matrix, standins
 from memu_dev.engine import Engine
-from memu_firstboot import apply, provision, stack_config
+from memu_firstboot import apply, progress, provision, stack_config
 from memu_firstboot.form import SetupRequest
 
 pytestmark = pytest.mark.services
@@ -154,7 +154,7 @@ def test_setup_apply_makes_the_family_room_where_the_assistant_answers(
     for _ in range(2):
         apply.save_request(state, request)
         assert asyncio.run(apply.apply(box, chat_steps))
-        body = json.loads((state / apply.PROGRESS_FILE).read_text())
+        body = json.loads((state / progress.PROGRESS_FILE).read_text())
         assert body["state"] == "done", body
         results.append({s["name"]: s["message"] for s in body["steps"]})
         assert not (state / apply.REQUEST_FILE).exists()  # the password is gone
