@@ -12,8 +12,9 @@ On every request it
 
 Credentials (:class:`Credential`):
     setup code: ``X-Memu-Setup-Code: k7m4-rq2x-hn9c``, or a ``setup_code`` field in a JSON
-        or form body. Spaces and dashes are ignored, case too; compared in constant time,
-        never logged or echoed.
+        or form body, or (``GET`` on a route registered with :func:`code_in_link`: the QR
+        code on the box's screen) a ``code`` query parameter. Spaces and dashes are ignored,
+        case too; compared in constant time, never logged or echoed.
     claim / admin session: the ``memu_session`` cookie (:mod:`memu_agent.sessions`).
     API token: ``Authorization: Bearer <token>`` with the token in ``<state_dir>/api-token``
         (mode 0600, written by setup), for scripts.
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 CODE_HEADER = csrf.CODE_HEADER
 CODE_FIELD = "setup_code"
+CODE_QUERY = "code"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _HEADERS = {"Cache-Control": "no-store"}
 
@@ -117,20 +119,28 @@ def decide(access: Access, *, set_up: bool, valid: Iterable[Credential],
                    f"send it as {CODE_HEADER} (or claim the box on its page)")
 
 
+def host_name(host: str) -> str:
+    """A ``Host`` header without its port: ``memu.local:8080`` → ``memu.local``,
+    ``[fe80::1]:80`` → ``[fe80::1]``; a bare IPv6 literal stays whole."""
+    host = host.strip()
+    if host.startswith("["):
+        literal, _, _ = host.partition("]")
+        return literal + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def host_allowed(host: str | None, names: Iterable[str]) -> bool:
     """True when a ``Host`` header names the box: an IP literal (with or without port) or
     one of ``names`` (compared case-insensitively, without a trailing dot)."""
     if not host:
         return False
-    host = host.strip()
-    if host.startswith("["):  # [v6]:port
-        literal, _, _ = host[1:].partition("]")
+    name = host_name(host)
+    if name.startswith("["):  # [v6]:port
         try:
-            ipaddress.IPv6Address(literal.split("%", 1)[0])
+            ipaddress.IPv6Address(name[1:-1].split("%", 1)[0])
         except ValueError:
             return False
         return True
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     try:
         ipaddress.ip_address(name)
         return True
@@ -214,6 +224,15 @@ def on_refusal(app: web.Application, handler: Handler, page: RefusalPage) -> Non
     app.setdefault(REFUSAL_PAGES, {})[handler] = page
 
 
+CODE_LINKS: web.AppKey[set[Handler]] = web.AppKey("memu_agent.auth.code_links")
+
+
+def code_in_link(app: web.Application, handler: Handler) -> None:
+    """Let ``GET`` requests to ``handler`` present the setup code as ``?code=`` (a link or
+    QR code carrying it); the handler should redirect, so the code leaves the address bar."""
+    app.setdefault(CODE_LINKS, set()).add(handler)
+
+
 def error(status: int, message: str, hint: str = "") -> web.Response:
     """A JSON error answer ``{"error": message, "hint": hint}``."""
     return web.json_response({"error": message, "hint": hint or None}, status=status,
@@ -221,7 +240,11 @@ def error(status: int, message: str, hint: str = "") -> web.Response:
 
 
 async def presented_code(request: web.Request) -> str | None:
-    """The setup code ``request`` presents (header first, then body field), or None."""
+    """The setup code ``request`` presents (header first, then body field, then the link's
+    query parameter where the route allows it), or None."""
+    if request.method == "GET" and CODE_QUERY in request.query and (
+            request.match_info.route.handler in request.app.get(CODE_LINKS, set())):
+        return request.query[CODE_QUERY]
     return request.headers.get(CODE_HEADER) or await _body_code(request)
 
 

@@ -7,11 +7,11 @@ directories, see agetty(8) "ISSUE FILES") above the login prompt, expanding esca
 setup token, so it is mode 0600: agetty runs as root and can read it; other users cannot.
 
 While the box is not set up, the snippet also carries a QR code of the page's address with
-the code filled in (``http://<host>.local/?code=…``; the page claims the box for the phone
-that opens it and drops the code from the address, see ``memu_agent.setup_pages``), drawn
-with Unicode half blocks (python3-qrcode, ``QRCode.print_ascii``), which the Linux console's
-default fonts carry. Light modules are drawn, so the code reads dark-on-light on a dark
-screen, as scanners expect.
+the code filled in (``http://<host>.local/setup/claim?code=…``; the page claims the box for
+the phone that opens it and drops the code from the address, see
+``memu_agent.setup_pages``), drawn with Unicode half blocks (python3-qrcode,
+``QRCode.print_ascii``), which the Linux console's default fonts carry. Light modules are
+drawn, so the code reads dark-on-light on a dark screen, as scanners expect.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _plain(text: str) -> str:
 def setup_link(host: str, token: str) -> str:
     """The first-boot page's address with the setup code filled in (what the QR holds)."""
     code = "".join(c for c in token.lower() if c.isalnum())
-    return f"http://{host}/?code={code}"
+    return f"http://{host}/setup/claim?code={code}"
 
 
 def qr_block(data: str) -> str:

@@ -4,10 +4,11 @@ apply's child process are the agent's.
 
 Routes (access as enforced by :mod:`memu_agent.auth`):
     ``GET /`` (open): the setup form (pre-filled from ``Accept-Language``), or the "set up"
-        page once the box is set up. ``GET /?code=<setup code>`` is the QR code on the box's
-        screen: a right code claims the box for this browser and redirects (303) to ``/``,
-        so the code does not stay in the address bar or history; a wrong one counts as a
-        wrong try (429 back-off) and shows the form with the message.
+        page once the box is set up.
+    ``GET /setup/claim?code=<setup code>`` (claim): the QR code on the box's screen. The
+        code claims the box for this browser and the answer redirects (303) to ``/``, so
+        the code does not stay in the address bar or history; a wrong one counts as a wrong
+        try (429 back-off) and shows the form with the message.
     ``POST /setup`` (claim): the form (``application/x-www-form-urlencoded``, with the CSRF
         token and, from a browser without the claim session, the ``setup_code`` field, which
         claims the box). Errors: the form again (400) with a message next to each field;
@@ -38,8 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from memu_agent import claim_api, csrf
-from memu_agent.auth import AUTH, CODE_FIELD, host_allowed, on_refusal
-from memu_agent.ratelimit import client_key
+from memu_agent.auth import AUTH, CODE_FIELD, code_in_link, host_name, on_refusal
 from memu_agent.sessions import COOKIE, SessionKind
 from memu_common import optional
 from memu_common.access import Access, add_route
@@ -160,30 +160,14 @@ async def index(request: web.Request) -> web.StreamResponse:
     """``GET /``: see the module docstring."""
     if is_set_up(request):
         return respond(request, "done.html")
-    if "code" in request.query:
-        return await _qr_claim(request, request.query["code"])
     if _claim_session(request) and request.app[RUNNER].running():
         return _see("/setup/progress")  # a failed run's page links here to change answers
     values = form.prefill(request.headers.get("Accept-Language", ""))
     return _form_page(request, values=values, prefilled=True)
 
 
-async def _qr_claim(request: web.Request, code: str) -> web.StreamResponse:
-    auth = request.app[AUTH]
-    if not host_allowed(request.headers.get("Host"), auth.host_names()):
-        return _form_page(request, status=403, errors={
-            "form": "Open this page as http://memu.local/ or by the box's address."})
-    key = client_key(request.remote)
-    if (wait := auth.limiter.retry_after(key)) > 0:
-        return _form_page(request, status=429, errors={
-            CODE_FIELD: f"Too many wrong tries from this device: wait {wait:.0f} seconds, "
-                        "then type the code."})
-    if not auth.check_code(code):
-        auth.limiter.failed(key)
-        return _form_page(request, status=403, claimed=False, errors={
-            CODE_FIELD: "The code in that link is not this box's: type the code shown on "
-                        "the box's screen."})
-    auth.limiter.succeeded(key)
+async def claim_link(request: web.Request) -> web.StreamResponse:
+    """``GET /setup/claim``: see the module docstring (the auth layer checked the code)."""
     try:
         token = claim_api.claim(request.app)
     except OSError:
@@ -238,7 +222,8 @@ async def post_setup(request: web.Request) -> web.StreamResponse:
 
 async def _refused(request: web.Request, status: int, error: str, hint: str
                    ) -> web.StreamResponse:
-    """How ``POST /setup`` and ``POST /setup/retry`` show a refusal: the form again."""
+    """How ``POST /setup``, ``POST /setup/retry`` and the QR link show a refusal: the form
+    again."""
     if status == 410:
         return respond(request, "done.html", status=410)
     data = dict(await request.post()) if request.content_type.endswith("urlencoded") else {}
@@ -286,7 +271,7 @@ async def ready_page(request: web.Request) -> web.StreamResponse:
         return _see("/")
     env = read_env_file(request.app[RUNNER].config_dir / "stack.env")
     name = env.get("MEMU_SERVER_NAME") or server_name(request)
-    host = request.host.rsplit(":", 1)[0] if request.host.count(":") == 1 else request.host
+    host = host_name(request.host)
     return respond(request, "ready.html", server_name=name,
                    chat_url=f"http://{request.host}/", photos_url=f"http://{host}:2283/",
                    admin_url=f"http://{request.host}/admin",
@@ -312,9 +297,12 @@ def add_routes(app: web.Application, runner: SetupRunner) -> None:
     app.on_shutdown.append(_stop_runner)
     add_route(app, "POST", "/setup", post_setup, Access.CLAIM, name="setup-post")
     add_route(app, "POST", "/setup/retry", post_retry, Access.CLAIM, name="setup-retry")
+    add_route(app, "GET", "/setup/claim", claim_link, Access.CLAIM, name="setup-claim")
     add_route(app, "GET", "/setup/progress", progress_page, Access.OPEN,
               name="setup-progress")
     add_route(app, "GET", "/setup/ready", ready_page, Access.OPEN, name="setup-ready")
     add_route(app, "GET", "/api/setup", api_setup, Access.OPEN, name="api-setup")
     on_refusal(app, post_setup, _refused)
     on_refusal(app, post_retry, _refused)
+    on_refusal(app, claim_link, _refused)
+    code_in_link(app, claim_link)

@@ -43,6 +43,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/claim"): Access.CLAIM,
     ("POST", "/setup"): Access.CLAIM,
     ("POST", "/setup/retry"): Access.CLAIM,
+    ("GET", "/setup/claim"): Access.CLAIM,
+    ("HEAD", "/setup/claim"): Access.CLAIM,
     ("GET", "/setup/progress"): Access.OPEN,
     ("HEAD", "/setup/progress"): Access.OPEN,
     ("GET", "/setup/ready"): Access.OPEN,

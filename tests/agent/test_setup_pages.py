@@ -180,7 +180,7 @@ async def test_qr_link_claims_and_leaves_no_code_in_the_address(
 ) -> None:
     client = await make(aiohttp_client, config, host, limiter=FailureLimiter(free=2))
     code = ensure_token(config.state_dir)
-    resp = await client.get(f"/?code={code}", allow_redirects=False)
+    resp = await client.get(f"/setup/claim?code={code}", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/"
     assert "memu_session" in resp.cookies
     page = await form_page(client)
@@ -189,10 +189,23 @@ async def test_qr_link_claims_and_leaves_no_code_in_the_address(
     client.session.cookie_jar.clear()
     statuses = []
     for _ in range(4):
-        resp = await client.get("/?code=aaaa-bbbb-cccc", allow_redirects=False)
+        resp = await client.get("/setup/claim?code=aaaa-bbbb-cccc", allow_redirects=False)
         statuses.append(resp.status)
     assert statuses[0] == 403 and statuses[-1] == 429
     assert "Too many wrong tries" in error_at(await resp.text(), "setup_code")
+
+
+async def test_code_in_the_address_counts_only_for_the_qr_link(
+    aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
+) -> None:
+    client = await make(aiohttp_client, config, host)
+    code = ensure_token(config.state_dir)
+    token = csrf_of(await form_page(client))
+    resp = await post(client, f"/setup?code={code}", {**FORM, "csrf": token})
+    assert resp.status == 401 and "type the setup code" in error_at(await resp.text(),
+                                                                     "setup_code")
+    resp = await client.get(f"/?code={code}", allow_redirects=False)
+    assert resp.status == 200 and "memu_session" not in resp.cookies
 
 
 async def test_failed_step_shows_why_and_retry_completes(
@@ -227,7 +240,7 @@ async def test_power_cut_mid_apply_then_retry(
     client = await make(aiohttp_client, config, host)
     code = ensure_token(config.state_dir)
     token = csrf_of(await form_page(client))
-    resp = await client.get(f"/?code={code}", allow_redirects=False)
+    resp = await client.get(f"/setup/claim?code={code}", allow_redirects=False)
     session = resp.cookies["memu_session"].value
     apply.save_request(config.state_dir, apply.StoredRequest(
         SetupRequest("The Okafors", "ada", "purple-kettle-sings", "Etc/UTC", "en"),
@@ -258,7 +271,7 @@ async def test_a_new_claim_replaces_the_old_session_during_setup(
     assert (await until_finished(client))["state"] == "failed"
     # the phone died; the family claims again from a laptop with the code
     client.session.cookie_jar.clear()
-    resp = await client.get(f"/?code={code}", allow_redirects=False)
+    resp = await client.get(f"/setup/claim?code={code}", allow_redirects=False)
     new = resp.cookies["memu_session"].value
     assert new != old
     client.session.cookie_jar.clear()

@@ -91,7 +91,7 @@ def test_issue_carries_a_qr_of_the_page_with_the_code(tmp_path: Path) -> None:
     text = issue_text("memu", "abcd-efgh-jkmn", "okafor-box.local")
     assert "http://okafor-box.local/" in text and "Setup code: abcd-efgh-jkmn" in text
     link = setup_link("okafor-box.local", "abcd-efgh-jkmn")
-    assert link == "http://okafor-box.local/?code=abcdefghjkmn"
+    assert link == "http://okafor-box.local/setup/claim?code=abcdefghjkmn"
     block = "\n".join(line for line in text.splitlines() if line and set(line) <= set("█▀▄ "))
     expected = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_L)
     expected.add_data(link)
