@@ -17,16 +17,13 @@ import argparse
 import re
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from memu_common import MemuError
 from memu_dev import setup_client
 from memu_dev.bench_boot import fmt, median
-from memu_dev.bench_stack_boot import answers, images_loaded, poll
-from memu_dev.paths import image_path
-from memu_dev.vm import VM, VMConfig
+from memu_dev.bench_stack_boot import answers, fresh_vms, images_loaded, poll
+from memu_dev.vm import VM
 
 
 def one(vm: VM) -> tuple[float | None, setup_client.SetupResult | None]:
@@ -49,17 +46,10 @@ def run(runs: int) -> int:
     Raises:
         MemuError: the image is not built, or a VM could not start.
     """
-    image = image_path("n100")
-    if not image.exists():
-        raise MemuError(f"{image} is missing", hint="run `just build` first")
     readies: list[float | None] = []
     results: list[setup_client.SetupResult] = []
-    for i in range(runs):
-        with tempfile.TemporaryDirectory(prefix="memu-bench-setup-") as tmp:
-            vm = VM(VMConfig(image=image, workdir=Path(tmp), shell=True, memory_mb=4096,
-                             disk_size="16G"))
-            with vm:
-                ready, result = one(vm)
+    for i, vm in enumerate(fresh_vms(runs, "memu-bench-setup-")):
+        ready, result = one(vm)
         readies.append(ready)
         if result is None:
             print(f"run {i + 1}/{runs}: READY {fmt(ready)} s, no setup", flush=True)

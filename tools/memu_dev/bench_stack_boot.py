@@ -22,7 +22,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,8 +146,10 @@ def sizes() -> dict[str, tuple[int, int]]:
                           compressed(_usr_partition(bare)).stat().st_size)}
 
 
-def run(runs: int) -> None:
-    """Boot, time and print (see the module docstring).
+def fresh_vms(runs: int, prefix: str) -> Iterator[VM]:
+    """``runs`` VMs one after another, each booting the built N100 image for the first time
+    (a throw-away disk in a temporary directory named ``prefix…``); each is stopped when
+    the caller asks for the next one or leaves the loop.
 
     Raises:
         MemuError: the image is not built, or a VM could not start.
@@ -155,23 +157,33 @@ def run(runs: int) -> None:
     image = image_path("n100")
     if not image.exists():
         raise MemuError(f"{image} is missing", hint="run `just build` first")
-    firsts: list[FirstBoot] = []
-    warm = WarmBoots()
-    for i in range(runs):
-        with tempfile.TemporaryDirectory(prefix="memu-bench-stack-") as tmp:
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             vm = VM(VMConfig(image=image, workdir=Path(tmp), shell=True, memory_mb=4096,
                              disk_size="16G"))
             with vm:
-                fb = first_boot(vm)
-                firsts.append(fb)
-                print(f"first boot {i + 1}/{runs}: READY {fmt(fb.ready)} s, preload "
-                      f"{fmt(fb.preload)} s, stack start to core healthy {fmt(fb.stack)} s",
-                      flush=True)
-                if i + 1 == runs and fb.stack is not None:
-                    warm = warm_boots(vm, runs)
-                    for n, (r, c) in enumerate(zip(warm.ready, warm.core, strict=True), 1):
-                        print(f"warm boot {n}/{runs}: READY {fmt(r)} s, core healthy "
-                              f"{fmt(c)} s", flush=True)
+                yield vm
+
+
+def run(runs: int) -> None:
+    """Boot, time and print (see the module docstring).
+
+    Raises:
+        MemuError: the image is not built, or a VM could not start.
+    """
+    firsts: list[FirstBoot] = []
+    warm = WarmBoots()
+    for i, vm in enumerate(fresh_vms(runs, "memu-bench-stack-")):
+        fb = first_boot(vm)
+        firsts.append(fb)
+        print(f"first boot {i + 1}/{runs}: READY {fmt(fb.ready)} s, preload "
+              f"{fmt(fb.preload)} s, stack start to core healthy {fmt(fb.stack)} s",
+              flush=True)
+        if i + 1 == runs and fb.stack is not None:
+            warm = warm_boots(vm, runs)
+            for n, (r, c) in enumerate(zip(warm.ready, warm.core, strict=True), 1):
+                print(f"warm boot {n}/{runs}: READY {fmt(r)} s, core healthy "
+                      f"{fmt(c)} s", flush=True)
     f_ready = median([f.ready for f in firsts])
     f_stack = median([f.stack for f in firsts])
     w_ready, w_core = median(warm.ready), median(warm.core)
