@@ -43,6 +43,14 @@ def make(aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths,
                                                             config_dir=config.state_dir)))
 
 
+async def opened(aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths,
+                 fail: str = "") -> tuple[Client, str, str]:
+    """A new box's agent with a browser on its form: (client, setup code, CSRF token)."""
+    client = await make(aiohttp_client, config, host, fail)
+    code = ensure_token(config.state_dir)
+    return client, code, csrf_of(await form_page(client))
+
+
 def csrf_of(page: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     assert found, "the page has no CSRF field"
@@ -132,9 +140,7 @@ async def test_whole_flow_without_javascript(
 async def test_mistakes_are_shown_next_to_their_field(
     aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
 ) -> None:
-    client = await make(aiohttp_client, config, host)
-    code = ensure_token(config.state_dir)
-    token = csrf_of(await form_page(client))
+    client, code, token = await opened(aiohttp_client, config, host)
     # a mistyped code: refused, said at the code, nothing else lost
     resp = await post(client, "/setup", {**FORM, "setup_code": "aaaa-bbbb-cccc", "csrf": token})
     page = await resp.text()
@@ -198,9 +204,7 @@ async def test_qr_link_claims_and_leaves_no_code_in_the_address(
 async def test_code_in_the_address_counts_only_for_the_qr_link(
     aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
 ) -> None:
-    client = await make(aiohttp_client, config, host)
-    code = ensure_token(config.state_dir)
-    token = csrf_of(await form_page(client))
+    client, code, token = await opened(aiohttp_client, config, host)
     resp = await post(client, f"/setup?code={code}", {**FORM, "csrf": token})
     assert resp.status == 401 and "type the setup code" in error_at(await resp.text(),
                                                                      "setup_code")
@@ -211,9 +215,7 @@ async def test_code_in_the_address_counts_only_for_the_qr_link(
 async def test_failed_step_shows_why_and_retry_completes(
     aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
 ) -> None:
-    client = await make(aiohttp_client, config, host, fail="accounts")
-    code = ensure_token(config.state_dir)
-    token = csrf_of(await form_page(client))
+    client, code, token = await opened(aiohttp_client, config, host, fail="accounts")
     await post(client, "/setup", {**FORM, "setup_code": code, "csrf": token})
     body = await until_finished(client)
     assert body["state"] == "failed"
@@ -237,9 +239,7 @@ async def test_power_cut_mid_apply_then_retry(
 ) -> None:
     # What the disk holds after a power cut during the apply: the claim, the stored request
     # and a progress file that still says "running".
-    client = await make(aiohttp_client, config, host)
-    code = ensure_token(config.state_dir)
-    token = csrf_of(await form_page(client))
+    client, code, token = await opened(aiohttp_client, config, host)
     resp = await client.get(f"/setup/claim?code={code}", allow_redirects=False)
     session = resp.cookies["memu_session"].value
     apply.save_request(config.state_dir, apply.StoredRequest(
@@ -263,9 +263,7 @@ async def test_power_cut_mid_apply_then_retry(
 async def test_a_new_claim_replaces_the_old_session_during_setup(
     aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
 ) -> None:
-    client = await make(aiohttp_client, config, host, fail="database")
-    code = ensure_token(config.state_dir)
-    token = csrf_of(await form_page(client))
+    client, code, token = await opened(aiohttp_client, config, host, fail="database")
     resp = await post(client, "/setup", {**FORM, "setup_code": code, "csrf": token})
     old = resp.cookies["memu_session"].value
     assert (await until_finished(client))["state"] == "failed"
