@@ -1,7 +1,8 @@
 """``memu-intelligence``: run the bot, or ``--version``, or ``--healthcheck``.
 
 Exit status: 0 ok; 1 health check failed; 2 configuration error (message and hint on
-stderr). The container's ``HEALTHCHECK`` runs ``memu-intelligence --healthcheck``.
+stderr). ``--healthcheck`` asks the database and the homeserver, for a person at a shell; the
+container's ``HEALTHCHECK`` reads the bot's heartbeat instead (image/containers.toml).
 """
 
 from __future__ import annotations

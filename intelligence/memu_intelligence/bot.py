@@ -8,12 +8,16 @@ Sync loop (Matrix client-server spec, "Syncing", ``GET /_matrix/client/v3/sync``
 - The very first start has no token: one sync with an empty timeline gets a token and
   pending invites, so the bot does not act on the history it finds.
 - Homeserver errors back off exponentially (1 s doubling to 60 s) and never end the loop.
+- After every handled batch (its token stored) the heartbeat file, when configured, is
+  touched: a bot whose homeserver or database stays away stops beating, and the container's
+  health check (the file's age) says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import nio
@@ -95,6 +99,7 @@ class Bot:
             await self.handler.handle(resp, timeline=False)
             since = resp.next_batch
             await self.sync_state.set(SyncState.NEXT_BATCH, since)
+        self._beat()
         try:
             self.handler.display_name = await self.matrix.display_name()
         except Exception:  # cosmetic: mentions by display name only
@@ -107,6 +112,17 @@ class Bot:
             since = resp.next_batch
             await self._store_token(since)
             self.synced.set()
+            self._beat()
+
+    def _beat(self) -> None:
+        path = self.cfg.heartbeat_file
+        if not path:
+            return
+        try:
+            with open(path, "a"):
+                os.utime(path)
+        except OSError as e:  # the health check will say so; the bot itself still works
+            log.warning("cannot touch the heartbeat file %s: %s", path, e)
 
     async def _store_token(self, token: str) -> None:
         assert self.sync_state

@@ -41,6 +41,9 @@ class Config:
         pool_min, pool_max: PostgreSQL connection pool bounds.
         sync_timeout_ms: long-poll timeout of ``/sync`` in milliseconds.
         reminder_poll: longest sleep of the reminder scheduler between checks.
+        heartbeat_file: touched after every handled sync ("" for none); the container's
+            health check reads its age (``/usr/lib/memu/intelligence-alive``), which costs
+            a bare interpreter start instead of importing the bot.
     """
 
     homeserver: str
@@ -61,6 +64,7 @@ class Config:
     pool_max: int = 4
     sync_timeout_ms: int = 30000
     reminder_poll: float = 30.0
+    heartbeat_file: str = ""
 
     @property
     def server_name(self) -> str:
@@ -122,5 +126,6 @@ SETTINGS: tuple[Setting, ...] = (
     _row("pool_max", settings.positive(int)),
     _row("sync_timeout_ms", settings.positive(int)),
     _row("reminder_poll", settings.positive(float)),
+    _row("heartbeat_file", settings.text),
 )
 check_table(Config, SETTINGS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -84,7 +85,8 @@ def alice_account(synapse: Synapse) -> MatrixUser:
 
 @pytest.fixture
 def bot_config(
-    database_url: str, synapse: Synapse, bot_user: MatrixUser, fake_ollama: FakeOllama
+    database_url: str, synapse: Synapse, bot_user: MatrixUser, fake_ollama: FakeOllama,
+    tmp_path: Path,
 ) -> Config:
     return Config(
         homeserver=synapse.url,
@@ -103,6 +105,7 @@ def bot_config(
         max_message_chars=2000,
         sync_timeout_ms=5000,
         reminder_poll=1.0,
+        heartbeat_file=str(tmp_path / "alive"),
     )
 
 

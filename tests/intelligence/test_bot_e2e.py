@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from typing import Any
@@ -46,6 +47,14 @@ async def test_mention_is_a_question(bot: BotRunner, alice: TestUser) -> None:
     await alice.ask(room, "/remember the bins go out on Thursday")
     answer = await alice.ask(room, "memu: when do the bins go out?")
     assert "Thursday" in answer, answer
+    # Every handled sync touches the heartbeat the container's health check reads.
+    heartbeat = bot.cfg.heartbeat_file
+    os.utime(heartbeat, (0, 0))
+    await alice.ask(room, "/help")
+    assert bot.bot is not None
+    bot.bot.synced.clear()  # the next handled batch (a long poll at most) beats right after
+    await asyncio.wait_for(bot.bot.synced.wait(), timeout=30)
+    assert time.time() - os.stat(heartbeat).st_mtime < 60
 
 
 async def test_memory_is_scoped_to_the_room(
