@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 #: Words for a step's state on the page.
 STEP_WORDS = {progress.StepState.WAITING: "waiting", progress.StepState.RUNNING: "working…",
               progress.StepState.DONE: "done", progress.StepState.FAILED: "failed",
-              progress.StepState.SKIPPED: "skipped"}
+              progress.StepState.SKIPPED: "skipped", progress.StepState.LATER: "later"}
 #: Language tags offered in the form's list (any ``ll`` or ``ll-CC`` is accepted).
 LANGUAGES = ("en", "en-GB", "en-US", "en-IE", "en-AU", "en-CA", "en-IN", "en-NG", "en-ZA",
              "de-DE", "de-AT", "de-CH", "fr-FR", "fr-BE", "fr-CA", "es-ES", "es-MX", "it-IT",

@@ -17,7 +17,8 @@ power cut or a crash) completes what is missing and makes nothing twice:
     accounts       the admin's and the assistant's Matrix accounts (shared-secret API)
     family room    ``#family:<server>``, the admin in it, the assistant invited and joined
     assistant      the assistant's account recorded for its container, which then starts
-    remote access  Tailscale, when the family gave an auth key (skipped otherwise)
+    remote access  Tailscale, when the family gave an auth key (skipped otherwise): connected,
+                   or why not yet (:mod:`memu_firstboot.remote`; never fails the setup)
 
 The last action of a successful run writes the ``setup-done`` marker
 (:mod:`memu_firstboot.state`) and deletes the stored request (it holds the admin's
@@ -45,10 +46,11 @@ import aiohttp
 from memu_common import MemuError
 from memu_common.files import read_json_object, write_atomic, write_json_atomic
 from memu_common.run import run_async
-from memu_firstboot import stack_config
+from memu_firstboot import remote, stack_config
 from memu_firstboot.form import BOT_USERNAME, SetupRequest
 from memu_firstboot.progress import (
     PROGRESS_FILE,
+    Later,
     Progress,
     RunState,
     Skipped,
@@ -118,6 +120,8 @@ class Box:
             assistant, once its account exists).
         set_timezone: the command that sets the host's time zone (the zone is appended).
         wait_s: seconds to wait for the chat server to answer.
+        tailscale_socket: the stack's Tailscale LocalAPI socket.
+        remote_wait_s: seconds to wait for Tailscale to connect.
     """
 
     state_dir: Path = STATE_DIR
@@ -127,6 +131,8 @@ class Box:
     reload_stack: tuple[str, ...] = ("systemctl", "reload", "memu-stack.service")
     set_timezone: tuple[str, ...] = ("timedatectl", "set-timezone")
     wait_s: float = 900.0
+    tailscale_socket: Path = remote.SOCKET
+    remote_wait_s: float = 90.0
 
 
 @dataclass
@@ -238,7 +244,10 @@ async def _assistant(run: Run) -> str:
 async def _remote_access(run: Run) -> str:
     if not run.request.form.tailscale_auth_key:
         raise Skipped("no Tailscale key given; it can be added later")
-    return "the Tailscale key is stored; the box connects when it reaches the internet"
+    verdict = await remote.wait(run.box.tailscale_socket, run.box.remote_wait_s)
+    if verdict.state is not remote.Remote.CONNECTED:
+        raise Later(verdict.message)
+    return verdict.message
 
 
 STEPS: tuple[Step[Run], ...] = (

@@ -7,7 +7,7 @@ change)::
     {"state": "running" | "failed" | "done",
      "started_at": 1733200000.0,        # seconds since the epoch
      "steps": [{"name": "secrets", "label": "Secrets",
-                "state": "waiting" | "running" | "done" | "failed" | "skipped",
+                "state": "waiting" | "running" | "done" | "failed" | "skipped" | "later",
                 "seconds": 0.4,           # how long it ran (null while waiting)
                 "message": "…", "hint": "…"}]}
 
@@ -42,6 +42,7 @@ class StepState:
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
+    LATER = "later"
 
 
 class RunState:
@@ -57,6 +58,11 @@ class RunState:
 class Skipped(Exception):
     """A step that has nothing to do here (e.g. no Tailscale key); the message says why,
     in plain words."""
+
+
+class Later(Exception):
+    """A step that could not finish now but will on its own, and that the rest does not
+    need (e.g. remote access while the box is offline); the message says what happens."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ async def run_steps(ctx: Ctx, steps: Sequence[Step[Ctx]], progress: Progress) ->
     first failure (the run is then ``failed``).
 
     Returns:
-        True when every step is done or skipped.
+        True when every step is done, skipped or left for later.
     """
     for i, step in enumerate(steps):
         started = time.monotonic()
@@ -121,6 +127,8 @@ async def run_steps(ctx: Ctx, steps: Sequence[Step[Ctx]], progress: Progress) ->
             message = await step.do(ctx)
         except Skipped as e:
             state, message = StepState.SKIPPED, str(e)
+        except Later as e:
+            state, message = StepState.LATER, str(e)
         except MemuError as e:
             state, message, hint = StepState.FAILED, e.message, e.hint or ""
         except Exception as e:  # a bug: show it plainly, keep the trace in the journal

@@ -63,7 +63,8 @@ class Chat:
 def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
     """The stack's compose.yaml on ``engine``, as memu-stack.service runs it on the box, with
     configuration, state and images.env under ``workdir``, ports published on random
-    loopback ports, and every health check run each second (an override file)."""
+    loopback ports, and every health check run each second (an override file); run-time
+    files (Tailscale's socket) under ``workdir/run``."""
     fast = workdir / "fast-health.yaml"
     fast.write_text(json.dumps({"services": {
         name: {"healthcheck": {"interval": "1s"}}
@@ -75,6 +76,7 @@ def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
                    workdir / "pulled.env"),
         env={"DOCKER_HOST": engine.host, "MEMU_STACK_STATE": str(workdir / "state"),
              "MEMU_STACK_CONFIG": str(workdir / "config"),
+             "MEMU_STACK_RUNTIME": str(workdir / "run"),
              "MEMU_STACK_ROUTES": str(STACK_DIR / "proxy"),
              "MEMU_PROXY_BIND": "127.0.0.1:", "MEMU_SYNAPSE_BIND": "127.0.0.1:",
              "MEMU_PHOTOS_BIND": "127.0.0.1:", "MEMU_OLLAMA_BIND": "127.0.0.1:"},
