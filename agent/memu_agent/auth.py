@@ -70,16 +70,15 @@ class Credential(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Verdict:
-    """What :func:`decide` says: ``status`` 0 lets the request in (``credential`` says
-    with what); otherwise the HTTP status, the error and a hint to answer with."""
+    """What :func:`decide` says: ``status`` 0 lets the request in; otherwise the HTTP
+    status, the error and a hint to answer with."""
 
     status: int
     error: str = ""
     hint: str = ""
-    credential: Credential | None = None
 
 
-ALLOW_OPEN = Verdict(0)
+ALLOW = Verdict(0)
 _BEFORE_SETUP = (Credential.SETUP_CODE, Credential.CLAIM_SESSION)
 _AFTER_SETUP = (Credential.ADMIN_SESSION, Credential.API_TOKEN)
 
@@ -95,15 +94,14 @@ def decide(access: Access, *, set_up: bool, valid: Iterable[Credential],
         wrong: whether it presented a credential that did not check out.
     """
     if access in (Access.OPEN, Access.PROXIED):
-        return ALLOW_OPEN
+        return ALLOW
     if access is Access.CLAIM and set_up:
         return Verdict(410, "this box is already set up",
                        "sign in on the box's page as the family's admin")
     accepted = _AFTER_SETUP if set_up else _BEFORE_SETUP
     valid = set(valid)
-    for credential in accepted:
-        if credential in valid:
-            return Verdict(0, credential=credential)
+    if valid.intersection(accepted):
+        return ALLOW
     if wrong:
         what = "sign-in or API token" if set_up else "setup code"
         return Verdict(403, f"wrong {what}",
