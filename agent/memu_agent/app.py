@@ -8,6 +8,7 @@ Routes (every one declares its access, enforced by :mod:`memu_agent.auth`):
     ``POST /api/claim`` (claim): :mod:`memu_agent.claim_api`.
     ``POST /setup``, ``/setup/…``, ``GET /api/setup``: the setup flow,
         :mod:`memu_agent.setup_pages`.
+    ``/admin``, ``/admin/…``: the admin's sign-in and pages, :mod:`memu_agent.admin_pages`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from memu_agent import (
+    admin_pages,
     claim_api,
     front_door,
     reset_api,
@@ -27,7 +29,7 @@ from memu_agent import (
     storage,
     update_api,
 )
-from memu_agent.appkeys import CONFIG
+from memu_agent.appkeys import CONFIG, PATHS
 from memu_agent.auth import AUTH, Auth, auth_middleware
 from memu_agent.config import AgentConfig
 from memu_agent.facts import BootInfo, HostPaths, boot_info, hostname, os_version, uptime_s
@@ -38,6 +40,7 @@ from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
 from memu_common.files import read_json_object
 from memu_firstboot import web as firstboot_web
+from memu_firstboot.provision import SYNAPSE_URL
 from memu_firstboot.state import SetupState, setup_state
 from memu_ota.updater import Updater
 
@@ -55,7 +58,6 @@ class BootFacts:
     boot: BootInfo
 
 
-PATHS = web.AppKey("memu_agent.paths", HostPaths)
 FACTS = web.AppKey("memu_agent.facts", BootFacts)
 
 
@@ -136,6 +138,7 @@ def make_app(
     limiter: FailureLimiter | None = None,
     stack_url: str = front_door.STACK_URL,
     setup_runner: setup_pages.SetupRunner | None = None,
+    admin_checker: admin_pages.Checker | None = None,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -150,6 +153,8 @@ def make_app(
         stack_url: the stack's nginx, where the front door forwards the stack's routes.
         setup_runner: runs the first-boot apply (default: ``python3 -m
             memu_firstboot.apply`` on this box).
+        admin_checker: checks the admin's name and password (default: the box's Synapse,
+            :func:`memu_agent.admin_pages.synapse_checker`).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -180,6 +185,7 @@ def make_app(
         root=False,
     )
     setup_pages.add_routes(app, setup_runner or setup_pages.SetupRunner(config.state_dir))
+    admin_pages.add_routes(app, admin_checker or admin_pages.synapse_checker(SYNAPSE_URL))
     # Last: its catch-all takes only what no route above claims.
     front_door.add_web_client(
         app, lambda: setup_state(config.state_dir) is SetupState.DONE, setup_pages.index)

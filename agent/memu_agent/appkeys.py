@@ -5,5 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from memu_agent.config import AgentConfig
+from memu_agent.facts import HostPaths
 
 CONFIG = web.AppKey("memu_agent.config", AgentConfig)
+PATHS = web.AppKey("memu_agent.paths", HostPaths)

@@ -57,7 +57,7 @@ from memu_firstboot.progress import (
     Step,
     run_steps,
 )
-from memu_firstboot.provision import Account, Homeserver
+from memu_firstboot.provision import SYNAPSE_URL, Account, Homeserver
 from memu_firstboot.setup_token import TOKEN_FILE
 from memu_firstboot.state import API_TOKEN_FILE, SETUP_DONE_MARKER
 
@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 
 REQUEST_FILE = "setup-request.json"
 STATE_DIR = Path("/var/lib/memu-agent")
-SYNAPSE_URL = "http://127.0.0.1:8008"
 #: The assistant's Matrix password, generated once with the stack's other secrets.
 BOT_SECRET = "memu-bot-password"
 

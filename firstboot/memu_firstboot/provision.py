@@ -34,6 +34,9 @@ from memu_common import MemuError
 FAMILY_ALIAS = "family"
 #: Seconds for one API call (Synapse under load on a small box answers within a few).
 CALL_TIMEOUT_S = 60.0
+#: Synapse's client and admin APIs from the box's inside (compose.yaml publishes it on
+#: loopback only; nginx does not pass the admin API).
+SYNAPSE_URL = "http://127.0.0.1:8008"
 
 
 class MatrixError(MemuError):
@@ -106,14 +109,35 @@ class Homeserver:
         data = await self._call("POST", path, body, what=f"making the account {username!r}")
         return Account(data["user_id"], data["access_token"], data["device_id"])
 
-    async def login(self, username: str, password: str) -> Account:
+    async def login(self, username: str, password: str, *,
+                    device_name: str = "Memu setup") -> Account:
         """A new session for ``username`` (403 ``M_FORBIDDEN``: wrong password)."""
         body = {"type": "m.login.password", "password": password,
                 "identifier": {"type": "m.id.user", "user": username},
-                "initial_device_display_name": "Memu setup"}
+                "initial_device_display_name": device_name}
         data = await self._call("POST", "/_matrix/client/v3/login", body,
                                 what=f"signing in as {username!r}")
         return Account(data["user_id"], data["access_token"], data["device_id"])
+
+    async def is_admin(self, account: Account) -> bool:
+        """Whether ``account`` is a server admin: Synapse's "Query server admin status"
+        (``GET /_synapse/admin/v1/users/<user_id>/admin``), which only an admin may call,
+        so a refusal (403) means no."""
+        path = f"/_synapse/admin/v1/users/{urllib.parse.quote(account.user_id, safe='')}/admin"
+        try:
+            data = await self._call("GET", path, token=account.access_token,
+                                    what="checking the account's rights")
+        except MatrixError as e:
+            if e.status == 403:
+                return False
+            raise
+        return data.get("admin") is True
+
+    async def logout(self, account: Account) -> None:
+        """End ``account``'s session (``POST /_matrix/client/v3/logout``): its device goes
+        from the user's device list."""
+        await self._call("POST", "/_matrix/client/v3/logout", {}, token=account.access_token,
+                         what="signing out")
 
     async def whoami(self, token: str) -> str | None:
         """The user ID ``token`` belongs to, or None when the token is not (or no longer)

@@ -53,6 +53,12 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("HEAD", "/api/setup"): Access.OPEN,
     ("GET", "/static/setup.js"): Access.OPEN,
     ("HEAD", "/static/setup.js"): Access.OPEN,
+    ("GET", "/admin"): Access.ADMIN,
+    ("HEAD", "/admin"): Access.ADMIN,
+    ("GET", "/admin/sign-in"): Access.OPEN,
+    ("HEAD", "/admin/sign-in"): Access.OPEN,
+    ("POST", "/admin/sign-in"): Access.OPEN,
+    ("POST", "/admin/sign-out"): Access.ADMIN,
     # The front door (test_front_door.py): any method, passed to the stack's nginx.
     ("*", "/_matrix/{tail}"): Access.PROXIED,
     ("*", "/_synapse/client/{tail}"): Access.PROXIED,

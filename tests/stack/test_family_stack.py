@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from memu_agent import model, stack
+from memu_agent import admin_pages, model, stack
+from memu_agent.admin_pages import SignIn
 from memu_common import container_lock as lock
 from memu_common.files import read_env_file
 from memu_dev import hoststack, matrix, standins
@@ -203,3 +204,28 @@ async def _check_the_family_room(family: hoststack.Chat, bot_id: str) -> None:
         _, rules = await room_api("state/m.room.join_rules/")
         assert rules["join_rule"] == "invite"
         assert (await room_api("state/m.room.encryption/"))[0] == 404
+
+
+def test_admin_sign_in_is_checked_by_the_real_synapse(family: hoststack.Chat) -> None:
+    """The admin page's check (memu_agent.admin_pages.synapse_checker) against Synapse:
+    the admin's name and password pass, a family member's do not (not a server admin), a
+    wrong password does not, a Synapse that is not there says so; the chat sessions the
+    checks made are ended again (no "Memu admin page" device left behind)."""
+    matrix.register(family.inside, family.shared_secret, "grace.admin", "sunny-window-9",
+                    admin=True)
+    matrix.register(family.inside, family.shared_secret, "tunde", "quiet-river-77")
+    check = admin_pages.synapse_checker(family.inside)
+    said = [asyncio.run(check(name, password)) for name, password in (
+        ("grace.admin", "sunny-window-9"), (f"@grace.admin:{hoststack.SERVER_NAME}",
+                                            "sunny-window-9"),
+        ("tunde", "quiet-river-77"), ("grace.admin", "wrong password"))]
+    assert said == [SignIn.ADMIN, SignIn.ADMIN, SignIn.NOT_ADMIN, SignIn.WRONG]
+    gone = admin_pages.synapse_checker("http://127.0.0.1:9")
+    assert asyncio.run(gone("grace.admin", "sunny-window-9")) is SignIn.UNREACHABLE
+    me = matrix.sign_in(family.inside, "grace.admin", "sunny-window-9")
+    req = urllib.request.Request(f"{family.inside}/_matrix/client/v3/devices",
+                                 headers={"Authorization": f"Bearer {me.access_token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        devices = json.load(r)["devices"]
+    assert me.device_id in {d["device_id"] for d in devices}, devices
+    assert not [d for d in devices if d.get("display_name") == "Memu admin page"], devices

@@ -1,0 +1,119 @@
+"""The admin's sign-in and page (memu_agent.admin_pages) through the whole app, with the
+name-and-password check standing in for Synapse's (the real check is tested against the
+real Synapse of the host-Docker stack: tests/stack/test_family_stack.py)."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from memu_agent.admin_pages import SignIn
+from memu_agent.app import make_app
+from memu_agent.config import AgentConfig
+from memu_agent.facts import HostPaths
+from memu_agent.ratelimit import FailureLimiter
+from memu_firstboot.state import SETUP_DONE_MARKER
+
+Client = TestClient[web.Request, web.Application]
+ACCOUNTS = {("ada", "purple-kettle-sings"): SignIn.ADMIN,
+            ("ben", "green-teapot-hums"): SignIn.NOT_ADMIN,
+            ("ada", "chat-server-down"): SignIn.UNREACHABLE}
+
+
+class Checks:
+    """The stand-in check: what the chat server would say, and what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def __call__(self, username: str, password: str) -> SignIn:
+        self.asked.append(username)
+        return ACCOUNTS.get((username, password), SignIn.WRONG)
+
+
+async def open_box(aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths,
+                   *, set_up: bool = True, free: int = 5) -> tuple[Client, Checks]:
+    if set_up:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        (config.state_dir / SETUP_DONE_MARKER).write_text("")
+    checks = Checks()
+    app = make_app(config, paths=host, admin_checker=checks,
+                   limiter=FailureLimiter(free=free))
+    return await aiohttp_client(app), checks
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+def error_of(page: str) -> str:
+    found = re.search(r'<p class="error banner" id="sign-in-error" role="alert">([^<]*)</p>',
+                      page)
+    return html.unescape(found.group(1)) if found else ""
+
+
+async def sign_in(client: Client, username: str, password: str) -> Any:
+    form = await (await client.get("/admin/sign-in")).text()
+    return await client.post("/admin/sign-in", allow_redirects=False, data={
+        "username": username, "password": password, "csrf": csrf_of(form)})
+
+
+async def test_sign_in_page_and_sign_out(
+    aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
+) -> None:
+    client, checks = await open_box(aiohttp_client, config, host)
+    assert 'href="/admin"' in await (await client.get("/")).text()  # the set-up box's page
+    first = await client.get("/admin", allow_redirects=False)
+    assert first.status == 401 and 'action="/admin/sign-in"' in await first.text()
+    resp = await sign_in(client, "ada", "purple-kettle-sings")
+    assert resp.status == 303 and resp.headers["Location"] == "/admin"
+    cookie = resp.cookies["memu_session"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    page = await client.get("/admin")
+    text = await page.text()
+    assert page.status == 200 and "Running version" in text and "Sign out" in text
+    assert "purple-kettle-sings" not in text and checks.asked == ["ada"]
+    out = await client.post("/admin/sign-out", allow_redirects=False,
+                            data={"csrf": csrf_of(text)})
+    assert out.status == 303 and out.headers["Location"] == "/admin/sign-in"
+    assert (await client.get("/admin", allow_redirects=False)).status == 401
+    # the old session token is dead even if a browser kept it
+    client.session.cookie_jar.update_cookies({"memu_session": cookie.value})
+    assert (await client.get("/admin", allow_redirects=False)).status == 401
+
+
+async def test_refusals_say_why_and_wrong_tries_back_off(
+    aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
+) -> None:
+    client, checks = await open_box(aiohttp_client, config, host, free=2)
+    resp = await sign_in(client, "ben", "green-teapot-hums")
+    assert resp.status == 403 and "not the box's admin" in error_of(await resp.text())
+    down = await sign_in(client, "ada", "chat-server-down")
+    assert down.status == 503 and "not answering" in error_of(await down.text())
+    assert 'value="ada"' in await down.text()  # the name stays, the password does not
+    statuses = [(await sign_in(client, "ada", "guess")).status for _ in range(3)]
+    assert statuses[0] == 403 and statuses[-1] == 429
+    blocked = await sign_in(client, "ada", "purple-kettle-sings")
+    assert blocked.status == 429 and "Too many wrong tries" in error_of(await blocked.text())
+    assert checks.asked.count("ada") == 3  # not asked while blocked; "down" did not count
+    empty = await client.post("/admin/sign-in", data={"username": "ada", "password": ""})
+    assert empty.status == 403  # no CSRF token: refused before anything is checked
+
+
+async def test_nothing_to_sign_in_to_before_setup(
+    aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
+) -> None:
+    client, checks = await open_box(aiohttp_client, config, host, set_up=False)
+    resp = await client.get("/admin/sign-in", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+    page = await client.get("/admin", allow_redirects=False)
+    assert page.status == 401 and "not set up yet" in error_of(await page.text())
+    assert checks.asked == []
+
