@@ -14,18 +14,30 @@ Routes (access as enforced by :mod:`memu_agent.auth`):
         (HttpOnly, SameSite=Strict cookie; :mod:`memu_agent.sessions`). A wrong name or
         password, or an account that is not the admin: 403 with the form again, counted as a
         wrong try (429 back-off, as for the setup code); the chat server not answering: 503.
-    ``POST /admin/sign-out`` (admin): ends the session; 303 to ``/admin/sign-in``.
+    ``POST /admin/sign-out`` (admin): ends the session (and its chat session); 303 to
+        ``/admin/sign-in``.
+    ``POST /admin/members`` (admin): adds a family member: a chat account with a generated
+        password shown once, put in the family room.
+    ``POST /admin/members/password`` (admin): a new generated password for a member (their
+        sessions end), shown once.
+    ``POST /admin/members/remove`` (admin): deactivates a member's account (its messages
+        stay). Not the admin's own account, not the assistant's.
 
-The setup's first account is the server admin (``memu_firstboot.apply``); scripts keep using
-the API token (``Authorization: Bearer``) on the JSON API.
+The setup's first account is the server admin (``memu_firstboot.apply``). The members'
+pages act with the admin's own chat session from the sign-in, kept in the agent's memory
+while the admin session lives (ended at sign-out, at the agent's stop, and, after a crash,
+at the next sign-in: its device is named :data:`DEVICE_NAME`). Scripts keep using the API
+token (``Authorization: Bearer``) on the JSON API; it does not manage members.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -37,7 +49,10 @@ from memu_agent.ratelimit import client_key
 from memu_agent.sessions import COOKIE
 from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
-from memu_firstboot.provision import Homeserver, MatrixError
+from memu_firstboot import form
+from memu_firstboot.form import BOT_USERNAME
+from memu_firstboot.provision import FAMILY_ALIAS, Account, Homeserver, MatrixError
+from memu_firstboot.setup_token import generate_token
 from memu_firstboot.web import is_set_up, respond
 
 log = logging.getLogger(__name__)
@@ -52,36 +67,58 @@ class SignIn(enum.StrEnum):
     UNREACHABLE = "unreachable"
 
 
-#: Checks a user name and password: (name, password) -> what the chat server said.
-Checker = Callable[[str, str], Awaitable[SignIn]]
+#: The chat device name of the admin page's sessions.
+DEVICE_NAME = "Memu admin page"
+#: Checks a user name and password: (name, password) -> what the chat server said, and the
+#: admin's chat session when it is the admin.
+Checker = Callable[[str, str], Awaitable[tuple[SignIn, Account | None]]]
 CHECKER: web.AppKey[Checker] = web.AppKey("memu_agent.admin_pages.checker")
+SYNAPSE: web.AppKey[str] = web.AppKey("memu_agent.admin_pages.synapse")
+#: The admin's chat session per admin session (by the session token's SHA-256).
+CHATS: web.AppKey[dict[str, Account]] = web.AppKey("memu_agent.admin_pages.chats")
 
 
 def synapse_checker(base_url: str) -> Checker:
     """The real check against Synapse at ``base_url`` (the box's inside: its admin API is
     not behind nginx); see the module docstring."""
-    async def check(username: str, password: str) -> SignIn:
+    async def check(username: str, password: str) -> tuple[SignIn, Account | None]:
         async with aiohttp.ClientSession() as session:
             hs = Homeserver(session, base_url)
             try:
-                account = await hs.login(username, password, device_name="Memu admin page")
+                account = await hs.login(username, password, device_name=DEVICE_NAME)
             except MatrixError as e:
                 if e.status in (400, 401, 403):
-                    return SignIn.WRONG
+                    return SignIn.WRONG, None
                 log.warning("admin sign-in: %s", e)
-                return SignIn.UNREACHABLE
+                return SignIn.UNREACHABLE, None
             try:
                 admin = await hs.is_admin(account)
+                if admin:
+                    await hs.drop_devices(account, password, DEVICE_NAME)
+                    return SignIn.ADMIN, account
             except MatrixError as e:
                 log.warning("admin sign-in: %s", e)
-                return SignIn.UNREACHABLE
-            finally:
-                try:
-                    await hs.logout(account)
-                except MatrixError as e:  # the session expires by itself; say so
-                    log.warning("admin sign-in: could not end the check's session: %s", e)
-        return SignIn.ADMIN if admin else SignIn.NOT_ADMIN
+                await _logout(hs, account)
+                return SignIn.UNREACHABLE, None
+            await _logout(hs, account)
+        return SignIn.NOT_ADMIN, None
     return check
+
+
+async def _logout(hs: Homeserver, account: Account) -> None:
+    try:
+        await hs.logout(account)
+    except MatrixError as e:  # its device stays until the next sign-in drops it
+        log.warning("could not end a chat session of the admin page: %s", e)
+
+
+def _key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _chat(request: web.Request) -> Account | None:
+    token = request.cookies.get(COOKIE)
+    return request.app[CHATS].get(_key(token)) if token else None
 
 
 _MESSAGES = {
@@ -130,8 +167,8 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     if not username or not password:
         return _sign_in_page(request, status=400, username=username,
                              error="Type the admin's user name and password.")
-    said = await request.app[CHECKER](username, password)
-    if said is not SignIn.ADMIN:
+    said, account = await request.app[CHECKER](username, password)
+    if said is not SignIn.ADMIN or account is None:
         if said is not SignIn.UNREACHABLE:
             auth.limiter.failed(key)
             log.warning("admin sign-in refused from %s: %s", key, said)
@@ -139,7 +176,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         return _sign_in_page(request, status=status, username=username, error=message)
     auth.limiter.succeeded(key)
     resp = _see("/admin")
-    claim_api.set_session_cookie(request, resp, auth.sessions.new_admin())
+    token = auth.sessions.new_admin()
+    request.app[CHATS][_key(token)] = account
+    claim_api.set_session_cookie(request, resp, token)
     log.info("admin signed in from %s", key)
     return resp
 
@@ -149,6 +188,9 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     token = request.cookies.get(COOKIE)
     if token:
         request.app[AUTH].sessions.end(token)
+        if account := request.app[CHATS].pop(_key(token), None):
+            async with aiohttp.ClientSession() as session:
+                await _logout(Homeserver(session, request.app[SYNAPSE]), account)
     resp = _see("/admin/sign-in")
     resp.del_cookie(COOKIE, path="/")
     return resp
@@ -158,17 +200,120 @@ async def admin_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin``: see the module docstring."""
     if not is_set_up(request):
         return _see("/")
+    return await _render(request)
+
+
+async def _render(request: web.Request, *, status: int = 200, done: str = "",
+                  error: str = "", secret: dict[str, str] | None = None) -> web.Response:
+    """The admin page; ``done``/``error`` say how the last action went, ``secret`` is a
+    new password to show once (``{"user_id": …, "password": …}``)."""
     try:
         services = await stack.services(request.app[PATHS].docker_socket)
         stack_error = ""
     except OSError as e:
         services, stack_error = {}, f"Docker does not answer: {e}"
+    members: list[Any] = []
+    members_error = ""
+    admin = _chat(request)
+    if admin is None:
+        members_error = "Sign in on this page (not with the API token) to manage members."
+    else:
+        try:
+            async with aiohttp.ClientSession() as session:
+                members = await Homeserver(session, request.app[SYNAPSE]).members(admin)
+        except MatrixError as e:
+            members_error = e.message
     token = csrf.token(request)
-    resp = respond(request, "admin.html", update=request.app[UPDATER].snapshot(),
+    resp = respond(request, "admin.html", status=status, update=request.app[UPDATER].snapshot(),
                    services=dict(sorted(services.items())), stack_error=stack_error,
+                   members=members, members_error=members_error, me=admin.user_id if admin
+                   else "", bot=BOT_USERNAME, done=done, error=error, secret=secret,
                    csrf=token)
     csrf.set_cookie(request, resp, token)
     return resp
+
+
+async def _member_action(request: web.Request) -> tuple[Account, str, dict[str, str]] | str:
+    """The admin's chat session, the member's user ID and the form; or why not (a plain
+    sentence)."""
+    admin = _chat(request)
+    if admin is None:
+        return "Sign in on this page (not with the API token) to manage members."
+    data = {k: str(v) for k, v in (await request.post()).items()}
+    try:
+        name = form.admin_username(data.get("username", ""))
+    except ValueError as e:
+        return str(e)
+    return admin, f"@{name}:{admin.user_id.split(':', 1)[1]}", data
+
+
+async def add_member(request: web.Request) -> web.StreamResponse:
+    """``POST /admin/members``: see the module docstring."""
+    got = await _member_action(request)
+    if isinstance(got, str):
+        return await _render(request, status=400, error=got)
+    admin, user_id, data = got
+    display = form.family_name(data.get("display_name") or user_id[1:].split(":")[0])
+    password = generate_token()
+    server = user_id.split(":", 1)[1]
+    async with aiohttp.ClientSession() as session:
+        hs = Homeserver(session, request.app[SYNAPSE])
+        try:
+            await hs.add_member(admin, user_id, display, password)
+            await hs.put_in_room(admin, f"#{FAMILY_ALIAS}:{server}", user_id)
+        except MatrixError as e:
+            taken = e.errcode == "M_USER_IN_USE"
+            return await _render(request, status=409 if taken else 502, error=(
+                f"{user_id} is taken: choose another user name." if taken else e.message))
+    log.info("admin added %s", user_id)
+    return await _render(request, done=f"{display} can now sign in to chat, and is in the "
+                         "family room.", secret={"user_id": user_id, "password": password})
+
+
+async def new_password(request: web.Request) -> web.StreamResponse:
+    """``POST /admin/members/password``: see the module docstring."""
+    got = await _member_action(request)
+    if isinstance(got, str):
+        return await _render(request, status=400, error=got)
+    admin, user_id, _ = got
+    password = generate_token()
+    async with aiohttp.ClientSession() as session:
+        try:
+            await Homeserver(session, request.app[SYNAPSE]).set_password(admin, user_id,
+                                                                         password)
+        except MatrixError as e:
+            return await _render(request, status=502, error=e.message)
+    log.info("admin reset the password of %s", user_id)
+    return await _render(request, done=f"{user_id} has a new password; their open sessions "
+                         "ended.", secret={"user_id": user_id, "password": password})
+
+
+async def remove_member(request: web.Request) -> web.StreamResponse:
+    """``POST /admin/members/remove``: see the module docstring."""
+    got = await _member_action(request)
+    if isinstance(got, str):
+        return await _render(request, status=400, error=got)
+    admin, user_id, _ = got
+    if user_id == admin.user_id:
+        return await _render(request, status=400, error="You cannot remove your own account.")
+    async with aiohttp.ClientSession() as session:
+        try:
+            await Homeserver(session, request.app[SYNAPSE]).remove_member(admin, user_id)
+        except MatrixError as e:
+            return await _render(request, status=502, error=e.message)
+    log.info("admin removed %s", user_id)
+    return await _render(request, done=f"{user_id} can no longer sign in; their messages "
+                         "stay in the family's rooms.")
+
+
+async def _end_chats(app: web.Application) -> None:
+    chats = list(app[CHATS].values())
+    app[CHATS].clear()
+    if chats:
+        async with aiohttp.ClientSession() as session:
+            hs = Homeserver(session, app[SYNAPSE])
+            for account in chats:
+                await _logout(hs, account)
 
 
 async def _refused(request: web.Request, status: int, error: str, hint: str
@@ -184,13 +329,22 @@ async def _refused(request: web.Request, status: int, error: str, hint: str
         "" if status == 401 else f"{error[:1].upper()}{error[1:]}: {hint}."))
 
 
-def add_routes(app: web.Application, checker: Checker) -> None:
+def add_routes(app: web.Application, checker: Checker, synapse_url: str) -> None:
     """Register the admin pages; ``checker`` checks names and passwords
-    (:func:`synapse_checker` on the box)."""
+    (:func:`synapse_checker` on the box), ``synapse_url`` is where the members are managed
+    (Synapse's admin API, from the box's inside)."""
     app[CHECKER] = checker
+    app[SYNAPSE] = synapse_url
+    app[CHATS] = {}
+    app.on_shutdown.append(_end_chats)
     add_route(app, "GET", "/admin", admin_page, Access.ADMIN, name="admin")
     add_route(app, "GET", "/admin/sign-in", sign_in_form, Access.OPEN, name="admin-signin")
     add_route(app, "POST", "/admin/sign-in", sign_in, Access.OPEN, name="admin-signin-post")
     add_route(app, "POST", "/admin/sign-out", sign_out, Access.ADMIN, name="admin-signout")
-    for handler in (admin_page, sign_in, sign_out):
+    add_route(app, "POST", "/admin/members", add_member, Access.ADMIN, name="admin-members")
+    add_route(app, "POST", "/admin/members/password", new_password, Access.ADMIN,
+              name="admin-member-password")
+    add_route(app, "POST", "/admin/members/remove", remove_member, Access.ADMIN,
+              name="admin-member-remove")
+    for handler in (admin_page, sign_in, sign_out, add_member, new_password, remove_member):
         on_refusal(app, handler, _refused)

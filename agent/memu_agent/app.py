@@ -139,6 +139,7 @@ def make_app(
     stack_url: str = front_door.STACK_URL,
     setup_runner: setup_pages.SetupRunner | None = None,
     admin_checker: admin_pages.Checker | None = None,
+    synapse_url: str = SYNAPSE_URL,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -153,8 +154,10 @@ def make_app(
         stack_url: the stack's nginx, where the front door forwards the stack's routes.
         setup_runner: runs the first-boot apply (default: ``python3 -m
             memu_firstboot.apply`` on this box).
-        admin_checker: checks the admin's name and password (default: the box's Synapse,
-            :func:`memu_agent.admin_pages.synapse_checker`).
+        admin_checker: checks the admin's name and password (default: Synapse at
+            ``synapse_url``, :func:`memu_agent.admin_pages.synapse_checker`).
+        synapse_url: Synapse's client and admin APIs from the box's inside (the admin
+            page's members).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -185,7 +188,8 @@ def make_app(
         root=False,
     )
     setup_pages.add_routes(app, setup_runner or setup_pages.SetupRunner(config.state_dir))
-    admin_pages.add_routes(app, admin_checker or admin_pages.synapse_checker(SYNAPSE_URL))
+    admin_pages.add_routes(app, admin_checker or admin_pages.synapse_checker(synapse_url),
+                           synapse_url)
     # Last: its catch-all takes only what no route above claims.
     front_door.add_web_client(
         app, lambda: setup_state(config.state_dir) is SetupState.DONE, setup_pages.index)

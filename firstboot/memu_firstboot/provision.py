@@ -1,5 +1,6 @@
-"""Provisioning chat at setup, through Synapse's APIs (never ``docker exec``): the admin's
-and the assistant's accounts, and the family room with the assistant in it.
+"""Provisioning chat through Synapse's APIs (never ``docker exec``): at setup, the admin's
+and the assistant's accounts and the family room with the assistant in it; later, from the
+admin's page, the family's accounts (:meth:`Homeserver.members` and the methods after it).
 
 Every step is idempotent, so the setup's Retry (and a run after a power cut) completes what
 is missing and makes nothing twice: an account that exists is logged in to instead (with
@@ -14,7 +15,14 @@ Synapse's admin API docs):
         password NUL "admin"|"notadmin"``. Taken name: 400 ``M_USER_IN_USE``.
     ``POST /_matrix/client/v3/login`` (``m.login.password``), ``GET …/account/whoami``,
     ``GET …/directory/room/{alias}`` (404 ``M_NOT_FOUND``), ``POST …/createRoom``
-        (``room_alias_name`` taken: 400 ``M_ROOM_IN_USE``), ``POST …/join/{room}``.
+        (``room_alias_name`` taken: 400 ``M_ROOM_IN_USE``), ``POST …/join/{room}``,
+        ``POST …/logout``, ``GET …/devices``, ``POST …/delete_devices`` (user-interactive
+        auth with the password).
+    Synapse's admin API (https://element-hq.github.io/synapse/latest/usage/administration/
+    admin_api/): ``GET /_synapse/admin/v1/users/<id>/admin`` (403 for a non-admin caller),
+    ``GET /_synapse/admin/v2/users`` (list) and ``/v2/users/<id>`` (``PUT`` creates),
+    ``POST /_synapse/admin/v1/reset_password/<id>``, ``POST …/v1/deactivate/<id>``,
+    ``POST …/v1/join/<room>`` (puts a local user in a room the caller is in).
 Only the box's inside reaches the admin API (``http://127.0.0.1:8008``; nginx blocks it).
 """
 
@@ -48,6 +56,16 @@ class MatrixError(MemuError):
         super().__init__(message, hint=hint)
         self.status = status
         self.errcode = errcode
+
+
+@dataclass(frozen=True)
+class Member:
+    """A family member's chat account: ``@name:server``, the name shown in chat, whether it
+    is a server admin."""
+
+    user_id: str
+    display_name: str
+    admin: bool
 
 
 @dataclass(frozen=True)
@@ -217,3 +235,68 @@ class Homeserver:
         quoted = urllib.parse.quote(room, safe="")
         await self._call("POST", f"/_matrix/client/v3/join/{quoted}", {},
                          token=account.access_token, what="joining the family room")
+
+    async def drop_devices(self, account: Account, password: str, display_name: str) -> int:
+        """End ``account``'s other sessions whose device is called ``display_name`` (what an
+        earlier sign-in of the same kind left behind after a crash); deleting devices needs
+        the password again (user-interactive auth, ``m.login.password``). Returns how many.
+        """
+        data = await self._call("GET", "/_matrix/client/v3/devices",
+                                token=account.access_token, what="listing sessions")
+        stale = [str(d["device_id"]) for d in data.get("devices", [])
+                 if d.get("display_name") == display_name
+                 and d.get("device_id") != account.device_id]
+        if stale:
+            auth = {"type": "m.login.password", "password": password,
+                    "identifier": {"type": "m.id.user", "user": account.user_id}}
+            await self._call("POST", "/_matrix/client/v3/delete_devices",
+                             {"devices": stale, "auth": auth}, token=account.access_token,
+                             what="ending old sessions")
+        return len(stale)
+
+    async def members(self, admin: Account) -> list[Member]:
+        """The server's active accounts (no guests, none deactivated), by user ID."""
+        data = await self._call("GET", "/_synapse/admin/v2/users?guests=false&limit=500",
+                                token=admin.access_token, what="listing the accounts")
+        found = [Member(str(u["name"]), str(u.get("displayname") or ""), bool(u.get("admin")))
+                 for u in data.get("users", []) if not u.get("deactivated")]
+        return sorted(found, key=lambda m: m.user_id)
+
+    async def add_member(self, admin: Account, user_id: str, display_name: str,
+                         password: str) -> None:
+        """Make the account ``user_id`` (not an admin) with ``password``.
+
+        Raises:
+            MatrixError: the name is taken (``errcode`` ``M_USER_IN_USE``), or the server
+                refused.
+        """
+        path = f"/_synapse/admin/v2/users/{urllib.parse.quote(user_id, safe='')}"
+        try:
+            await self._call("GET", path, token=admin.access_token, what="checking the name")
+        except MatrixError as e:
+            if e.status != 404:
+                raise
+        else:  # PUT would change the existing account: refuse instead
+            raise MatrixError(f"{user_id} already exists", status=400,
+                              errcode="M_USER_IN_USE", hint="choose another user name")
+        await self._call("PUT", path, {"password": password, "displayname": display_name,
+                                       "admin": False, "logout_devices": False},
+                         token=admin.access_token, what=f"making {user_id}")
+
+    async def set_password(self, admin: Account, user_id: str, password: str) -> None:
+        """Give ``user_id`` a new password and end its sessions."""
+        path = f"/_synapse/admin/v1/reset_password/{urllib.parse.quote(user_id, safe='')}"
+        await self._call("POST", path, {"new_password": password, "logout_devices": True},
+                         token=admin.access_token, what=f"resetting {user_id}'s password")
+
+    async def remove_member(self, admin: Account, user_id: str) -> None:
+        """Deactivate ``user_id`` (it can no longer sign in; its messages stay)."""
+        path = f"/_synapse/admin/v1/deactivate/{urllib.parse.quote(user_id, safe='')}"
+        await self._call("POST", path, {"erase": False}, token=admin.access_token,
+                         what=f"removing {user_id}")
+
+    async def put_in_room(self, admin: Account, room: str, user_id: str) -> None:
+        """Make ``user_id`` a member of ``room`` (an ID or alias the admin is in)."""
+        path = f"/_synapse/admin/v1/join/{urllib.parse.quote(room, safe='')}"
+        await self._call("POST", path, {"user_id": user_id}, token=admin.access_token,
+                         what=f"adding {user_id} to the family room")

@@ -1,6 +1,7 @@
 """The admin's sign-in and page (memu_agent.admin_pages) through the whole app, with the
-name-and-password check standing in for Synapse's (the real check is tested against the
-real Synapse of the host-Docker stack: tests/stack/test_family_stack.py)."""
+name-and-password check standing in for Synapse's and no chat server behind the members'
+part (the real check and the members are tested against the real Synapse of the
+host-Docker stack: tests/stack/test_family_stack.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from memu_agent.app import make_app
 from memu_agent.config import AgentConfig
 from memu_agent.facts import HostPaths
 from memu_agent.ratelimit import FailureLimiter
+from memu_firstboot.provision import Account
 from memu_firstboot.state import SETUP_DONE_MARKER
 
 Client = TestClient[web.Request, web.Application]
+NO_SYNAPSE = "http://127.0.0.1:9"  # nothing listens: the members' part says so
 ACCOUNTS = {("ada", "purple-kettle-sings"): SignIn.ADMIN,
             ("ben", "green-teapot-hums"): SignIn.NOT_ADMIN,
             ("ada", "chat-server-down"): SignIn.UNREACHABLE}
@@ -31,9 +34,11 @@ class Checks:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def __call__(self, username: str, password: str) -> SignIn:
+    async def __call__(self, username: str, password: str) -> tuple[SignIn, Account | None]:
         self.asked.append(username)
-        return ACCOUNTS.get((username, password), SignIn.WRONG)
+        said = ACCOUNTS.get((username, password), SignIn.WRONG)
+        return said, Account("@ada:memu.local", "chat-token", "DEV") if said is SignIn.ADMIN \
+            else None
 
 
 async def open_box(aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths,
@@ -43,7 +48,7 @@ async def open_box(aiohttp_client: AiohttpClient, config: AgentConfig, host: Hos
         (config.state_dir / SETUP_DONE_MARKER).write_text("")
     checks = Checks()
     app = make_app(config, paths=host, admin_checker=checks,
-                   limiter=FailureLimiter(free=free))
+                   limiter=FailureLimiter(free=free), synapse_url=NO_SYNAPSE)
     return await aiohttp_client(app), checks
 
 
@@ -79,6 +84,7 @@ async def test_sign_in_page_and_sign_out(
     page = await client.get("/admin")
     text = await page.text()
     assert page.status == 200 and "Running version" in text and "Sign out" in text
+    assert "chat server did not answer" in text  # the members' part, with no Synapse here
     assert "purple-kettle-sings" not in text and checks.asked == ["ada"]
     out = await client.post("/admin/sign-out", allow_redirects=False,
                             data={"csrf": csrf_of(text)})

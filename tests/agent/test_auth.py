@@ -59,6 +59,9 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("HEAD", "/admin/sign-in"): Access.OPEN,
     ("POST", "/admin/sign-in"): Access.OPEN,
     ("POST", "/admin/sign-out"): Access.ADMIN,
+    ("POST", "/admin/members"): Access.ADMIN,
+    ("POST", "/admin/members/password"): Access.ADMIN,
+    ("POST", "/admin/members/remove"): Access.ADMIN,
     # The front door (test_front_door.py): any method, passed to the stack's nginx.
     ("*", "/_matrix/{tail}"): Access.PROXIED,
     ("*", "/_synapse/client/{tail}"): Access.PROXIED,

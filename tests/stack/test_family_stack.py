@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,15 +19,21 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from memu_agent import admin_pages, model, stack
 from memu_agent.admin_pages import SignIn
+from memu_agent.app import make_app
+from memu_agent.config import AgentConfig
+from memu_agent.facts import HostPaths
 from memu_common import container_lock as lock
 from memu_common.files import read_env_file
 from memu_dev import hoststack, matrix, standins
 from memu_dev.engine import Engine
 from memu_firstboot import apply, progress, provision, stack_config
 from memu_firstboot.form import SetupRequest
+from memu_firstboot.state import SETUP_DONE_MARKER
+from memu_ota.config import OtaConfig
 
 pytestmark = pytest.mark.services
 
@@ -139,7 +146,9 @@ def test_setup_apply_makes_the_family_room_where_the_assistant_answers(
     """The first-boot apply's chat steps (memu_firstboot.apply: secrets, accounts, family
     room, assistant) against the real Synapse, twice (Retry, or a run after a power cut,
     makes nothing new); then the assistant, started with the account the apply recorded,
-    answers /help in the family room as the admin's app sees it."""
+    answers /help in the family room as the admin's app sees it. Then the admin signs in
+    to the box's admin page (checked by this Synapse) and adds, resets and removes a family
+    member there."""
     assert family.not_started["intelligence"].startswith("off: the assistant's Matrix account")
     state = tmp_path / "state"
     state.mkdir()
@@ -178,6 +187,8 @@ def test_setup_apply_makes_the_family_room_where_the_assistant_answers(
                                            account["MEMU_BOT_USER_ID"], "/help"))
     assert "/remember" in reply, reply
 
+    asyncio.run(_admin_manages_a_member(family, tmp_path))
+
 
 async def _check_the_family_room(family: hoststack.Chat, bot_id: str) -> None:
     """What the apply made, seen through Synapse's APIs: the family room is private,
@@ -206,26 +217,102 @@ async def _check_the_family_room(family: hoststack.Chat, bot_id: str) -> None:
         assert (await room_api("state/m.room.encryption/"))[0] == 404
 
 
-def test_admin_sign_in_is_checked_by_the_real_synapse(family: hoststack.Chat) -> None:
-    """The admin page's check (memu_agent.admin_pages.synapse_checker) against Synapse:
-    the admin's name and password pass, a family member's do not (not a server admin), a
-    wrong password does not, a Synapse that is not there says so; the chat sessions the
-    checks made are ended again (no "Memu admin page" device left behind)."""
-    matrix.register(family.inside, family.shared_secret, "grace.admin", "sunny-window-9",
-                    admin=True)
-    matrix.register(family.inside, family.shared_secret, "tunde", "quiet-river-77")
-    check = admin_pages.synapse_checker(family.inside)
-    said = [asyncio.run(check(name, password)) for name, password in (
-        ("grace.admin", "sunny-window-9"), (f"@grace.admin:{hoststack.SERVER_NAME}",
-                                            "sunny-window-9"),
-        ("tunde", "quiet-river-77"), ("grace.admin", "wrong password"))]
-    assert said == [SignIn.ADMIN, SignIn.ADMIN, SignIn.NOT_ADMIN, SignIn.WRONG]
+
+async def _admin_manages_a_member(family: hoststack.Chat, tmp_path: Path) -> None:
+    """The agent's admin pages (memu_agent.admin_pages) on this Synapse, as a browser uses
+    them: a family member's password and a wrong one do not sign in, the admin's does; the
+    admin adds Tunde (a generated password, shown once, signs in; Tunde is in the family
+    room), gives him a new password (the old one stops working), removes him (he cannot
+    sign in); signing out ends the chat session the page held."""
+    base = family.inside
+    matrix.register(base, family.shared_secret, "bola", "quiet-river-77")
+    app = make_app(_agent_config(tmp_path), paths=_host(tmp_path), synapse_url=base)
+    async with TestClient(TestServer(app)) as client:
+        for name, password, status in (("bola", "quiet-river-77", 403),
+                                       ("ada.apply", "not the password", 403),
+                                       ("ada.apply", "purple-kettle-sings", 303)):
+            form = await (await client.get("/admin/sign-in")).text()
+            resp = await client.post("/admin/sign-in", allow_redirects=False, data={
+                "username": name, "password": password, "csrf": _csrf(form)})
+            assert resp.status == status, (name, await resp.text())
+        page = await (await client.get("/admin")).text()
+        assert f"@ada.apply:{hoststack.SERVER_NAME}" in page and "@bola:" in page
+        added = await client.post("/admin/members", data={
+            "username": "tunde", "display_name": "Tunde", "csrf": _csrf(page)})
+        text = await added.text()
+        assert added.status == 200, text
+        first = _shown_password(text)
+        tunde = matrix.sign_in(base, "tunde", first)
+        async with aiohttp.ClientSession() as session:  # the family room, as Tunde's app
+            room = await provision.Homeserver(session, base).room_by_alias(
+                f"#family:{hoststack.SERVER_NAME}")
+            assert room is not None
+            async with session.get(
+                    f"{base}/_matrix/client/v3/rooms/{room}/joined_members",
+                    headers={"Authorization": f"Bearer {tunde.access_token}"}) as r:
+                assert tunde.user_id in (await r.json())["joined"]
+        again = await client.post("/admin/members", data={
+            "username": "tunde", "csrf": _csrf(text)})
+        assert again.status == 409 and "is taken" in await again.text()
+        reset = await client.post("/admin/members/password", data={
+            "username": "tunde", "csrf": _csrf(text)})
+        text = await reset.text()
+        second = _shown_password(text)
+        assert second != first
+        with pytest.raises(urllib.error.HTTPError):
+            matrix.sign_in(base, "tunde", first)
+        matrix.sign_in(base, "tunde", second)
+        removed = await client.post("/admin/members/remove", data={
+            "username": "tunde", "csrf": _csrf(text)})
+        text = await removed.text()
+        assert removed.status == 200 and "can no longer sign in" in text
+        with pytest.raises(urllib.error.HTTPError):
+            matrix.sign_in(base, "tunde", second)
+        mine = await client.post("/admin/members/remove", data={
+            "username": "ada.apply", "csrf": _csrf(text)})
+        assert mine.status == 400 and "your own account" in await mine.text()
+        out = await client.post("/admin/sign-out", allow_redirects=False,
+                                data={"csrf": _csrf(text)})
+        assert out.status == 303
+    me = matrix.sign_in(base, "ada.apply", "purple-kettle-sings")
+    async with aiohttp.ClientSession() as session, session.get(
+            f"{base}/_matrix/client/v3/devices",
+            headers={"Authorization": f"Bearer {me.access_token}"}) as r:
+        devices = (await r.json())["devices"]
+    assert not [d for d in devices if d.get("display_name") == admin_pages.DEVICE_NAME]
     gone = admin_pages.synapse_checker("http://127.0.0.1:9")
-    assert asyncio.run(gone("grace.admin", "sunny-window-9")) is SignIn.UNREACHABLE
-    me = matrix.sign_in(family.inside, "grace.admin", "sunny-window-9")
-    req = urllib.request.Request(f"{family.inside}/_matrix/client/v3/devices",
-                                 headers={"Authorization": f"Bearer {me.access_token}"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        devices = json.load(r)["devices"]
-    assert me.device_id in {d["device_id"] for d in devices}, devices
-    assert not [d for d in devices if d.get("display_name") == "Memu admin page"], devices
+    assert (await gone("ada.apply", "purple-kettle-sings"))[0] is SignIn.UNREACHABLE
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page[:2000]
+    return found.group(1)
+
+
+def _shown_password(page: str) -> str:
+    found = re.search(r"password <b><code>([a-z0-9-]+)</code></b>", page)
+    assert found, page[:3000]
+    return found.group(1)
+
+
+def _agent_config(tmp_path: Path) -> AgentConfig:
+    state = tmp_path / "agent"
+    (state / SETUP_DONE_MARKER).parent.mkdir(parents=True, exist_ok=True)
+    (state / SETUP_DONE_MARKER).write_text("")
+    return AgentConfig(state_dir=state, issue_dir=tmp_path / "issue.d", ota=OtaConfig(
+        isolate=False, sysupdate=tmp_path / "no-sysupdate", template_dir=tmp_path / "tpl",
+        runtime_dir=tmp_path / "run", state_dir=state / "ota", esp_dirs=(tmp_path / "esp",)))
+
+
+def _host(tmp_path: Path) -> HostPaths:
+    """A host tree with what the pages read: os-release and the host name."""
+    root = tmp_path / "host"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text('ID=memu\nIMAGE_VERSION="0.1.0"\n')
+    (root / "proc" / "sys" / "kernel").mkdir(parents=True)
+    (root / "proc" / "sys" / "kernel" / "hostname").write_text("memu\n")
+    return HostPaths(os_release=(root / "etc" / "os-release",), proc=root / "proc",
+                     sys=root / "sys", efivars=root / "efivars",
+                     preload_status=root / "preload.json", pull_status=root / "pull.json",
+                     docker_socket=root / "docker.sock", data=root)
