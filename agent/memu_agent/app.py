@@ -13,7 +13,7 @@ Routes (every one declares its access, enforced by :mod:`memu_agent.auth`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -140,6 +140,7 @@ def make_app(
     setup_runner: setup_pages.SetupRunner | None = None,
     admin_checker: admin_pages.Checker | None = None,
     synapse_url: str = SYNAPSE_URL,
+    on_setup_exit: Callable[[int], Awaitable[None]] | None = None,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -153,11 +154,12 @@ def make_app(
             up to 5 minutes).
         stack_url: the stack's nginx, where the front door forwards the stack's routes.
         setup_runner: runs the first-boot apply (default: ``python3 -m
-            memu_firstboot.apply`` on this box).
+            memu_firstboot.apply`` on this box, calling ``on_setup_exit`` when it ends).
         admin_checker: checks the admin's name and password (default: Synapse at
             ``synapse_url``, :func:`memu_agent.admin_pages.synapse_checker`).
         synapse_url: Synapse's client and admin APIs from the box's inside (the admin
             page's members).
+        on_setup_exit: called with the setup apply's exit status when it ends.
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -187,7 +189,8 @@ def make_app(
         ),
         root=False,
     )
-    setup_pages.add_routes(app, setup_runner or setup_pages.SetupRunner(config.state_dir))
+    setup_pages.add_routes(app, setup_runner or setup_pages.SetupRunner(
+        config.state_dir, on_exit=on_setup_exit))
     admin_pages.add_routes(app, admin_checker or admin_pages.synapse_checker(synapse_url),
                            synapse_url)
     # Last: its catch-all takes only what no route above claims.

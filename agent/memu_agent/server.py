@@ -73,20 +73,22 @@ class AgentServer:
         return list(self._ports)
 
     def _greet_console(self) -> None:
-        """Make sure the token exists and write the console greeting; never fatal."""
+        """Write the console greeting, with the setup code (made now if missing) while the
+        box is not set up; never fatal. After setup no code is made again: it is gone."""
         state_dir = self._config.state_dir
-        try:
-            token = ensure_token(state_dir)
-        except OSError as e:
-            log.error(
-                "cannot store the setup token in %s: %s. Is the state directory "
-                "writable (systemd StateDirectory=memu)?",
-                state_dir,
-                e,
-            )
-            return
-        done = setup_state(state_dir) is SetupState.DONE
-        text = issue_text(self._config.device_name, None if done else token,
+        token: str | None = None
+        if setup_state(state_dir) is not SetupState.DONE:
+            try:
+                token = ensure_token(state_dir)
+            except OSError as e:
+                log.error(
+                    "cannot store the setup token in %s: %s. Is the state directory "
+                    "writable (systemd StateDirectory=memu)?",
+                    state_dir,
+                    e,
+                )
+                return
+        text = issue_text(self._config.device_name, token,
                           f"{hostname(self._paths).lower()}.local")
         try:
             path = write_issue(self._config.issue_dir, text)
@@ -108,7 +110,8 @@ class AgentServer:
         self._updater = Updater(self._config.ota, running=facts.version,
                                 on_status=self._update_status)
         await self._updater.start()
-        app = make_app(self._config, paths=self._paths, facts=facts, updater=self._updater)
+        app = make_app(self._config, paths=self._paths, facts=facts, updater=self._updater,
+                       on_setup_exit=self._setup_ended)
         runner = web.AppRunner(
             app, access_log=log if self._access_log else None, handle_signals=False
         )
@@ -126,6 +129,14 @@ class AgentServer:
         self._notifier.notify(READY="1", STATUS=what)
         if self._config.issue_dir in AGETTY_ISSUE_DIRS:
             await asyncio.to_thread(reload_agetty)
+
+    async def _setup_ended(self, status: int) -> None:
+        """The setup apply ended: once the box is set up, the console no longer shows the
+        (deleted) setup code and its QR code."""
+        if setup_state(self._config.state_dir) is SetupState.DONE:
+            self._greet_console()
+            if self._config.issue_dir in AGETTY_ISSUE_DIRS:
+                await asyncio.to_thread(reload_agetty)
 
     def _update_status(self, line: str) -> None:
         """sd_notify STATUS= with the update line after what the agent serves."""

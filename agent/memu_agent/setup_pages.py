@@ -32,7 +32,7 @@ import asyncio
 import logging
 import sys
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +74,16 @@ class SetupRunner:
         command: the apply's command line (tests run it with other parts of the box).
         config_dir: the stack's configuration the apply writes (the ready page reads the
             server name there).
+        on_exit: called with the apply's exit status when it ends (the agent redraws the
+            console greeting: the setup code is gone once the box is set up).
     """
 
     def __init__(self, state_dir: Path, command: Sequence[str] | None = None,
-                 config_dir: Path = stack_config.CONFIG_DIR) -> None:
+                 config_dir: Path = stack_config.CONFIG_DIR,
+                 on_exit: Callable[[int], Awaitable[None]] | None = None) -> None:
         self.state_dir = state_dir
         self.config_dir = config_dir
+        self.on_exit = on_exit
         self.command = list(command or (sys.executable, "-m", "memu_firstboot.apply",
                                         "--state-dir", str(state_dir)))
         self._proc: asyncio.subprocess.Process | None = None
@@ -99,8 +103,18 @@ class SetupRunner:
             return
         self._proc = await asyncio.create_subprocess_exec(
             *self.command, stdin=asyncio.subprocess.DEVNULL)
-        self._reaper = asyncio.create_task(self._proc.wait())
+        self._reaper = asyncio.create_task(self._reap(self._proc))
         log.info("setup apply started (pid %d)", self._proc.pid)
+
+    async def _reap(self, proc: asyncio.subprocess.Process) -> int:
+        status = await proc.wait()
+        log.info("setup apply ended (exit status %d)", status)
+        if self.on_exit is not None:
+            try:
+                await self.on_exit(status)
+            except Exception:  # the apply's result stands; the greeting is cosmetic
+                log.exception("after the setup apply")
+        return status
 
     async def stop(self) -> None:
         """Stop a running apply (the agent is shutting down); the next start completes it."""

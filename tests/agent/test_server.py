@@ -129,6 +129,26 @@ async def test_set_up_box_says_so(
     ready = notify_socket.recv_until("READY")[-1]
     assert ready["STATUS"].startswith("serving status page on port ")
     assert "Setup code" not in (config.issue_dir / ISSUE_FILE).read_text()
+    assert not (config.state_dir / TOKEN_FILE).exists()  # no code is made after setup
+
+
+async def test_greeting_loses_the_code_when_setup_ends(
+        config: AgentConfig, host: HostPaths) -> None:
+    """The apply deletes the code and marks the box set up; when it ends, the agent
+    redraws the console (a failed apply leaves the code shown)."""
+    server = AgentServer(config, env={}, paths=host)
+    await server.start()
+    try:
+        issue = config.issue_dir / ISSUE_FILE
+        await server._setup_ended(1)  # failed: still not set up
+        assert "Setup code" in issue.read_text()
+        (config.state_dir / TOKEN_FILE).unlink()
+        (config.state_dir / SETUP_DONE_MARKER).touch()
+        await server._setup_ended(0)
+        assert "Setup code" not in issue.read_text() and "is set up" in issue.read_text()
+        assert not (config.state_dir / TOKEN_FILE).exists()
+    finally:
+        await server.stop()
 
 
 async def test_unwritable_state_dir_still_serves(config: AgentConfig, host: HostPaths) -> None:

@@ -296,3 +296,16 @@ async def test_progress_page_states(
         assert "One step did not work" in page and "free some space" in page
     else:
         assert '<a href="/setup/ready">' in page
+
+
+async def test_runner_reports_the_apply_ending(tmp_path: Path) -> None:
+    ended: asyncio.Queue[int] = asyncio.Queue()
+
+    async def on_exit(status: int) -> None:
+        await ended.put(status)
+
+    runner = SetupRunner(tmp_path, [sys.executable, "-c", "raise SystemExit(3)"],
+                         on_exit=on_exit)
+    await runner.start()
+    assert await asyncio.wait_for(ended.get(), timeout=30) == 3
+    assert not runner.running()
