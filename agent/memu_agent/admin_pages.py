@@ -138,7 +138,7 @@ def _sign_in_page(request: web.Request, *, status: int = 200, username: str = ""
                   error: str = "") -> web.Response:
     token = csrf.token(request)
     resp = respond(request, "sign_in.html", status=status, username=username, error=error,
-                   csrf=token)
+                   notice="", csrf=token)
     csrf.set_cookie(request, resp, token)
     return resp
 

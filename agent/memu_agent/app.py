@@ -8,7 +8,8 @@ Routes (every one declares its access, enforced by :mod:`memu_agent.auth`):
     ``POST /api/claim`` (claim): :mod:`memu_agent.claim_api`.
     ``POST /setup``, ``/setup/…``, ``GET /api/setup``: the setup flow,
         :mod:`memu_agent.setup_pages`.
-    ``/admin``, ``/admin/…``: the admin's sign-in and pages, :mod:`memu_agent.admin_pages`.
+    ``/admin``, ``/admin/…``: the admin's sign-in and pages, :mod:`memu_agent.admin_pages`;
+        ``/admin/recover``: a forgotten admin password, :mod:`memu_agent.recover_pages`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from memu_agent import (
     admin_pages,
     claim_api,
     front_door,
+    recover_pages,
     reset_api,
     setup_pages,
     stack,
@@ -39,6 +41,7 @@ from memu_agent.sessions import Sessions
 from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
 from memu_common.files import read_json_object
+from memu_firstboot import stack_config
 from memu_firstboot import web as firstboot_web
 from memu_firstboot.provision import SYNAPSE_URL
 from memu_firstboot.state import SetupState, setup_state
@@ -141,6 +144,7 @@ def make_app(
     admin_checker: admin_pages.Checker | None = None,
     synapse_url: str = SYNAPSE_URL,
     on_setup_exit: Callable[[int], Awaitable[None]] | None = None,
+    recoverer: recover_pages.Recoverer | None = None,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -160,6 +164,8 @@ def make_app(
         synapse_url: Synapse's client and admin APIs from the box's inside (the admin
             page's members).
         on_setup_exit: called with the setup apply's exit status when it ends.
+        recoverer: resets a forgotten admin password (default: Synapse at ``synapse_url``
+            with the stack's registration secret).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -193,6 +199,8 @@ def make_app(
         config.state_dir, on_exit=on_setup_exit))
     admin_pages.add_routes(app, admin_checker or admin_pages.synapse_checker(synapse_url),
                            synapse_url)
+    recover_pages.add_routes(app, recoverer or recover_pages.synapse_recoverer(
+        synapse_url, stack_config.CONFIG_DIR / stack_config.REGISTRATION_SECRET))
     # Last: its catch-all takes only what no route above claims.
     front_door.add_web_client(
         app, lambda: setup_state(config.state_dir) is SetupState.DONE, setup_pages.index)

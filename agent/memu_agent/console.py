@@ -56,18 +56,25 @@ def qr_block(data: str) -> str:
     return out.getvalue().replace("\xa0", " ")
 
 
-def issue_text(device_name: str, token: str | None, host: str = "memu.local") -> str:
-    """The snippet: page URLs and, while the box is not set up, the setup token and its QR.
+def issue_text(device_name: str, token: str | None, host: str = "memu.local",
+               recovery: str | None = None) -> str:
+    """The snippet: page URLs and, while the box is not set up, the setup token and its QR;
+    once set up, an admin password recovery code while one is pending.
 
     Args:
         device_name: shown in the heading.
         token: the setup token, or None once the box is set up.
         host: the box's name on the network (``<hostname>.local``).
+        recovery: the pending recovery code (``memu_agent.recover_pages``), or None.
     """
     name = _plain(device_name)
     host = _plain(host)
     if token is None:
-        return f"Memu OS: {name} is set up.\n  Manage it at http://{host}/ or http://\\4/\n\n"
+        text = f"Memu OS: {name} is set up.\n  Manage it at http://{host}/ or http://\\4/\n"
+        if recovery:
+            text += (f"  Admin password recovery code: {_plain(recovery)}\n"
+                     f"    (type it at http://{host}/admin/recover within 15 minutes)\n")
+        return text + "\n"
     return (
         f"Memu OS: finish setting up {name}\n"
         "  On a phone or laptop on the same network, open\n"
@@ -91,6 +98,18 @@ def write_issue(issue_dir: Path, text: str) -> Path:
     path = issue_dir / ISSUE_FILE
     write_atomic(path, text.encode("utf-8"), mode=0o600, dir_mode=0o755)
     return path
+
+
+def show(issue_dir: Path, text: str) -> None:
+    """Put ``text`` on the console now: :func:`write_issue`, then :func:`reload_agetty`
+    when ``issue_dir`` is one agetty reads.
+
+    Raises:
+        OSError: the issue file cannot be written.
+    """
+    write_issue(issue_dir, text)
+    if issue_dir in AGETTY_ISSUE_DIRS:
+        reload_agetty()
 
 
 def reload_agetty() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from memu_agent import recover_pages
 from memu_agent.app import make_app, read_boot_facts
 from memu_agent.config import AgentConfig
 from memu_agent.console import AGETTY_ISSUE_DIRS, issue_text, reload_agetty, write_issue
@@ -89,7 +90,8 @@ class AgentServer:
                 )
                 return
         text = issue_text(self._config.device_name, token,
-                          f"{hostname(self._paths).lower()}.local")
+                          f"{hostname(self._paths).lower()}.local",
+                          recovery=None if token else recover_pages.pending(state_dir))
         try:
             path = write_issue(self._config.issue_dir, text)
         except OSError as e:

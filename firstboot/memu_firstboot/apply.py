@@ -261,14 +261,16 @@ STEPS: tuple[Step[Run], ...] = (
 )
 
 
-def finish_setup(state_dir: Path) -> None:
-    """Mark the box set up (the marker last, atomically) and delete the stored request
-    and the setup code: both are useless now and one holds a password.
+def finish_setup(state_dir: Path, admin: str) -> None:
+    """Mark the box set up (the marker last, atomically, naming the ``admin``'s user ID)
+    and delete the stored request and the setup code: both are useless now and one holds a
+    password.
 
     Raises:
         OSError: the marker cannot be written.
     """
-    write_json_atomic(state_dir / SETUP_DONE_MARKER, {"at": time.time()}, mode=0o644)
+    write_json_atomic(state_dir / SETUP_DONE_MARKER, {"at": time.time(), "admin": admin},
+                      mode=0o644)
     for name in (REQUEST_FILE, TOKEN_FILE):
         (state_dir / name).unlink(missing_ok=True)
 
@@ -290,7 +292,8 @@ async def apply(box: Box, steps: Sequence[Step[Run]] = STEPS) -> bool:
     async with aiohttp.ClientSession() as session:
         ok = await run_steps(Run(box, request, session), steps, progress)
     if ok:
-        finish_setup(box.state_dir)
+        finish_setup(box.state_dir,
+                     f"@{request.form.admin_username}:{request.server_name}")
         progress.finish(RunState.DONE)
     return ok
 

@@ -23,6 +23,8 @@ Synapse's admin API docs):
     ``GET /_synapse/admin/v2/users`` (list) and ``/v2/users/<id>`` (``PUT`` creates),
     ``POST /_synapse/admin/v1/reset_password/<id>``, ``POST …/v1/deactivate/<id>``,
     ``POST …/v1/join/<room>`` (puts a local user in a room the caller is in).
+A forgotten admin password (:meth:`Homeserver.recover_password`) is reset with a throw-away
+admin account made with the registration shared secret, deactivated right after.
 Only the box's inside reaches the admin API (``http://127.0.0.1:8008``; nginx blocks it).
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -300,3 +303,19 @@ class Homeserver:
         path = f"/_synapse/admin/v1/join/{urllib.parse.quote(room, safe='')}"
         await self._call("POST", path, {"user_id": user_id}, token=admin.access_token,
                          what=f"adding {user_id} to the family room")
+
+    async def recover_password(self, secret: str, user_id: str, password: str) -> None:
+        """Give ``user_id`` (the admin, who forgot the password) a new ``password`` without
+        any admin signed in: a throw-away admin account made with the registration shared
+        ``secret`` resets it (ending ``user_id``'s sessions) and is deactivated again.
+
+        Raises:
+            MatrixError: a step was refused or the server did not answer (the throw-away
+                account is deactivated whenever it was made).
+        """
+        helper = await self.register(secret, f"memu-recovery-{secrets.token_hex(4)}",
+                                     secrets.token_urlsafe(24), admin=True)
+        try:
+            await self.set_password(helper, user_id, password)
+        finally:
+            await self.remove_member(helper, helper.user_id)

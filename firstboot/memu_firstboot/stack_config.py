@@ -56,6 +56,8 @@ SECRET_NAMES = ("postgres-superuser", "synapse-db", "synapse-registration",
                 "synapse-macaroon", "synapse-form", "immich-db", "intelligence-db")
 #: Where the family's Tailscale auth key is kept (compose.yaml mounts it for Tailscale).
 TAILSCALE_KEY = "secrets/tailscale-authkey"
+#: Synapse's registration shared secret (the admin password recovery reads it too).
+REGISTRATION_SECRET = "secrets/synapse-registration"
 #: The assistant's Matrix account (user ID, access token, device), written at setup.
 BOT_ACCOUNT = "intelligence/account.env"
 

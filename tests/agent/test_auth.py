@@ -58,6 +58,9 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/admin/sign-in"): Access.OPEN,
     ("HEAD", "/admin/sign-in"): Access.OPEN,
     ("POST", "/admin/sign-in"): Access.OPEN,
+    ("GET", "/admin/recover"): Access.OPEN,
+    ("HEAD", "/admin/recover"): Access.OPEN,
+    ("POST", "/admin/recover"): Access.OPEN,
     ("POST", "/admin/sign-out"): Access.ADMIN,
     ("POST", "/admin/members"): Access.ADMIN,
     ("POST", "/admin/members/password"): Access.ADMIN,
@@ -76,6 +79,7 @@ BODIES: dict[str, dict[str, str]] = {
     "/api/update": {"action": "nothing"},
     "/api/factory-reset": {"confirm": "no"},
     "/api/claim": {},
+    "/admin/recover": {},  # no password: 400 before the (absent) code is looked at
 }
 IN = "reached the handler"  # 200 or 400: what the handler said, not the auth layer
 CREDENTIALS = ("none", "wrong code", "right code", "admin session", "api token")

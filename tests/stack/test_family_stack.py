@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from memu_agent import admin_pages, model, stack
+from memu_agent import admin_pages, model, recover_pages, stack
 from memu_agent.admin_pages import SignIn
 from memu_agent.app import make_app
 from memu_agent.config import AgentConfig
@@ -282,6 +282,20 @@ async def _admin_manages_a_member(family: hoststack.Chat, tmp_path: Path) -> Non
     assert not [d for d in devices if d.get("display_name") == admin_pages.DEVICE_NAME]
     gone = admin_pages.synapse_checker("http://127.0.0.1:9")
     assert (await gone("ada.apply", "purple-kettle-sings"))[0] is SignIn.UNREACHABLE
+
+    # The admin forgot the password: someone at the box resets it (the code check is in
+    # tests/agent/test_recover_pages.py); here the reset itself, with the stack's secret.
+    recover = recover_pages.synapse_recoverer(
+        base, family.config / stack_config.REGISTRATION_SECRET)
+    await recover(f"@ada.apply:{hoststack.SERVER_NAME}", "new-kettle-whistles")
+    with pytest.raises(urllib.error.HTTPError):
+        matrix.sign_in(base, "ada.apply", "purple-kettle-sings")
+    again = matrix.sign_in(base, "ada.apply", "new-kettle-whistles")
+    async with aiohttp.ClientSession() as session:
+        hs = provision.Homeserver(session, base)
+        members = await hs.members(provision.Account(again.user_id, again.access_token,
+                                                     again.device_id))
+    assert not [m for m in members if m.user_id.startswith("@memu-recovery-")], members
 
 
 def _csrf(page: str) -> str:
