@@ -42,9 +42,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from memu_agent import claim_api, csrf, stack
+from memu_agent import claim_api, stack
 from memu_agent.appkeys import PATHS
 from memu_agent.auth import AUTH, on_refusal
+from memu_agent.pages import form_page, see_other
 from memu_agent.ratelimit import client_key
 from memu_agent.sessions import COOKIE
 from memu_agent.update_api import UPDATER
@@ -53,7 +54,7 @@ from memu_firstboot import form
 from memu_firstboot.form import BOT_USERNAME
 from memu_firstboot.provision import FAMILY_ALIAS, Account, Homeserver, MatrixError
 from memu_firstboot.setup_token import generate_token
-from memu_firstboot.web import is_set_up, respond
+from memu_firstboot.web import is_set_up
 
 log = logging.getLogger(__name__)
 
@@ -130,30 +131,23 @@ _MESSAGES = {
 }
 
 
-def _see(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
-
-
 def _sign_in_page(request: web.Request, *, status: int = 200, username: str = "",
                   error: str = "") -> web.Response:
-    token = csrf.token(request)
-    resp = respond(request, "sign_in.html", status=status, username=username, error=error,
-                   notice="", csrf=token)
-    csrf.set_cookie(request, resp, token)
-    return resp
+    return form_page(request, "sign_in.html", status=status, username=username, error=error,
+                     notice="")
 
 
 async def sign_in_form(request: web.Request) -> web.StreamResponse:
     """``GET /admin/sign-in``: see the module docstring."""
     if not is_set_up(request):
-        return _see("/")
+        return see_other("/")
     return _sign_in_page(request)
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
     """``POST /admin/sign-in``: see the module docstring."""
     if not is_set_up(request):
-        return _see("/")
+        return see_other("/")
     data = await request.post()
     username = str(data.get("username", "")).strip()
     password = str(data.get("password", ""))
@@ -175,7 +169,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         status, message = _MESSAGES[said]
         return _sign_in_page(request, status=status, username=username, error=message)
     auth.limiter.succeeded(key)
-    resp = _see("/admin")
+    resp = see_other("/admin")
     token = auth.sessions.new_admin()
     request.app[CHATS][_key(token)] = account
     claim_api.set_session_cookie(request, resp, token)
@@ -191,7 +185,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
         if account := request.app[CHATS].pop(_key(token), None):
             async with aiohttp.ClientSession() as session:
                 await _logout(Homeserver(session, request.app[SYNAPSE]), account)
-    resp = _see("/admin/sign-in")
+    resp = see_other("/admin/sign-in")
     resp.del_cookie(COOKIE, path="/")
     return resp
 
@@ -199,7 +193,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 async def admin_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin``: see the module docstring."""
     if not is_set_up(request):
-        return _see("/")
+        return see_other("/")
     return await _render(request)
 
 
@@ -223,14 +217,12 @@ async def _render(request: web.Request, *, status: int = 200, done: str = "",
                 members = await Homeserver(session, request.app[SYNAPSE]).members(admin)
         except MatrixError as e:
             members_error = e.message
-    token = csrf.token(request)
-    resp = respond(request, "admin.html", status=status, update=request.app[UPDATER].snapshot(),
-                   services=dict(sorted(services.items())), stack_error=stack_error,
-                   members=members, members_error=members_error, me=admin.user_id if admin
-                   else "", bot=BOT_USERNAME, done=done, error=error, secret=secret,
-                   csrf=token)
-    csrf.set_cookie(request, resp, token)
-    return resp
+    return form_page(request, "admin.html", status=status,
+                     update=request.app[UPDATER].snapshot(),
+                     services=dict(sorted(services.items())), stack_error=stack_error,
+                     members=members, members_error=members_error,
+                     me=admin.user_id if admin else "", bot=BOT_USERNAME, done=done,
+                     error=error, secret=secret)
 
 
 async def _member_action(request: web.Request) -> tuple[Account, str, dict[str, str]] | str:

@@ -32,9 +32,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from memu_agent import console, csrf
+from memu_agent import console
 from memu_agent.appkeys import CONFIG
 from memu_agent.auth import AUTH, normalize_code, on_refusal
+from memu_agent.pages import form_page, see_other
 from memu_agent.ratelimit import client_key
 from memu_common.access import Access, add_route
 from memu_common.files import read_json_object, write_json_atomic
@@ -42,7 +43,7 @@ from memu_firstboot import form
 from memu_firstboot.provision import Homeserver, MatrixError
 from memu_firstboot.setup_token import generate_token
 from memu_firstboot.state import setup_admin
-from memu_firstboot.web import PAGE_INFO, is_set_up, respond
+from memu_firstboot.web import PAGE_INFO, is_set_up
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +90,15 @@ def _greet(request: web.Request, code: str | None) -> None:
         log.error("cannot show the recovery code on the console: %s", e)
 
 
-def _see(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
-
-
 def _page(request: web.Request, *, status: int = 200, error: str = "") -> web.Response:
-    token = csrf.token(request)
-    resp = respond(request, "recover.html", status=status, error=error, csrf=token,
-                   min_password=form.MIN_PASSWORD)
-    csrf.set_cookie(request, resp, token)
-    return resp
+    return form_page(request, "recover.html", status=status, error=error,
+                     min_password=form.MIN_PASSWORD)
 
 
 async def recover_form(request: web.Request) -> web.StreamResponse:
     """``GET /admin/recover``: see the module docstring."""
     if not is_set_up(request):
-        return _see("/")
+        return see_other("/")
     state_dir = request.app[CONFIG].state_dir
     code = pending(state_dir)
     if code is None:
@@ -124,7 +118,7 @@ async def recover_form(request: web.Request) -> web.StreamResponse:
 async def recover(request: web.Request) -> web.StreamResponse:
     """``POST /admin/recover``: see the module docstring."""
     if not is_set_up(request):
-        return _see("/")
+        return see_other("/")
     auth = request.app[AUTH]
     key = client_key(request.remote)
     if (wait := auth.limiter.retry_after(key)) > 0:
@@ -160,11 +154,8 @@ async def recover(request: web.Request) -> web.StreamResponse:
     (state_dir / RECOVERY_FILE).unlink(missing_ok=True)
     _greet(request, None)
     log.info("admin password recovery: the password of %s is reset", admin)
-    token = csrf.token(request)
-    resp = respond(request, "sign_in.html", username=admin[1:].split(":")[0], error="",
-                   notice="The admin's password is changed: sign in with it.", csrf=token)
-    csrf.set_cookie(request, resp, token)
-    return resp
+    return form_page(request, "sign_in.html", username=admin[1:].split(":")[0], error="",
+                     notice="The admin's password is changed: sign in with it.")
 
 
 async def _refused(request: web.Request, status: int, error: str, hint: str

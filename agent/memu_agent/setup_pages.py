@@ -40,6 +40,7 @@ from aiohttp import web
 
 from memu_agent import claim_api, csrf
 from memu_agent.auth import AUTH, CODE_FIELD, code_in_link, host_name, on_refusal
+from memu_agent.pages import form_page, see_other
 from memu_agent.sessions import COOKIE, SessionKind
 from memu_common import optional
 from memu_common.access import Access, add_route
@@ -156,18 +157,11 @@ def server_name(request: web.Request) -> str:
 def _form_page(request: web.Request, *, status: int = 200,
                values: dict[str, str] | None = None, errors: dict[str, str] | None = None,
                claimed: bool | None = None, prefilled: bool = False) -> web.Response:
-    token = csrf.token(request)
-    resp = respond(
+    return form_page(
         request, "setup.html", status=status, values=values or {}, errors=errors or {},
         claimed=_claim_session(request) if claimed is None else claimed,
-        csrf=token, server_name=server_name(request), zones=_ZONES,
+        server_name=server_name(request), zones=_ZONES,
         languages=LANGUAGES, min_password=form.MIN_PASSWORD, prefilled=prefilled)
-    csrf.set_cookie(request, resp, token)
-    return resp
-
-
-def _see(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -175,7 +169,7 @@ async def index(request: web.Request) -> web.StreamResponse:
     if is_set_up(request):
         return respond(request, "done.html")
     if _claim_session(request) and request.app[RUNNER].running():
-        return _see("/setup/progress")  # a failed run's page links here to change answers
+        return see_other("/setup/progress")  # a failed run's page links here to change answers
     values = form.prefill(request.headers.get("Accept-Language", ""))
     return _form_page(request, values=values, prefilled=True)
 
@@ -187,7 +181,7 @@ async def claim_link(request: web.Request) -> web.StreamResponse:
     except OSError:
         return _form_page(request, status=500, errors={
             "form": "The box could not store the claim; try again in a minute."})
-    resp = _see("/")
+    resp = see_other("/")
     claim_api.set_session_cookie(request, resp, token)
     return resp
 
@@ -201,7 +195,7 @@ async def post_setup(request: web.Request) -> web.StreamResponse:
     """``POST /setup``: see the module docstring."""
     runner = request.app[RUNNER]
     if runner.running():
-        return _see("/setup/progress")
+        return see_other("/setup/progress")
     data = dict(await request.post())
     claimed = _claim_session(request)
     checked, errors = form.check(data)
@@ -228,7 +222,7 @@ async def post_setup(request: web.Request) -> web.StreamResponse:
         log.error("cannot start the setup: %s", e)
         return _form_page(request, status=500, values=_kept_values(data), errors={
             "form": "The box could not start the setup; try again in a minute."})
-    resp = _see("/setup/progress")
+    resp = see_other("/setup/progress")
     if token is not None:
         claim_api.set_session_cookie(request, resp, token)
     return resp
@@ -256,33 +250,30 @@ async def _refused(request: web.Request, status: int, error: str, hint: str
 async def progress_page(request: web.Request) -> web.StreamResponse:
     """``GET /setup/progress``: see the module docstring."""
     if is_set_up(request):
-        return _see("/setup/ready")
+        return see_other("/setup/ready")
     body = request.app[RUNNER].progress()
     if body["state"] == "not started":
-        return _see("/")
-    token = csrf.token(request)
-    resp = respond(request, "progress.html", state=body["state"], steps=body["steps"],
-                   step_words=STEP_WORDS, csrf=token)
-    csrf.set_cookie(request, resp, token)
-    return resp
+        return see_other("/")
+    return form_page(request, "progress.html", state=body["state"], steps=body["steps"],
+                     step_words=STEP_WORDS)
 
 
 async def post_retry(request: web.Request) -> web.StreamResponse:
     """``POST /setup/retry``: see the module docstring."""
     runner = request.app[RUNNER]
     if apply.load_request(runner.state_dir) is None:
-        return _see("/")
+        return see_other("/")
     try:
         await runner.start()
     except OSError as e:
         log.error("cannot start the setup: %s", e)
-    return _see("/setup/progress")
+    return see_other("/setup/progress")
 
 
 async def ready_page(request: web.Request) -> web.StreamResponse:
     """``GET /setup/ready``: see the module docstring."""
     if not is_set_up(request):
-        return _see("/")
+        return see_other("/")
     env = read_env_file(request.app[RUNNER].config_dir / "stack.env")
     name = env.get("MEMU_SERVER_NAME") or server_name(request)
     host = host_name(request.host)

@@ -1,0 +1,26 @@
+"""What the agent's page modules share: a page that carries a form (with a fresh CSRF token,
+:mod:`memu_agent.csrf`) and the redirect after a form (303 See Other, RFC 9110 15.4.4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from memu_agent import csrf
+from memu_firstboot.web import respond
+
+
+def form_page(request: web.Request, name: str, *, status: int = 200,
+              **values: Any) -> web.Response:
+    """The template ``name`` (:func:`memu_firstboot.web.respond`) with ``csrf`` set to a
+    token for its forms, and the matching cookie."""
+    token = csrf.token(request)
+    resp = respond(request, name, status=status, csrf=token, **values)
+    csrf.set_cookie(request, resp, token)
+    return resp
+
+
+def see_other(location: str) -> web.Response:
+    """303 to ``location``, not cached: where a browser goes after a form or a refusal."""
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
