@@ -262,6 +262,17 @@ async def add_member(request: web.Request) -> web.StreamResponse:
                          "family room.", secret={"user_id": user_id, "password": password})
 
 
+async def _act(request: web.Request, do: Callable[[Homeserver], Awaitable[None]]
+               ) -> str | None:
+    """Run ``do`` on the box's Synapse; why it failed, or None."""
+    async with aiohttp.ClientSession() as session:
+        try:
+            await do(Homeserver(session, request.app[SYNAPSE]))
+        except MatrixError as e:
+            return e.message
+    return None
+
+
 async def new_password(request: web.Request) -> web.StreamResponse:
     """``POST /admin/members/password``: see the module docstring."""
     got = await _member_action(request)
@@ -269,12 +280,8 @@ async def new_password(request: web.Request) -> web.StreamResponse:
         return await _render(request, status=400, error=got)
     admin, user_id, _ = got
     password = generate_token()
-    async with aiohttp.ClientSession() as session:
-        try:
-            await Homeserver(session, request.app[SYNAPSE]).set_password(admin, user_id,
-                                                                         password)
-        except MatrixError as e:
-            return await _render(request, status=502, error=e.message)
+    if error := await _act(request, lambda hs: hs.set_password(admin, user_id, password)):
+        return await _render(request, status=502, error=error)
     log.info("admin reset the password of %s", user_id)
     return await _render(request, done=f"{user_id} has a new password; their open sessions "
                          "ended.", secret={"user_id": user_id, "password": password})
@@ -288,11 +295,8 @@ async def remove_member(request: web.Request) -> web.StreamResponse:
     admin, user_id, _ = got
     if user_id == admin.user_id:
         return await _render(request, status=400, error="You cannot remove your own account.")
-    async with aiohttp.ClientSession() as session:
-        try:
-            await Homeserver(session, request.app[SYNAPSE]).remove_member(admin, user_id)
-        except MatrixError as e:
-            return await _render(request, status=502, error=e.message)
+    if error := await _act(request, lambda hs: hs.remove_member(admin, user_id)):
+        return await _render(request, status=502, error=error)
     log.info("admin removed %s", user_id)
     return await _render(request, done=f"{user_id} can no longer sign in; their messages "
                          "stay in the family's rooms.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 from dataclasses import dataclass
@@ -60,3 +61,10 @@ def session_headers(session: str) -> dict[str, str]:
     cookie, and the CSRF cookie + header pair the box's pages would have given."""
     return {"Cookie": f"memu_session={session}; memu_csrf={CSRF_TOKEN}",
             "X-Memu-CSRF": CSRF_TOKEN}
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token of the first form in an HTML ``page``."""
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has no CSRF field"
+    return found.group(1)

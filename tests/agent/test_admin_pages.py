@@ -9,6 +9,7 @@ import html
 import re
 from typing import Any
 
+from agent_fixtures import csrf_of
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
@@ -50,12 +51,6 @@ async def open_box(aiohttp_client: AiohttpClient, config: AgentConfig, host: Hos
     app = make_app(config, paths=host, admin_checker=checks,
                    limiter=FailureLimiter(free=free), synapse_url=NO_SYNAPSE)
     return await aiohttp_client(app), checks
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
 
 
 def error_of(page: str) -> str:

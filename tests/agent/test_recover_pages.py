@@ -9,6 +9,7 @@ import json
 import re
 import time
 
+from agent_fixtures import csrf_of
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
@@ -47,12 +48,6 @@ async def open_box(aiohttp_client: AiohttpClient, config: AgentConfig, host: Hos
     resets = Resets()
     app = make_app(config, paths=host, recoverer=resets, limiter=FailureLimiter(free=free))
     return await aiohttp_client(app), resets
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
 
 
 def screen_code(config: AgentConfig) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_fixtures import csrf_of
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
@@ -49,12 +50,6 @@ async def opened(aiohttp_client: AiohttpClient, config: AgentConfig, host: HostP
     client = await make(aiohttp_client, config, host, fail)
     code = ensure_token(config.state_dir)
     return client, code, csrf_of(await form_page(client))
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
 
 
 async def form_page(client: Client, **headers: str) -> str:
