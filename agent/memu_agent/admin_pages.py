@@ -68,6 +68,8 @@ class SignIn(enum.StrEnum):
     UNREACHABLE = "unreachable"
 
 
+#: Chat sessions kept at most (as many as admin sessions, memu_agent.sessions' max_admin).
+MAX_CHATS = 32
 #: The chat device name of the admin page's sessions.
 DEVICE_NAME = "Memu admin page"
 #: Checks a user name and password: (name, password) -> what the chat server said, and the
@@ -171,7 +173,12 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     auth.limiter.succeeded(key)
     resp = see_other("/admin")
     token = auth.sessions.new_admin()
-    request.app[CHATS][_key(token)] = account
+    chats = request.app[CHATS]
+    chats[_key(token)] = account
+    while len(chats) > MAX_CHATS:  # the oldest sign-ins' sessions have expired by now
+        old = chats.pop(next(iter(chats)))
+        async with aiohttp.ClientSession() as session:
+            await _logout(Homeserver(session, request.app[SYNAPSE]), old)
     claim_api.set_session_cookie(request, resp, token)
     log.info("admin signed in from %s", key)
     return resp
@@ -245,7 +252,10 @@ async def add_member(request: web.Request) -> web.StreamResponse:
     if isinstance(got, str):
         return await _render(request, status=400, error=got)
     admin, user_id, data = got
-    display = form.family_name(data.get("display_name") or user_id[1:].split(":")[0])
+    try:
+        display = form.family_name(data.get("display_name") or user_id[1:].split(":")[0])
+    except ValueError as e:
+        return await _render(request, status=400, error=str(e))
     password = generate_token()
     server = user_id.split(":", 1)[1]
     async with aiohttp.ClientSession() as session:

@@ -237,6 +237,9 @@ async def _admin_manages_a_member(family: hoststack.Chat, tmp_path: Path) -> Non
             assert resp.status == status, (name, await resp.text())
         page = await (await client.get("/admin")).text()
         assert f"@ada.apply:{hoststack.SERVER_NAME}" in page and "@bola:" in page
+        long_name = await client.post("/admin/members", data={
+            "username": "tunde", "display_name": "T" * 80, "csrf": _csrf(page)})
+        assert long_name.status == 400, await long_name.text()
         added = await client.post("/admin/members", data={
             "username": "tunde", "display_name": "Tunde", "csrf": _csrf(page)})
         text = await added.text()
