@@ -29,7 +29,10 @@ def test_the_repository_declaration_parses() -> None:
     assert bot.build == "image/intelligence" and (REPO / bot.build / "mkosi.conf").is_file()
     assert bot.ref("0.1.0") == "memu/intelligence:0.1.0"
     assert bot.config["User"] != "root" and not str(bot.config["User"]).startswith("0")
-    assert bot.healthcheck["test"][-1] == "--healthcheck"
+    # the heartbeat check shipped in the image's own tree (not an import of the bot)
+    check = bot.healthcheck["test"][0]
+    assert (REPO / bot.build / "mkosi.extra" / check.lstrip("/")).is_file(), check
+    assert "MEMU_BOT_HEARTBEAT_FILE=" + bot.healthcheck["test"][1] in bot.config["Env"]
 
 
 def test_stack_images_are_declared_and_only_the_bot_reads_the_repository() -> None:
