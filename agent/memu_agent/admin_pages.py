@@ -65,6 +65,7 @@ class SignIn(enum.StrEnum):
     ADMIN = "admin"
     NOT_ADMIN = "not admin"
     WRONG = "wrong"
+    LIMITED = "limited"
     UNREACHABLE = "unreachable"
 
 
@@ -92,6 +93,8 @@ def synapse_checker(base_url: str) -> Checker:
             except MatrixError as e:
                 if e.status in (400, 401, 403):
                     return SignIn.WRONG, None
+                if e.status == 429:  # Synapse's own login rate limit (rc_login)
+                    return SignIn.LIMITED, None
                 log.warning("admin sign-in: %s", e)
                 return SignIn.UNREACHABLE, None
             try:
@@ -128,6 +131,8 @@ _MESSAGES = {
     SignIn.WRONG: (403, "That user name and password do not match."),
     SignIn.NOT_ADMIN: (403, "This account is not the box's admin: sign in as the admin made "
                             "at setup."),
+    SignIn.LIMITED: (429, "The chat server has seen many sign-ins lately and asks to wait: "
+                          "try again in a few minutes."),
     SignIn.UNREACHABLE: (503, "The chat server, which checks the password, is not answering: "
                               "try again in a minute."),
 }
@@ -165,7 +170,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
                              error="Type the admin's user name and password.")
     said, account = await request.app[CHECKER](username, password)
     if said is not SignIn.ADMIN or account is None:
-        if said is not SignIn.UNREACHABLE:
+        if said in (SignIn.WRONG, SignIn.NOT_ADMIN):
             auth.limiter.failed(key)
             log.warning("admin sign-in refused from %s: %s", key, said)
         status, message = _MESSAGES[said]

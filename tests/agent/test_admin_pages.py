@@ -26,7 +26,8 @@ Client = TestClient[web.Request, web.Application]
 NO_SYNAPSE = "http://127.0.0.1:9"  # nothing listens: the members' part says so
 ACCOUNTS = {("ada", "purple-kettle-sings"): SignIn.ADMIN,
             ("ben", "green-teapot-hums"): SignIn.NOT_ADMIN,
-            ("ada", "chat-server-down"): SignIn.UNREACHABLE}
+            ("ada", "chat-server-down"): SignIn.UNREACHABLE,
+            ("ada", "chat-server-busy"): SignIn.LIMITED}
 
 
 class Checks:
@@ -99,11 +100,13 @@ async def test_refusals_say_why_and_wrong_tries_back_off(
     down = await sign_in(client, "ada", "chat-server-down")
     assert down.status == 503 and "not answering" in error_of(await down.text())
     assert 'value="ada"' in await down.text()  # the name stays, the password does not
+    busy = await sign_in(client, "ada", "chat-server-busy")
+    assert busy.status == 429 and "asks to wait" in error_of(await busy.text())
     statuses = [(await sign_in(client, "ada", "guess")).status for _ in range(3)]
     assert statuses[0] == 403 and statuses[-1] == 429
     blocked = await sign_in(client, "ada", "purple-kettle-sings")
     assert blocked.status == 429 and "Too many wrong tries" in error_of(await blocked.text())
-    assert checks.asked.count("ada") == 3  # not asked while blocked; "down" did not count
+    assert checks.asked.count("ada") == 4  # not asked while blocked; down, busy not counted
     empty = await client.post("/admin/sign-in", data={"username": "ada", "password": ""})
     assert empty.status == 403  # no CSRF token: refused before anything is checked
 

@@ -83,6 +83,18 @@ def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
         project=project)
 
 
+def _lift_login_limits(homeserver_yaml: Path) -> None:
+    """Let the tests sign in as often as they need: Synapse allows 5 logins per address and
+    per account, then one per ~5 minutes (``rc_login``), and a test module signs in far
+    more often than a family (the box keeps Synapse's defaults). The file is JSON, which
+    is YAML."""
+    config = json.loads(homeserver_yaml.read_text())
+    lifted = {"per_second": 1000, "burst_count": 1000}
+    config["rc_login"] = {"address": lifted, "account": lifted, "failed_attempts": lifted}
+    write_atomic(homeserver_yaml, json.dumps(config, indent=2).encode(),
+                 mode=homeserver_yaml.stat().st_mode & 0o777)
+
+
 @contextlib.contextmanager
 def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
          pulled: Mapping[str, str] | None = None,
@@ -112,6 +124,7 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
     write_atomic(workdir / "pulled.env", "".join(
         f"{image_env_name(n)}={i}\n" for n, i in (pulled or {}).items()).encode(), mode=0o644)
     stack_config.apply(stack_config.Settings(server_name, optional or {}), workdir / "config")
+    _lift_login_limits(workdir / "config" / "synapse" / "homeserver.yaml")
     compose = compose_for(engine, workdir, project)
     try:
         decision = stack.start(compose, workdir / "images.env", workdir / "pulled.env",
