@@ -1,12 +1,15 @@
-"""The family stack on the device, with no network: in a VM resumed from the golden first boot
-(whose preload already loaded every image from /usr), test settings are rendered
-(memu_firstboot.stack_config, as the first-boot apply will), memu-stack.service starts the
-Compose project, and the core services become healthy; Synapse then answers through the
-agent's front door on the host's forwarded port 80, its admin API does not, the containers
-run the exact image IDs of the slot's lock file, and their state lives on the writable
-partition. Then, on the same VM: an update to a trial version whose health gate fails, which
-must roll the box back to the old slot, the old images and the database as the old version
-left it; that boot back is also the proof that a reboot brings the stack back without loading
+"""The family stack on the device, set up as a family sets it up, with no network: in a VM
+resumed from the golden first boot (whose preload already loaded every image from /usr), the
+first-boot page is filled in from the host's forwarded port 80 as a browser without
+JavaScript sends it (memu_dev.setup_client), with the setup code read off the console; the
+apply starts the Compose project, makes the accounts and the family room, and starts the
+assistant. Then the admin signs in to chat through the front door (the agent, nginx,
+Synapse) and the assistant answers /help in the family room; the setup is closed; the core
+services are healthy, run the exact image IDs of the slot's lock file, and keep their state
+on the writable partition; Synapse's admin API is not reachable from the LAN. Then, on the
+same VM: an update to a trial version whose health gate fails, which must roll the box back
+to the old slot, the old images and the database as the old version left it; that boot back
+is also the proof that a reboot brings the family's chat and assistant back without loading
 an image again and that the health gate judges it.
 
 Versions: 0.1.0 is the image `just build` makes; 0.9.0 is a test build whose lock file
@@ -15,13 +18,14 @@ schema before its health gate judges the boot (tests/qemu/trees/schema-change) a
 health gate then fails on purpose (tests/qemu/trees/failing-health).
 
 Cost (TCG): PostgreSQL's first initdb and Synapse's first start with a new database take a
-few minutes; the seconds to "core healthy" are printed. The trial gets one boot try
+few minutes; the setup's seconds per step are printed. The trial gets one boot try
 (``[ota] boot_tries = 1``), not the default three: every try is a whole boot with the stack
 (minutes under TCG), and the shipped default is checked by tests/ota/test_ota_config.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -34,6 +38,7 @@ import pytest
 from ota_support import (
     REPO,
     Channel,
+    api,
     boot_entries,
     channel,
     ensure_build,
@@ -47,7 +52,9 @@ from ota_support import (
 )
 
 from memu_common import container_lock as lock
+from memu_dev import matrix, setup_client
 from memu_dev.containers import TREE
+from memu_dev.setup_client import SetupResult
 from memu_dev.variant import changed_image_tree
 from memu_dev.vm import VM
 
@@ -82,31 +89,75 @@ def _status(vm: VM) -> dict[str, object]:
     return stack
 
 
-@pytest.fixture(scope="module")
-def stack_up(booted: VM) -> float:
-    """Configure and start the stack; seconds from start to every core service healthy."""
-    booted.sh("python3 -m memu_firstboot.stack_config --server-name family.test >/dev/null",
-              timeout=120)
-    t0 = time.monotonic()
-    booted.sh("systemctl start memu-stack.service", timeout=900)
-    deadline = t0 + 900
+def _healthy(vm: VM, names: tuple[str, ...], timeout: float) -> dict[str, dict[str, str]]:
+    """The stack's services once every one of ``names`` is healthy (polled every 5 s)."""
+    deadline = time.monotonic() + timeout
     services: dict[str, dict[str, str]] = {}
     while time.monotonic() < deadline:
-        services = _status(booted)["services"]  # type: ignore[assignment]
-        if all(services.get(s, {}).get("health") == "healthy" for s in CORE):
-            seconds = time.monotonic() - t0
-            print(f"\ncore stack healthy {seconds:.1f} s after memu-stack.service started")
-            return seconds
+        services = _status(vm)["services"]  # type: ignore[assignment]
+        if all(services.get(s, {}).get("health") == "healthy" for s in names):
+            return services
         bad = {k: v for k, v in services.items() if v["state"] in ("exited", "restarting")}
-        assert not bad, (bad, booted.sh("journalctl -u memu-stack.service --no-pager | tail"
-                                        " -20; docker compose -p memu logs --tail 30",
-                                        timeout=120, check=False))
+        assert not bad, (bad, vm.sh("journalctl -u memu-stack.service --no-pager | tail"
+                                    " -20; docker compose -p memu logs --tail 30",
+                                    timeout=120, check=False))
         time.sleep(5)
-    raise AssertionError(f"core stack not healthy after 900 s: {services}")
+    raise AssertionError(f"{names} not healthy after {timeout} s: {services}")
 
 
-def test_core_stack_starts_healthy_from_the_preloaded_images(booted: VM,
-                                                             stack_up: float) -> None:
+@pytest.fixture(scope="module")
+def stack_up(booted: VM) -> SetupResult:
+    """The family's setup through the page, with the code on the box's screen; every step
+    done and the core services healthy."""
+    code = setup_client.code_on_screen(booted.sh(f"cat {setup_client.GREETING}"))
+    result = setup_client.Browser(booted.url("")).set_up(code, deadline_s=1500)
+    steps = ", ".join(f"{s['name']} {s['seconds']} s" for s in result.progress["steps"])
+    print(f"\nset up through the page in {result.seconds:.1f} s ({steps})")
+    assert result.done, (result.progress, booted.sh(
+        "journalctl -u memu-agent.service --no-pager | tail -30", check=False))
+    _healthy(booted, CORE, 600)
+    return result
+
+
+def _admin(vm: VM) -> matrix.Registered:
+    """The admin's chat session, signed in through the front door with the setup's answers."""
+    return matrix.sign_in(vm.url("").rstrip("/"), setup_client.FAMILY["admin_username"],
+                          setup_client.FAMILY["admin_password"], timeout=120)
+
+
+def _ask_the_assistant(vm: VM, admin: matrix.Registered, text: str) -> str:
+    """The assistant's reply to ``text`` in the family room, as the admin's app sees it,
+    once the assistant has synced (its health check reads the heartbeat of its syncs: a
+    message sent before its very first sync is history to it, not a question)."""
+    _healthy(vm, ("intelligence",), 600)
+    server = admin.user_id.split(":", 1)[1]
+    return asyncio.run(matrix.ask_in_room(vm.url("").rstrip("/"), admin, f"#family:{server}",
+                                          f"@memu:{server}", text, deadline_s=600))
+
+
+def test_the_assistant_answers_the_admin_in_the_family_room(
+        booted: VM, stack_up: SetupResult) -> None:
+    assert [(s["name"], s["state"]) for s in stack_up.progress["steps"]][-1] == (
+        "remote-access", "skipped")  # no Tailscale key given
+    reply = _ask_the_assistant(booted, _admin(booted), "/help")
+    assert "/remember" in reply, reply
+
+
+def test_setup_is_closed_and_its_code_gone_once_done(
+        booted: VM, stack_up: SetupResult) -> None:
+    """A second claim (a script, or the QR link) is refused: the box is set up."""
+    status, body = api(booted, "POST", "/api/claim", {"setup_code": "k7m4-rq2x-hn9c"})
+    assert status == 410 and body["error"] == "this box is already set up", body
+    status, _, page = setup_client.Browser(booted.url("")).request(
+        "/setup/claim?code=k7m4-rq2x-hn9c")
+    assert status == 410, page
+    assert "Setup code" not in booted.sh(f"cat {setup_client.GREETING}")
+    assert booted.sh("ls /var/lib/memu/setup-token 2>&1 || true").strip().endswith(
+        "No such file or directory")
+
+
+def test_core_stack_starts_healthy_from_the_preloaded_images(
+        booted: VM, stack_up: SetupResult) -> None:
     stack = _status(booted)
     services = stack["services"]
     assert isinstance(services, dict)
@@ -115,7 +166,7 @@ def test_core_stack_starts_healthy_from_the_preloaded_images(booted: VM,
     assert booted.sh("systemctl is-active memu-stack.service").strip() == "active"
 
 
-def test_containers_run_the_exact_images_of_the_slot(booted: VM, stack_up: float) -> None:
+def test_containers_run_the_exact_images_of_the_slot(booted: VM, stack_up: SetupResult) -> None:
     entries = {e.name: e for e in lock.loads(
         booted.sh(f"cat /usr/share/memu/containers/{lock.LOCK_NAME}"))}
     for service, image in (("postgres", "postgres"), ("synapse", "synapse"),
@@ -124,13 +175,13 @@ def test_containers_run_the_exact_images_of_the_slot(booted: VM, stack_up: float
         assert got == entries[image].image_id, service
 
 
-def test_state_lives_under_var_lib_memu_stack(booted: VM, stack_up: float) -> None:
+def test_state_lives_under_var_lib_memu_stack(booted: VM, stack_up: SetupResult) -> None:
     out = booted.sh("ls /var/lib/memu/stack/synapse /var/lib/memu/stack/postgres/pgdata "
                     "| head -40; findmnt -n -o FSTYPE --target /var/lib/memu/stack")
     assert "signing.key" in out and "PG_VERSION" in out and out.strip().endswith("ext4"), out
 
 
-def test_synapse_answers_through_the_front_door(booted: VM, stack_up: float) -> None:
+def test_synapse_answers_through_the_front_door(booted: VM, stack_up: SetupResult) -> None:
     """From the host's forwarded port 80 (the agent), through nginx, to Synapse."""
     code, body = booted.http_get("/_matrix/client/versions", timeout=30)
     assert code == 200, body
@@ -151,7 +202,7 @@ def test_synapse_answers_through_the_front_door(booted: VM, stack_up: float) -> 
 
 
 def test_a_failed_update_rolls_back_to_the_old_images_and_database(
-        booted: VM, stack_up: float, os_version: str, served: Channel,
+        booted: VM, stack_up: SetupResult, os_version: str, served: Channel,
         trial: lock.LockEntry) -> None:
     """Last in this module. 0.9.0 starts its stack on the family's data (a copy is made
     first), runs its own nginx image, changes the database's schema, and fails its health
@@ -219,6 +270,8 @@ def test_a_failed_update_rolls_back_to_the_old_images_and_database(
     assert isinstance(services, dict)
     assert all(services[s]["health"] == "healthy" for s in CORE), services
     assert vm.sh("sha256sum /var/lib/memu/stack/synapse/signing.key").split()[0] == key
+    # The family's chat is back: the admin signs in, the assistant answers.
+    assert "/remember" in _ask_the_assistant(vm, _admin(vm), "/help")
     # 0.9.0 is not offered again.
     with step("check after the rollback"):
         update(vm, "check")

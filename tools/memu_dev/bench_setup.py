@@ -14,7 +14,6 @@ timed, with each step's share. Printed: every run, the medians, and setup / READ
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import time
@@ -33,10 +32,8 @@ def one(vm: VM) -> tuple[float | None, setup_client.SetupResult | None]:
         return None, None
     poll(vm, images_loaded, time.monotonic())
     vm.wait_for_shell(timeout=300)
-    code = re.search(r"Setup code: (\S+)", vm.sh("cat /run/issue.d/50-memu.issue"))
-    if code is None:
-        raise MemuError("the console greeting shows no setup code")
-    result = setup_client.Browser(vm.url("")).set_up(code.group(1), deadline_s=1800)
+    code = setup_client.code_on_screen(vm.sh(f"cat {setup_client.GREETING}"))
+    result = setup_client.Browser(vm.url("")).set_up(code, deadline_s=1800)
     return ready, result
 
 

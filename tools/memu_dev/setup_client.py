@@ -27,6 +27,23 @@ FAMILY = {"family_name": "The Okafors", "admin_username": "ada",
           "timezone": "Europe/London", "language": "en-GB", "tailscale_auth_key": ""}
 
 
+#: The console greeting the agent writes (memu_agent.console), read through the guest's shell.
+GREETING = "/run/issue.d/50-memu.issue"
+
+
+def code_on_screen(greeting: str) -> str:
+    """The setup code in the console's greeting (``/run/issue.d/50-memu.issue``), as the
+    person in front of the box reads it.
+
+    Raises:
+        MemuError: the greeting shows no setup code (the box is set up, or not ready).
+    """
+    found = re.search(r"Setup code: (\S+)", greeting)
+    if found is None:
+        raise MemuError("the console greeting shows no setup code")
+    return found.group(1)
+
+
 @dataclass
 class SetupResult:
     """How a setup went: ``seconds`` from sending the form to the end, the last progress
