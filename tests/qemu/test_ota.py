@@ -216,12 +216,14 @@ def test_bad_channels_are_refused_and_running_slot_untouched(
         assert not any(e.startswith("memu-os_0.2.0") for e in boot_entries(vm)), what
         return str(snap.get("message") or snap.get("error") or snap)
 
-    # A byte changed in the UKI after signing: its checksum no longer matches.
-    uki = served.dir / "memu-os_0.2.0_x86-64.efi"
-    data = bytearray(uki.read_bytes())
+    # A byte changed in an artifact after signing: its checksum no longer matches. The
+    # first transfer's (the verity signature), so the refusal comes before the slot is
+    # written (every artifact is checked the same way, against the signed SHA256SUMS).
+    sig = next(served.dir.glob("memu-os_0.2.0_x86-64.usr-verity-sig.*.raw.gz"))
+    data = bytearray(sig.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    uki.write_bytes(bytes(data))
-    assert re.search(r"checksum|tamper", refused("tampered UKI"), re.I)
+    sig.write_bytes(bytes(data))
+    assert re.search(r"checksum|tamper", refused("tampered verity signature"), re.I)
 
     # The /usr artifact cut in half: it cannot be unpacked (or does not match).
     shutil.rmtree(served.dir)
