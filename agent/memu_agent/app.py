@@ -34,7 +34,15 @@ from memu_agent import (
 from memu_agent.appkeys import CONFIG, PATHS
 from memu_agent.auth import AUTH, Auth, auth_middleware
 from memu_agent.config import AgentConfig
-from memu_agent.facts import BootInfo, HostPaths, boot_info, hostname, os_version, uptime_s
+from memu_agent.facts import (
+    BootInfo,
+    HostPaths,
+    boot_info,
+    hostname,
+    local_name,
+    os_version,
+    uptime_s,
+)
 from memu_agent.ratelimit import FailureLimiter
 from memu_agent.reset_api import system_reboot
 from memu_agent.sessions import Sessions
@@ -67,7 +75,7 @@ FACTS = web.AppKey("memu_agent.facts", BootFacts)
 def host_names(name: str) -> tuple[str, ...]:
     """The names the box answers to besides its IP addresses: its host name, the same
     under ``.local`` (mDNS) and ``localhost``."""
-    return (name, f"{name}.local", "localhost")
+    return (name, local_name(name), "localhost")
 
 
 def read_boot_facts(paths: HostPaths) -> BootFacts:

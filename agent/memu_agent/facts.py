@@ -106,6 +106,12 @@ def uptime_s(paths: HostPaths) -> float | None:
         return None
 
 
+def local_name(host: str) -> str:
+    """The box's name on the home network by mDNS: ``<host name>.local``, lower case
+    (``Memu`` → ``memu.local``)."""
+    return f"{host.lower()}.local"
+
+
 def hostname(paths: HostPaths) -> str:
     """The kernel's host name (``/proc/sys/kernel/hostname``, else ``gethostname()``)."""
     try:

@@ -35,6 +35,7 @@ from aiohttp import web
 from memu_agent import console
 from memu_agent.appkeys import CONFIG
 from memu_agent.auth import AUTH, normalize_code, on_refusal
+from memu_agent.facts import local_name
 from memu_agent.pages import form_page, see_other
 from memu_agent.ratelimit import client_key
 from memu_common.access import Access, add_route
@@ -82,7 +83,7 @@ def pending(state_dir: Path, now: float | None = None) -> str | None:
 
 def _greet(request: web.Request, code: str | None) -> None:
     config, info = request.app[CONFIG], request.app[PAGE_INFO]
-    text = console.issue_text(config.device_name, None, f"{info.hostname.lower()}.local",
+    text = console.issue_text(config.device_name, None, local_name(info.hostname),
                               recovery=code)
     try:
         console.show(config.issue_dir, text)

@@ -16,7 +16,7 @@ from memu_agent import recover_pages
 from memu_agent.app import make_app, read_boot_facts
 from memu_agent.config import AgentConfig
 from memu_agent.console import AGETTY_ISSUE_DIRS, issue_text, reload_agetty, write_issue
-from memu_agent.facts import HostPaths, hostname
+from memu_agent.facts import HostPaths, hostname, local_name
 from memu_agent.notify import Notifier, watchdog_interval
 from memu_agent.watchdog import Watchdog
 from memu_common import MemuError
@@ -90,7 +90,7 @@ class AgentServer:
                 )
                 return
         text = issue_text(self._config.device_name, token,
-                          f"{hostname(self._paths).lower()}.local",
+                          local_name(hostname(self._paths)),
                           recovery=None if token else recover_pages.pending(state_dir))
         try:
             path = write_issue(self._config.issue_dir, text)

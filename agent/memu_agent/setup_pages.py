@@ -40,6 +40,7 @@ from aiohttp import web
 
 from memu_agent import claim_api, csrf
 from memu_agent.auth import AUTH, CODE_FIELD, code_in_link, host_name, on_refusal
+from memu_agent.facts import local_name
 from memu_agent.pages import form_page, see_other
 from memu_agent.sessions import COOKIE, SessionKind
 from memu_common import optional
@@ -151,7 +152,7 @@ def _claim_session(request: web.Request) -> bool:
 def server_name(request: web.Request) -> str:
     """The Matrix server name setup fixes: the box's LAN name, ``<hostname>.local`` (what
     phones on the home network resolve by mDNS). Permanent once accounts exist."""
-    return f"{request.app[PAGE_INFO].hostname.lower()}.local"
+    return local_name(request.app[PAGE_INFO].hostname)
 
 
 def _form_page(request: web.Request, *, status: int = 200,
