@@ -81,12 +81,14 @@ def pending(state_dir: Path, now: float | None = None) -> str | None:
     return str(data["code"])
 
 
-def _greet(request: web.Request, code: str | None) -> None:
+async def _greet(request: web.Request, code: str | None) -> None:
+    """The console greeting with ``code`` (None: without one), off the event loop: it runs
+    ``agetty --reload``."""
     config, info = request.app[CONFIG], request.app[PAGE_INFO]
     text = console.issue_text(config.device_name, None, local_name(info.hostname),
                               recovery=code)
     try:
-        console.show(config.issue_dir, text)
+        await asyncio.to_thread(console.show, config.issue_dir, text)
     except OSError as e:
         log.error("cannot show the recovery code on the console: %s", e)
 
@@ -112,7 +114,7 @@ async def recover_form(request: web.Request) -> web.StreamResponse:
             return _page(request, status=500, error="The box could not make a recovery code; "
                                                      "try again in a minute.")
         log.info("admin password recovery: a code is shown on the box's screen")
-    _greet(request, code)
+    await _greet(request, code)
     return _page(request)
 
 
@@ -153,7 +155,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
         return _page(request, status=502, error=f"{e.message[:1].upper()}{e.message[1:]}.")
     auth.limiter.succeeded(key)
     (state_dir / RECOVERY_FILE).unlink(missing_ok=True)
-    _greet(request, None)
+    await _greet(request, None)
     log.info("admin password recovery: the password of %s is reset", admin)
     return form_page(request, "sign_in.html", username=admin[1:].split(":")[0], error="",
                      notice="The admin's password is changed: sign in with it.")
