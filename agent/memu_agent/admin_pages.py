@@ -45,7 +45,7 @@ from aiohttp import web
 from memu_agent import claim_api, stack
 from memu_agent.appkeys import PATHS
 from memu_agent.auth import AUTH, on_refusal
-from memu_agent.pages import form_page, see_other
+from memu_agent.pages import form_page, see_other, sentence
 from memu_agent.ratelimit import client_key
 from memu_agent.sessions import COOKIE
 from memu_agent.update_api import UPDATER
@@ -337,7 +337,7 @@ async def _refused(request: web.Request, status: int, error: str, hint: str
         return _sign_in_page(request, status=status, error=(
             "This box is not set up yet: set it up on its first page, /, first."))
     return _sign_in_page(request, status=status, error=(
-        "" if status == 401 else f"{error[:1].upper()}{error[1:]}: {hint}."))
+        "" if status == 401 else sentence(error, hint)))
 
 
 def add_routes(app: web.Application, checker: Checker, synapse_url: str) -> None:

@@ -21,6 +21,15 @@ def form_page(request: web.Request, name: str, *, status: int = 200,
     return resp
 
 
+def sentence(*parts: str) -> str:
+    """``parts`` joined with ": " as one sentence for a page: first letter capital, a full
+    stop at the end (``("wrong setup code", "check it")`` → ``Wrong setup code: check it.``;
+    the auth layer's refusals and the errors of :mod:`memu_firstboot.provision` are written
+    in lower case without one)."""
+    text = ": ".join(parts)
+    return f"{text[:1].upper()}{text[1:]}."
+
+
 def see_other(location: str) -> web.Response:
     """303 to ``location``, not cached: where a browser goes after a form or a refusal."""
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})

@@ -36,7 +36,7 @@ from memu_agent import console
 from memu_agent.appkeys import CONFIG
 from memu_agent.auth import AUTH, normalize_code, on_refusal
 from memu_agent.facts import local_name
-from memu_agent.pages import form_page, see_other
+from memu_agent.pages import form_page, see_other, sentence
 from memu_agent.ratelimit import client_key
 from memu_common.access import Access, add_route
 from memu_common.files import read_json_object, write_json_atomic
@@ -152,7 +152,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
     try:
         await request.app[RECOVERER](admin, password)
     except MatrixError as e:
-        return _page(request, status=502, error=f"{e.message[:1].upper()}{e.message[1:]}.")
+        return _page(request, status=502, error=sentence(e.message))
     auth.limiter.succeeded(key)
     (state_dir / RECOVERY_FILE).unlink(missing_ok=True)
     await _greet(request, None)
@@ -163,7 +163,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
 
 async def _refused(request: web.Request, status: int, error: str, hint: str
                    ) -> web.StreamResponse:
-    return _page(request, status=status, error=f"{error[:1].upper()}{error[1:]}: {hint}.")
+    return _page(request, status=status, error=sentence(error, hint))
 
 
 def add_routes(app: web.Application, recoverer: Recoverer) -> None:

@@ -41,7 +41,7 @@ from aiohttp import web
 from memu_agent import claim_api, csrf
 from memu_agent.auth import AUTH, CODE_FIELD, code_in_link, host_name, on_refusal
 from memu_agent.facts import local_name
-from memu_agent.pages import form_page, see_other
+from memu_agent.pages import form_page, see_other, sentence
 from memu_agent.sessions import COOKIE, SessionKind
 from memu_common import optional
 from memu_common.access import Access, add_route
@@ -244,7 +244,7 @@ async def _refused(request: web.Request, status: int, error: str, hint: str
         errors = {CODE_FIELD: "That is not this box's setup code: type the one shown on the "
                               "box's screen (dashes and spaces do not matter)."}
     else:
-        errors = {"form": f"{error[:1].upper()}{error[1:]}: {hint}."}
+        errors = {"form": sentence(error, hint)}
     return _form_page(request, status=status, values=_kept_values(data), errors=errors)
 
 
