@@ -52,7 +52,14 @@ from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
 from memu_firstboot import form
 from memu_firstboot.form import BOT_USERNAME
-from memu_firstboot.provision import FAMILY_ALIAS, Account, Homeserver, MatrixError
+from memu_firstboot.provision import (
+    FAMILY_ALIAS,
+    Account,
+    Homeserver,
+    MatrixError,
+    localpart,
+    server_of,
+)
 from memu_firstboot.setup_token import generate_token
 from memu_firstboot.web import is_set_up
 
@@ -248,7 +255,7 @@ async def _member_action(request: web.Request) -> tuple[Account, str, dict[str, 
         name = form.admin_username(data.get("username", ""))
     except ValueError as e:
         return str(e)
-    return admin, f"@{name}:{admin.user_id.split(':', 1)[1]}", data
+    return admin, f"@{name}:{server_of(admin.user_id)}", data
 
 
 async def add_member(request: web.Request) -> web.StreamResponse:
@@ -258,11 +265,11 @@ async def add_member(request: web.Request) -> web.StreamResponse:
         return await _render(request, status=400, error=got)
     admin, user_id, data = got
     try:
-        display = form.family_name(data.get("display_name") or user_id[1:].split(":")[0])
+        display = form.family_name(data.get("display_name") or localpart(user_id))
     except ValueError as e:
         return await _render(request, status=400, error=str(e))
     password = generate_token()
-    server = user_id.split(":", 1)[1]
+    server = server_of(user_id)
     async with aiohttp.ClientSession() as session:
         hs = Homeserver(session, request.app[SYNAPSE])
         try:

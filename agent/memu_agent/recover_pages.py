@@ -41,7 +41,7 @@ from memu_agent.ratelimit import client_key
 from memu_common.access import Access, add_route
 from memu_common.files import read_json_object, write_json_atomic
 from memu_firstboot import form
-from memu_firstboot.provision import Homeserver, MatrixError
+from memu_firstboot.provision import Homeserver, MatrixError, localpart
 from memu_firstboot.setup_token import generate_token
 from memu_firstboot.state import setup_admin
 from memu_firstboot.web import PAGE_INFO, is_set_up
@@ -133,7 +133,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
     state_dir = request.app[CONFIG].state_dir
     admin = setup_admin(state_dir)
     password = data.get("password", "")
-    problem = form.password_problem(password, (admin[1:].split(":")[0],) if admin else ())
+    problem = form.password_problem(password, (localpart(admin),) if admin else ())
     if problem is None and password != data.get("password_confirm"):
         problem = "The two passwords are not the same."
     if problem:
@@ -157,7 +157,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
     (state_dir / RECOVERY_FILE).unlink(missing_ok=True)
     await _greet(request, None)
     log.info("admin password recovery: the password of %s is reset", admin)
-    return form_page(request, "sign_in.html", username=admin[1:].split(":")[0], error="",
+    return form_page(request, "sign_in.html", username=localpart(admin), error="",
                      notice="The admin's password is changed: sign in with it.")
 
 

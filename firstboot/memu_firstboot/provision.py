@@ -50,6 +50,17 @@ CALL_TIMEOUT_S = 60.0
 SYNAPSE_URL = "http://127.0.0.1:8008"
 
 
+def localpart(user_id: str) -> str:
+    """A Matrix user ID's name: ``@ada:memu.local`` → ``ada`` (Matrix specification,
+    "Appendices: User Identifiers")."""
+    return user_id[1:].split(":", 1)[0]
+
+
+def server_of(user_id: str) -> str:
+    """A Matrix user ID's server name: ``@ada:memu.local`` → ``memu.local``."""
+    return user_id.split(":", 1)[1]
+
+
 class MatrixError(MemuError):
     """The homeserver answered with an error (``status``, Matrix ``errcode``), or did not
     answer at all (``status`` 0)."""

@@ -57,6 +57,7 @@ from memu_dev.containers import TREE
 from memu_dev.setup_client import SetupResult
 from memu_dev.variant import changed_image_tree
 from memu_dev.vm import VM
+from memu_firstboot import provision
 
 CORE = ("postgres", "synapse", "proxy")
 
@@ -130,7 +131,7 @@ def _ask_the_assistant(vm: VM, admin: matrix.Registered, text: str) -> str:
     once the assistant has synced (its health check reads the heartbeat of its syncs: a
     message sent before its very first sync is history to it, not a question)."""
     _healthy(vm, ("intelligence",), 600)
-    server = admin.user_id.split(":", 1)[1]
+    server = provision.server_of(admin.user_id)
     return asyncio.run(matrix.ask_in_room(vm.url("").rstrip("/"), admin, f"#family:{server}",
                                           f"@memu:{server}", text, deadline_s=600))
 
