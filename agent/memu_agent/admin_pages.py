@@ -14,6 +14,9 @@ Routes (access as enforced by :mod:`memu_agent.auth`):
         (HttpOnly, SameSite=Strict cookie; :mod:`memu_agent.sessions`). A wrong name or
         password, or an account that is not the admin: 403 with the form again, counted as a
         wrong try (429 back-off, as for the setup code); the chat server not answering: 503.
+        A right one also makes photos' administrator when Immich has arrived since setup
+        (:mod:`memu_firstboot.photos`: the sign-in is one of the two moments the box holds
+        the admin's password).
     ``POST /admin/sign-out`` (admin): ends the session (and its chat session); 303 to
         ``/admin/sign-in``.
     ``POST /admin/members`` (admin): adds a family member: a chat account with a generated
@@ -43,14 +46,15 @@ import aiohttp
 from aiohttp import web
 
 from memu_agent import claim_api, stack
-from memu_agent.appkeys import PATHS
-from memu_agent.auth import AUTH, on_refusal
+from memu_agent.appkeys import CONFIG, PATHS
+from memu_agent.auth import AUTH, host_name, on_refusal
 from memu_agent.pages import form_page, see_other, sentence
 from memu_agent.ratelimit import client_key
 from memu_agent.sessions import COOKIE
 from memu_agent.update_api import UPDATER
+from memu_common import MemuError
 from memu_common.access import Access, add_route
-from memu_firstboot import form
+from memu_firstboot import form, photos
 from memu_firstboot.form import BOT_USERNAME
 from memu_firstboot.provision import (
     FAMILY_ALIAS,
@@ -85,6 +89,7 @@ DEVICE_NAME = "Memu admin page"
 Checker = Callable[[str, str], Awaitable[tuple[SignIn, Account | None]]]
 CHECKER: web.AppKey[Checker] = web.AppKey("memu_agent.admin_pages.checker")
 SYNAPSE: web.AppKey[str] = web.AppKey("memu_agent.admin_pages.synapse")
+IMMICH: web.AppKey[str] = web.AppKey("memu_agent.admin_pages.immich")
 #: The admin's chat session per admin session (by the session token's SHA-256).
 CHATS: web.AppKey[dict[str, Account]] = web.AppKey("memu_agent.admin_pages.chats")
 
@@ -183,6 +188,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         status, message = _MESSAGES[said]
         return _sign_in_page(request, status=status, username=username, error=message)
     auth.limiter.succeeded(key)
+    await _photos_admin(request, account.user_id, password)
     resp = see_other("/admin")
     token = auth.sessions.new_admin()
     chats = request.app[CHATS]
@@ -194,6 +200,25 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     claim_api.set_session_cookie(request, resp, token)
     log.info("admin signed in from %s", key)
     return resp
+
+
+async def _photos_admin(request: web.Request, user_id: str, password: str) -> None:
+    """Make photos' administrator as ``user_id`` with ``password`` unless the box has
+    (one look; Immich not there or refusing is logged, never stops the sign-in)."""
+    state_dir = request.app[CONFIG].state_dir
+    if photos.recorded(state_dir):
+        return
+    email = photos.photos_email(user_id)
+    async with aiohttp.ClientSession() as session:
+        try:
+            verdict = await photos.make_admin(session, request.app[IMMICH], email,
+                                              localpart(user_id), password)
+        except MemuError as e:
+            log.warning("photos' administrator: %s", e)
+            return
+    if verdict.state in (photos.Photos.MADE, photos.Photos.MINE):
+        photos.record(state_dir, email)
+    log.info("photos' administrator: %s", verdict.message)
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
@@ -241,6 +266,8 @@ async def _render(request: web.Request, *, status: int = 200, done: str = "",
                      services=dict(sorted(services.items())), stack_error=stack_error,
                      members=members, members_error=members_error,
                      me=admin.user_id if admin else "", bot=BOT_USERNAME, done=done,
+                     photos_admin=photos.recorded(request.app[CONFIG].state_dir) or "",
+                     photos_url=f"http://{host_name(request.host)}:2283/",
                      error=error, secret=secret)
 
 
@@ -347,12 +374,15 @@ async def _refused(request: web.Request, status: int, error: str, hint: str
         "" if status == 401 else sentence(error, hint)))
 
 
-def add_routes(app: web.Application, checker: Checker, synapse_url: str) -> None:
+def add_routes(app: web.Application, checker: Checker, synapse_url: str,
+               immich_url: str = photos.IMMICH_URL) -> None:
     """Register the admin pages; ``checker`` checks names and passwords
     (:func:`synapse_checker` on the box), ``synapse_url`` is where the members are managed
-    (Synapse's admin API, from the box's inside)."""
+    (Synapse's admin API, from the box's inside), ``immich_url`` where photos' administrator
+    is made (Immich on loopback)."""
     app[CHECKER] = checker
     app[SYNAPSE] = synapse_url
+    app[IMMICH] = immich_url
     app[CHATS] = {}
     app.on_shutdown.append(_end_chats)
     add_route(app, "GET", "/admin", admin_page, Access.ADMIN, name="admin")

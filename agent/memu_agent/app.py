@@ -49,7 +49,7 @@ from memu_agent.sessions import Sessions
 from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
 from memu_common.files import read_json_object
-from memu_firstboot import stack_config
+from memu_firstboot import photos, stack_config
 from memu_firstboot import web as firstboot_web
 from memu_firstboot.provision import SYNAPSE_URL
 from memu_firstboot.state import SetupState, setup_state
@@ -153,6 +153,7 @@ def make_app(
     synapse_url: str = SYNAPSE_URL,
     on_setup_exit: Callable[[int], Awaitable[None]] | None = None,
     recoverer: recover_pages.Recoverer | None = None,
+    immich_url: str = photos.IMMICH_URL,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -174,6 +175,8 @@ def make_app(
         on_setup_exit: called with the setup apply's exit status when it ends.
         recoverer: resets a forgotten admin password (default: Synapse at ``synapse_url``
             with the stack's registration secret).
+        immich_url: Immich on loopback, where the admin's sign-in makes photos'
+            administrator (:mod:`memu_firstboot.photos`).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -206,7 +209,7 @@ def make_app(
     setup_pages.add_routes(app, setup_runner or setup_pages.SetupRunner(
         config.state_dir, on_exit=on_setup_exit))
     admin_pages.add_routes(app, admin_checker or admin_pages.synapse_checker(synapse_url),
-                           synapse_url)
+                           synapse_url, immich_url)
     recover_pages.add_routes(app, recoverer or recover_pages.synapse_recoverer(
         synapse_url, stack_config.CONFIG_DIR / stack_config.REGISTRATION_SECRET))
     # Last: its catch-all takes only what no route above claims.

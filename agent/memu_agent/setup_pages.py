@@ -46,7 +46,8 @@ from memu_agent.sessions import COOKIE, SessionKind
 from memu_common import optional
 from memu_common.access import Access, add_route
 from memu_common.files import read_env_file, read_json_object
-from memu_firstboot import apply, form, progress, stack_config
+from memu_firstboot import apply, form, photos, progress, stack_config
+from memu_firstboot.state import setup_admin
 from memu_firstboot.web import PAGE_INFO, is_set_up, respond
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,10 @@ async def ready_page(request: web.Request) -> web.StreamResponse:
     return respond(request, "ready.html", server_name=name,
                    chat_url=f"http://{request.host}/", photos_url=f"http://{host}:2283/",
                    admin_url=f"http://{request.host}/admin",
-                   remote_access=env.get(optional.env_name("tailscale")) == "on")
+                   remote_access=env.get(optional.env_name("tailscale")) == "on",
+                   photos_admin=photos.recorded(request.app[RUNNER].state_dir) or "",
+                   photos_email=photos.photos_email(setup_admin(request.app[RUNNER].state_dir)
+                                                    or f"@admin:{name}"))
 
 
 async def api_setup(request: web.Request) -> web.Response:

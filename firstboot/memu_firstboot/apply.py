@@ -17,6 +17,9 @@ power cut or a crash) completes what is missing and makes nothing twice:
     accounts       the admin's and the assistant's Matrix accounts (shared-secret API)
     family room    ``#family:<server>``, the admin in it, the assistant invited and joined
     assistant      the assistant's account recorded for its container, which then starts
+    photos         Immich's administrator made as the admin, with the admin's password, when
+                   Immich runs (:mod:`memu_firstboot.photos`); otherwise later, at the
+                   admin's first sign-in to ``/admin`` after Immich arrives
     remote access  Tailscale, when the family gave an auth key (skipped otherwise): connected,
                    or why not yet (:mod:`memu_firstboot.remote`; never fails the setup)
 
@@ -46,7 +49,7 @@ import aiohttp
 from memu_common import MemuError
 from memu_common.files import read_json_object, write_atomic, write_json_atomic
 from memu_common.run import run_async
-from memu_firstboot import remote, stack_config
+from memu_firstboot import photos, remote, stack_config
 from memu_firstboot.form import BOT_USERNAME, SetupRequest
 from memu_firstboot.progress import (
     PROGRESS_FILE,
@@ -121,6 +124,8 @@ class Box:
         wait_s: seconds to wait for the chat server to answer.
         tailscale_socket: the stack's Tailscale LocalAPI socket.
         remote_wait_s: seconds to wait for Tailscale to connect.
+        immich_url: Immich's server on loopback (past nginx).
+        photos_wait_s: seconds to wait for a starting Immich.
     """
 
     state_dir: Path = STATE_DIR
@@ -132,6 +137,8 @@ class Box:
     wait_s: float = 900.0
     tailscale_socket: Path = remote.SOCKET
     remote_wait_s: float = 90.0
+    immich_url: str = photos.IMMICH_URL
+    photos_wait_s: float = 180.0
 
 
 @dataclass
@@ -249,6 +256,22 @@ async def _remote_access(run: Run) -> str:
     return verdict.message
 
 
+async def _photos(run: Run) -> str:
+    form = run.request.form
+    email = photos.photos_email(f"@{form.admin_username}:{run.request.server_name}")
+    verdict = await photos.wait_and_make_admin(
+        run.session, run.box.immich_url, email, form.admin_username, form.admin_password,
+        run.box.photos_wait_s)
+    if verdict.state in (photos.Photos.MADE, photos.Photos.MINE):
+        photos.record(run.box.state_dir, email)
+        return verdict.message
+    if verdict.state is photos.Photos.TAKEN:
+        raise Later(f"{verdict.message}; chat and the assistant are not affected")
+    raise Later(f"{verdict.message}: they are downloaded once the box is online; sign in to "
+                "the box's admin page once they are there, and the box makes your photos "
+                "account")
+
+
 STEPS: tuple[Step[Run], ...] = (
     Step("secrets", "Secrets", _secrets),
     Step("config", "Configuration", _config),
@@ -257,6 +280,7 @@ STEPS: tuple[Step[Run], ...] = (
     Step("accounts", "Accounts", _accounts),
     Step("family-room", "Family room", _family_room),
     Step("assistant", "Assistant", _assistant),
+    Step("photos", "Photos", _photos),
     Step("remote-access", "Remote access", _remote_access),
 )
 

@@ -19,6 +19,7 @@ from memu_agent.app import make_app
 from memu_agent.config import AgentConfig
 from memu_agent.facts import HostPaths
 from memu_agent.ratelimit import FailureLimiter
+from memu_dev.immich_api import Immich
 from memu_firstboot.provision import Account
 from memu_firstboot.state import SETUP_DONE_MARKER
 
@@ -44,13 +45,15 @@ class Checks:
 
 
 async def open_box(aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths,
-                   *, set_up: bool = True, free: int = 5) -> tuple[Client, Checks]:
+                   *, set_up: bool = True, free: int = 5,
+                   immich: str = NO_SYNAPSE) -> tuple[Client, Checks]:
     if set_up:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         (config.state_dir / SETUP_DONE_MARKER).write_text("")
     checks = Checks()
     app = make_app(config, paths=host, admin_checker=checks,
-                   limiter=FailureLimiter(free=free), synapse_url=NO_SYNAPSE)
+                   limiter=FailureLimiter(free=free), synapse_url=NO_SYNAPSE,
+                   immich_url=immich)
     return await aiohttp_client(app), checks
 
 
@@ -89,6 +92,29 @@ async def test_sign_in_page_and_sign_out(
     # the old session token is dead even if a browser kept it
     client.session.cookie_jar.update_cookies({"memu_session": cookie.value})
     assert (await client.get("/admin", allow_redirects=False)).status == 401
+
+
+async def test_the_first_sign_in_after_photos_arrive_makes_their_administrator(
+    aiohttp_client: AiohttpClient, aiohttp_server: Any, config: AgentConfig,
+    host: HostPaths
+) -> None:
+    """Photos not there: the sign-in works and the page says what will happen; photos there
+    (a stand-in of Immich's API): the next sign-in makes their administrator as the admin,
+    with the password just typed, and the page names it; later sign-ins do not ask again."""
+    client, _ = await open_box(aiohttp_client, config, host)
+    assert (await sign_in(client, "ada", "purple-kettle-sings")).status == 303
+    assert "Photos are not on the box yet" in await (await client.get("/admin")).text()
+    immich = Immich()
+    server = await aiohttp_server(immich.app())
+    client, _ = await open_box(aiohttp_client, config, host,
+                               immich=str(server.make_url("")))
+    assert (await sign_in(client, "ada", "purple-kettle-sings")).status == 303
+    assert immich.admin == {"email": "ada@memu.local", "password": "purple-kettle-sings",
+                            "name": "ada"}
+    page = await (await client.get("/admin")).text()
+    assert "Your photos account: <b>ada@memu.local</b>" in page
+    assert (await sign_in(client, "ada", "purple-kettle-sings")).status == 303
+    assert (immich.sign_ups, immich.logouts) == (1, 0)
 
 
 async def test_refusals_say_why_and_wrong_tries_back_off(

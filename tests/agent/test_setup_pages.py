@@ -124,6 +124,8 @@ async def test_whole_flow_without_javascript(
     assert resp.headers["Location"] == "/setup/ready"
     ready = await (await client.get("/setup/ready")).text()
     assert "Your <span" in ready and "#family:memu-box.local" in ready
+    # Photos not there yet (the fake apply's photos step): the account the box will make.
+    assert "makes your photos account\n    (<b>ada@memu-box.local</b>" in ready
     again = await post(client, "/setup", {**FORM, "setup_code": code, "csrf": csrf_of(page)})
     assert again.status == 410 and "is set up" in await again.text()
     # nothing secret in any page or API answer along the way

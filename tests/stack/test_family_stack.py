@@ -157,8 +157,11 @@ def test_setup_apply_makes_the_family_room_where_the_assistant_answers(
                      "en-GB"), hoststack.SERVER_NAME)
     # The stack runs already (hoststack.chat made its configuration); the apply's own
     # start and reload commands are the box's systemctl calls, not run here.
+    # Photos are not there at setup here (as on a box whose Immich is still downloading):
+    # the admin's first sign-in to /admin makes their administrator (below).
     box = apply.Box(state_dir=state, config_dir=family.config, synapse_url=family.inside,
-                    start_stack=("true",), reload_stack=("true",))
+                    start_stack=("true",), reload_stack=("true",),
+                    immich_url="http://127.0.0.1:9")
     chat_steps = tuple(s for s in apply.STEPS if s.name not in ("config", "database"))
     results = []
     for _ in range(2):
@@ -175,6 +178,7 @@ def test_setup_apply_makes_the_family_room_where_the_assistant_answers(
     assert first["secrets"].startswith("made ") and second["secrets"] == (
         "kept the secrets made earlier")
     assert first["family-room"] == second["family-room"]
+    assert "sign in to the box's admin page" in second["photos"]
     account = read_env_file(family.config / stack_config.BOT_ACCOUNT)
     assert account["MEMU_BOT_USER_ID"] == f"@memu:{hoststack.SERVER_NAME}"
 
@@ -226,7 +230,8 @@ async def _admin_manages_a_member(family: hoststack.Chat, tmp_path: Path) -> Non
     sign in); signing out ends the chat session the page held."""
     base = family.inside
     matrix.register(base, family.shared_secret, "bola", "quiet-river-77")
-    app = make_app(_agent_config(tmp_path), paths=_host(tmp_path), synapse_url=base)
+    app = make_app(_agent_config(tmp_path), paths=_host(tmp_path), synapse_url=base,
+                   immich_url=family.immich)
     async with TestClient(TestServer(app)) as client:
         for name, password, status in (("bola", "quiet-river-77", 403),
                                        ("ada.apply", "not the password", 403),
@@ -237,6 +242,7 @@ async def _admin_manages_a_member(family: hoststack.Chat, tmp_path: Path) -> Non
             assert resp.status == status, (name, await resp.text())
         page = await (await client.get("/admin")).text()
         assert f"@ada.apply:{hoststack.SERVER_NAME}" in page and "@bola:" in page
+        await _photos_administrator_is_the_admin(family, page)
         long_name = await client.post("/admin/members", data={
             "username": "tunde", "display_name": "T" * 80, "csrf": _csrf(page)})
         assert long_name.status == 400, await long_name.text()
@@ -299,6 +305,24 @@ async def _admin_manages_a_member(family: hoststack.Chat, tmp_path: Path) -> Non
         members = await hs.members(provision.Account(again.user_id, again.access_token,
                                                      again.device_id))
     assert not [m for m in members if m.user_id.startswith("@memu-recovery-")], members
+
+
+async def _photos_administrator_is_the_admin(family: hoststack.Chat, page: str) -> None:
+    """The admin's sign-in made photos' administrator (Immich's stand-in, on its loopback
+    port) with the admin's password; through nginx (the LAN's way in) nobody else can make
+    one, and the admin signs in there."""
+    email = f"ada.apply@{hoststack.SERVER_NAME}"
+    assert f"Your photos account: <b>{email}</b>" in page
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{family.photos}/api/server/config") as r:
+            assert (await r.json())["isInitialized"] is True
+        async with session.post(f"{family.photos}/api/auth/admin-sign-up", json={
+                "email": "neighbour@example.org", "name": "x", "password": "x"}) as r:
+            assert r.status == 403
+            assert "The box makes the photos administrator" in (await r.json())["message"]
+        async with session.post(f"{family.photos}/api/auth/login", json={
+                "email": email, "password": "purple-kettle-sings"}) as r:
+            assert r.status == 201, await r.text()
 
 
 def _csrf(page: str) -> str:

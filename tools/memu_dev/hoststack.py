@@ -45,7 +45,8 @@ class Chat:
     """A running stack: ``base`` is nginx's URL (the LAN's view, through the agent on the
     box), ``inside`` Synapse's own URL, ``shared_secret`` Synapse's registration secret,
     ``containers`` the names of every container the project started by service,
-    ``photos`` nginx's photos URL, ``not_started`` what did not start and why,
+    ``photos`` nginx's photos URL, ``immich`` Immich's own loopback URL (past nginx, as the
+    box makes photos' administrator there), ``not_started`` what did not start and why,
     ``config`` the stack's configuration directory, ``compose`` how to call Compose on it
     (to start what becomes startable, as the box's pull does)."""
 
@@ -54,6 +55,7 @@ class Chat:
     shared_secret: str
     containers: tuple[str, ...]
     photos: str = ""
+    immich: str = ""
     by_service: Mapping[str, str] = field(default_factory=dict)
     not_started: Mapping[str, str] = field(default_factory=dict)
     config: Path = Path()
@@ -79,7 +81,8 @@ def compose_for(engine: Engine, workdir: Path, project: str) -> stack.Compose:
              "MEMU_STACK_RUNTIME": str(workdir / "run"),
              "MEMU_STACK_ROUTES": str(STACK_DIR / "proxy"),
              "MEMU_PROXY_BIND": "127.0.0.1:", "MEMU_SYNAPSE_BIND": "127.0.0.1:",
-             "MEMU_PHOTOS_BIND": "127.0.0.1:", "MEMU_OLLAMA_BIND": "127.0.0.1:"},
+             "MEMU_PHOTOS_BIND": "127.0.0.1:", "MEMU_OLLAMA_BIND": "127.0.0.1:",
+             "MEMU_IMMICH_BIND": "127.0.0.1:"},
         project=project)
 
 
@@ -140,6 +143,8 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
                    .read_text().strip(),
                    containers=tuple(names.values()),
                    photos=f"http://127.0.0.1:{engine.port(names['proxy'], '2283/tcp')}",
+                   immich=(f"http://127.0.0.1:{engine.port(names['immich-server'], '2283/tcp')}"
+                           if "immich-server" in names else ""),
                    by_service=names, not_started=decision.not_started,
                    config=workdir / "config", compose=compose)
     finally:

@@ -8,15 +8,21 @@
 Roles, with what the real image answers there:
   element        :80    /config.json (the mounted /app/config.json), any other path a page
   immich-server  :2283  /api/server/ping -> {"res": "pong"} once its database is usable: the
-                        role, password (DB_PASSWORD_FILE) and extensions the stack made for it
+                        role, password (DB_PASSWORD_FILE) and extensions the stack made for it;
+                        its first account (the administrator), as Immich's auth API makes
+                        it: GET /api/server/config (isInitialized), POST
+                        /api/auth/admin-sign-up (once; then 400 "The server already has an
+                        admin"), POST /api/auth/login, POST /api/auth/logout; kept in /data
   immich-ml      :3003  /ping -> pong
   ollama         :11434 / -> "Ollama is running", GET /api/tags, POST /api/pull (the real
                         streaming protocol: NDJSON status lines with total/completed bytes)
 """
 
+import hashlib
 import http.server
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -30,6 +36,8 @@ PORTS = {"element": 80, "immich-server": 2283, "immich-ml": 3003, "ollama": 1143
 HEALTH = {"element": "/config.json", "immich-server": "/api/server/ping",
           "immich-ml": "/ping", "ollama": "/api/tags"}
 MODELS = Path("/root/.ollama/standin-models.json")
+#: Immich's administrator (Immich keeps it in its database; the stand-in in its volume).
+ADMIN = Path("/data/standin-admin.json")
 #: Bytes of the stand-in model's one layer, sent in 8 chunks with a short pause each.
 MODEL_SIZE = 8 << 20
 db_ready = threading.Event()
@@ -65,6 +73,44 @@ def models() -> list[dict[str, Any]]:
         return []
 
 
+def immich_admin() -> dict[str, str] | None:
+    try:
+        data = json.loads(ADMIN.read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def immich_post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Immich's auth routes: (status, JSON answer), errors in NestJS's shape."""
+    def error(status: int, message: object) -> tuple[int, dict[str, Any]]:
+        names = {400: "Bad Request", 401: "Unauthorized"}
+        return status, {"message": message, "error": names[status], "statusCode": status}
+
+    admin = immich_admin()
+    hashed = hashlib.sha256(str(body.get("password", "")).encode()).hexdigest()
+    if path == "/api/auth/admin-sign-up":
+        email = str(body.get("email", ""))
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
+            return error(400, ["email must be an email"])
+        if admin:
+            return error(400, "The server already has an admin")
+        ADMIN.parent.mkdir(parents=True, exist_ok=True)
+        ADMIN.write_text(json.dumps({"email": email.lower(), "name": body.get("name", ""),
+                                     "password": hashed}))
+        return 201, {"id": "1", "email": email.lower(), "name": body.get("name", ""),
+                     "isAdmin": True}
+    if path == "/api/auth/login":
+        if not admin or admin["email"] != str(body.get("email", "")).lower() or (
+                admin["password"] != hashed):
+            return error(401, "Incorrect email or password")
+        return 201, {"accessToken": "standin-token", "userEmail": admin["email"],
+                     "isAdmin": True}
+    if path == "/api/auth/logout":
+        return 200, {"successful": True, "redirectUri": "/auth/login"}
+    return 404, {"message": f"Cannot POST {path}"}
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def reply(self, status: int, body: bytes, kind: str = "application/json") -> None:
         self.send_response(status)
@@ -82,6 +128,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return self.reply(404, b"{}")
             return self.reply(200, b"<!doctype html><title>Element (stand-in)</title>",
                               "text/html")
+        if ROLE == "immich-server" and self.path == "/api/server/config":
+            if not db_ready.is_set():
+                return self.reply(503, b'{"message":"database not ready"}')
+            return self.reply(200, json.dumps(
+                {"isInitialized": immich_admin() is not None, "isOnboarded": False}).encode())
         if ROLE == "immich-server" and self.path == "/api/server/ping":
             if db_ready.is_set():
                 return self.reply(200, b'{"res":"pong"}')
@@ -95,6 +146,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.reply(404, b'{"error":"not found"}')
 
     def do_POST(self) -> None:
+        if ROLE == "immich-server" and self.path.startswith("/api/auth/"):
+            length = int(self.headers.get("Content-Length", 0))
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                body = {}
+            status, answer = immich_post(self.path, body if isinstance(body, dict) else {})
+            return self.reply(status, json.dumps(answer).encode())
         if ROLE != "ollama" or self.path != "/api/pull":
             return self.reply(404, b'{"error":"not found"}')
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
