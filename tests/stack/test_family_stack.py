@@ -191,7 +191,9 @@ def test_setup_apply_makes_the_family_room_where_the_assistant_answers(
                                            account["MEMU_BOT_USER_ID"], "/help"))
     assert "/remember" in reply, reply
 
-    asyncio.run(_admin_manages_a_member(family, tmp_path))
+    # Immich's own port, past nginx (a restarted container has a new random one here).
+    immich = f"http://127.0.0.1:{engine.port(family.by_service['immich-server'], '2283/tcp')}"
+    asyncio.run(_admin_manages_a_member(family, immich, tmp_path))
 
 
 async def _check_the_family_room(family: hoststack.Chat, bot_id: str) -> None:
@@ -222,16 +224,18 @@ async def _check_the_family_room(family: hoststack.Chat, bot_id: str) -> None:
 
 
 
-async def _admin_manages_a_member(family: hoststack.Chat, tmp_path: Path) -> None:
+async def _admin_manages_a_member(family: hoststack.Chat, immich: str, tmp_path: Path
+                                  ) -> None:
     """The agent's admin pages (memu_agent.admin_pages) on this Synapse, as a browser uses
     them: a family member's password and a wrong one do not sign in, the admin's does; the
     admin adds Tunde (a generated password, shown once, signs in; Tunde is in the family
     room), gives him a new password (the old one stops working), removes him (he cannot
-    sign in); signing out ends the chat session the page held."""
+    sign in); signing out ends the chat session the page held. The admin's sign-in also
+    made photos' administrator at ``immich``."""
     base = family.inside
     matrix.register(base, family.shared_secret, "bola", "quiet-river-77")
     app = make_app(_agent_config(tmp_path), paths=_host(tmp_path), synapse_url=base,
-                   immich_url=family.immich)
+                   immich_url=immich)
     async with TestClient(TestServer(app)) as client:
         for name, password, status in (("bola", "quiet-river-77", 403),
                                        ("ada.apply", "not the password", 403),

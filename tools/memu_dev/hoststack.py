@@ -45,8 +45,7 @@ class Chat:
     """A running stack: ``base`` is nginx's URL (the LAN's view, through the agent on the
     box), ``inside`` Synapse's own URL, ``shared_secret`` Synapse's registration secret,
     ``containers`` the names of every container the project started by service,
-    ``photos`` nginx's photos URL, ``immich`` Immich's own loopback URL (past nginx, as the
-    box makes photos' administrator there), ``not_started`` what did not start and why,
+    ``photos`` nginx's photos URL, ``not_started`` what did not start and why,
     ``config`` the stack's configuration directory, ``compose`` how to call Compose on it
     (to start what becomes startable, as the box's pull does)."""
 
@@ -55,7 +54,6 @@ class Chat:
     shared_secret: str
     containers: tuple[str, ...]
     photos: str = ""
-    immich: str = ""
     by_service: Mapping[str, str] = field(default_factory=dict)
     not_started: Mapping[str, str] = field(default_factory=dict)
     config: Path = Path()
@@ -143,8 +141,6 @@ def chat(engine: Engine, workdir: Path, project: str = "memu-test-chat",
                    .read_text().strip(),
                    containers=tuple(names.values()),
                    photos=f"http://127.0.0.1:{engine.port(names['proxy'], '2283/tcp')}",
-                   immich=(f"http://127.0.0.1:{engine.port(names['immich-server'], '2283/tcp')}"
-                           if "immich-server" in names else ""),
                    by_service=names, not_started=decision.not_started,
                    config=workdir / "config", compose=compose)
     finally:
