@@ -57,7 +57,7 @@ def qr_block(data: str) -> str:
 
 
 def issue_text(device_name: str, token: str | None, host: str = "memu.local",
-               recovery: str | None = None) -> str:
+               recovery: tuple[str, int] | None = None) -> str:
     """The snippet: page URLs and, while the box is not set up, the setup token and its QR;
     once set up, an admin password recovery code while one is pending.
 
@@ -65,15 +65,17 @@ def issue_text(device_name: str, token: str | None, host: str = "memu.local",
         device_name: shown in the heading.
         token: the setup token, or None once the box is set up.
         host: the box's name on the network (``<hostname>.local``).
-        recovery: the pending recovery code (``memu_agent.recover_pages``), or None.
+        recovery: the pending recovery code (``memu_agent.recover_pages``) and the minutes
+            it is valid, or None.
     """
     name = _plain(device_name)
     host = _plain(host)
     if token is None:
         text = f"Memu OS: {name} is set up.\n  Manage it at http://{host}/ or http://\\4/\n"
         if recovery:
-            text += (f"  Admin password recovery code: {_plain(recovery)}\n"
-                     f"    (type it at http://{host}/admin/recover within 15 minutes)\n")
+            code, minutes = recovery
+            text += (f"  Admin password recovery code: {_plain(code)}\n"
+                     f"    (type it at http://{host}/admin/recover within {minutes} minutes)\n")
         return text + "\n"
     return (
         f"Memu OS: finish setting up {name}\n"

@@ -81,12 +81,23 @@ def pending(state_dir: Path, now: float | None = None) -> str | None:
     return str(data["code"])
 
 
+def for_console(state_dir: Path, now: float | None = None) -> tuple[str, int] | None:
+    """The pending recovery code and the whole minutes it stays valid (at least 1), as the
+    console shows them (:func:`memu_agent.console.issue_text`); None when none is pending."""
+    data = read_json_object(state_dir / RECOVERY_FILE)
+    code = pending(state_dir, now)
+    if code is None or data is None:
+        return None
+    left = float(data["expires_at"]) - (now or time.time())
+    return code, max(1, math.ceil(left / 60))
+
+
 async def _greet(request: web.Request, code: str | None) -> None:
     """The console greeting with ``code`` (None: without one), off the event loop: it runs
     ``agetty --reload``."""
     config, info = request.app[CONFIG], request.app[PAGE_INFO]
     text = console.issue_text(config.device_name, None, local_name(info.hostname),
-                              recovery=code)
+                              recovery=(code, VALID_S // 60) if code else None)
     try:
         await asyncio.to_thread(console.show, config.issue_dir, text)
     except OSError as e:

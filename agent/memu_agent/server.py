@@ -91,7 +91,7 @@ class AgentServer:
                 return
         text = issue_text(self._config.device_name, token,
                           local_name(hostname(self._paths)),
-                          recovery=None if token else recover_pages.pending(state_dir))
+                          recovery=None if token else recover_pages.for_console(state_dir))
         try:
             path = write_issue(self._config.issue_dir, text)
         except OSError as e:

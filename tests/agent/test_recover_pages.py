@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from memu_agent import recover_pages
 from memu_agent.app import make_app
 from memu_agent.config import AgentConfig
 from memu_agent.console import ISSUE_FILE
@@ -51,7 +52,9 @@ async def open_box(aiohttp_client: AiohttpClient, config: AgentConfig, host: Hos
 
 
 def screen_code(config: AgentConfig) -> str:
-    found = re.search(r"recovery code: (\S+)", (config.issue_dir / ISSUE_FILE).read_text())
+    text = (config.issue_dir / ISSUE_FILE).read_text()
+    assert f"within {recover_pages.VALID_S // 60} minutes" in text, text
+    found = re.search(r"recovery code: (\S+)", text)
     assert found, (config.issue_dir / ISSUE_FILE).read_text()
     return found.group(1)
 
@@ -113,3 +116,14 @@ async def test_nothing_to_recover_before_setup(
     resp = await client.get("/admin/recover", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/"
     assert not (config.state_dir / RECOVERY_FILE).exists()
+
+
+def test_the_console_says_the_minutes_left(config: AgentConfig) -> None:
+    """After an agent restart the console shows the code again with the time it has left."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    (config.state_dir / RECOVERY_FILE).write_text(json.dumps(
+        {"code": "aaaa-bbbb-cccc", "expires_at": 1000.0}))
+    assert recover_pages.for_console(config.state_dir, now=1000.0 - 601) == (
+        "aaaa-bbbb-cccc", 11)
+    assert recover_pages.for_console(config.state_dir, now=999.5) == ("aaaa-bbbb-cccc", 1)
+    assert recover_pages.for_console(config.state_dir, now=1000.0) is None
