@@ -70,25 +70,31 @@ def synapse_recoverer(base_url: str, secret_file: Path) -> Recoverer:
     return recover
 
 
-def pending(state_dir: Path, now: float | None = None) -> str | None:
-    """The pending recovery code, or None (none made, used up, or expired)."""
+def _stored(state_dir: Path, now: float | None) -> tuple[str, float] | None:
+    """The pending recovery code and its seconds left, or None (none made, used up, or
+    expired)."""
     data = read_json_object(state_dir / RECOVERY_FILE)
     if not data or not isinstance(data.get("code"), str):
         return None
     expires = data.get("expires_at")
     if not isinstance(expires, int | float) or (now or time.time()) >= expires:
         return None
-    return str(data["code"])
+    return str(data["code"]), expires - (now or time.time())
+
+
+def pending(state_dir: Path, now: float | None = None) -> str | None:
+    """The pending recovery code, or None (none made, used up, or expired)."""
+    stored = _stored(state_dir, now)
+    return stored[0] if stored else None
 
 
 def for_console(state_dir: Path, now: float | None = None) -> tuple[str, int] | None:
     """The pending recovery code and the whole minutes it stays valid (at least 1), as the
     console shows them (:func:`memu_agent.console.issue_text`); None when none is pending."""
-    data = read_json_object(state_dir / RECOVERY_FILE)
-    code = pending(state_dir, now)
-    if code is None or data is None:
+    stored = _stored(state_dir, now)
+    if stored is None:
         return None
-    left = float(data["expires_at"]) - (now or time.time())
+    code, left = stored
     return code, max(1, math.ceil(left / 60))
 
 
