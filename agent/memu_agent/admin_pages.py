@@ -47,8 +47,8 @@ from aiohttp import web
 
 from memu_agent import claim_api, stack
 from memu_agent.appkeys import CONFIG, PATHS
-from memu_agent.auth import AUTH, host_name, on_refusal
-from memu_agent.pages import form_page, see_other, sentence
+from memu_agent.auth import AUTH, on_refusal
+from memu_agent.pages import form_page, photos_url, see_other, sentence
 from memu_agent.ratelimit import client_key
 from memu_agent.sessions import COOKIE
 from memu_agent.update_api import UPDATER
@@ -208,16 +208,13 @@ async def _photos_admin(request: web.Request, user_id: str, password: str) -> No
     state_dir = request.app[CONFIG].state_dir
     if photos.recorded(state_dir):
         return
-    email = photos.photos_email(user_id)
     async with aiohttp.ClientSession() as session:
         try:
-            verdict = await photos.make_admin(session, request.app[IMMICH], email,
-                                              localpart(user_id), password)
-        except MemuError as e:
+            verdict = await photos.ensure_admin(session, request.app[IMMICH], state_dir,
+                                                user_id, password)
+        except (MemuError, OSError) as e:
             log.warning("photos' administrator: %s", e)
             return
-    if verdict.state in (photos.Photos.MADE, photos.Photos.MINE):
-        photos.record(state_dir, email)
     log.info("photos' administrator: %s", verdict.message)
 
 
@@ -267,7 +264,7 @@ async def _render(request: web.Request, *, status: int = 200, done: str = "",
                      members=members, members_error=members_error,
                      me=admin.user_id if admin else "", bot=BOT_USERNAME, done=done,
                      photos_admin=photos.recorded(request.app[CONFIG].state_dir) or "",
-                     photos_url=f"http://{host_name(request.host)}:2283/",
+                     photos_url=photos_url(request),
                      error=error, secret=secret)
 
 

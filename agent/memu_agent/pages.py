@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from memu_agent import csrf
+from memu_agent.auth import host_name
 from memu_firstboot.web import respond
 
 
@@ -28,6 +29,12 @@ def sentence(*parts: str) -> str:
     in lower case without one)."""
     text = ": ".join(parts)
     return f"{text[:1].upper()}{text[1:]}."
+
+
+def photos_url(request: web.Request) -> str:
+    """Photos' address on the box as this browser reaches it: the request's host name on
+    port 2283, where the stack's nginx serves Immich (it cannot live under a path)."""
+    return f"http://{host_name(request.host)}:2283/"
 
 
 def see_other(location: str) -> web.Response:

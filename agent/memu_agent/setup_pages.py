@@ -39,9 +39,9 @@ from typing import Any
 from aiohttp import web
 
 from memu_agent import claim_api, csrf
-from memu_agent.auth import AUTH, CODE_FIELD, code_in_link, host_name, on_refusal
+from memu_agent.auth import AUTH, CODE_FIELD, code_in_link, on_refusal
 from memu_agent.facts import local_name
-from memu_agent.pages import form_page, see_other, sentence
+from memu_agent.pages import form_page, photos_url, see_other, sentence
 from memu_agent.sessions import COOKIE, SessionKind
 from memu_common import optional
 from memu_common.access import Access, add_route
@@ -278,9 +278,8 @@ async def ready_page(request: web.Request) -> web.StreamResponse:
         return see_other("/")
     env = read_env_file(request.app[RUNNER].config_dir / "stack.env")
     name = env.get("MEMU_SERVER_NAME") or server_name(request)
-    host = host_name(request.host)
     return respond(request, "ready.html", server_name=name,
-                   chat_url=f"http://{request.host}/", photos_url=f"http://{host}:2283/",
+                   chat_url=f"http://{request.host}/", photos_url=photos_url(request),
                    admin_url=f"http://{request.host}/admin",
                    remote_access=env.get(optional.env_name("tailscale")) == "on",
                    photos_admin=photos.recorded(request.app[RUNNER].state_dir) or "",

@@ -258,12 +258,11 @@ async def _remote_access(run: Run) -> str:
 
 async def _photos(run: Run) -> str:
     form = run.request.form
-    email = photos.photos_email(f"@{form.admin_username}:{run.request.server_name}")
-    verdict = await photos.wait_and_make_admin(
-        run.session, run.box.immich_url, email, form.admin_username, form.admin_password,
+    verdict = await photos.ensure_admin(
+        run.session, run.box.immich_url, run.box.state_dir,
+        f"@{form.admin_username}:{run.request.server_name}", form.admin_password,
         run.box.photos_wait_s)
     if verdict.state in (photos.Photos.MADE, photos.Photos.MINE):
-        photos.record(run.box.state_dir, email)
         return verdict.message
     if verdict.state is photos.Photos.TAKEN:
         raise Later(f"{verdict.message}; chat and the assistant are not affected")

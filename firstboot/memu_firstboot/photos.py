@@ -138,6 +138,25 @@ async def _already(session: aiohttp.ClientSession, base: str, email: str, passwo
                                 "password")
 
 
+async def ensure_admin(session: aiohttp.ClientSession, url: str, state_dir: Path,
+                       user_id: str, password: str, wait_s: float = 0.0) -> Verdict:
+    """Photos' administrator as the admin ``user_id`` (``@ada:memu.local``: email
+    :func:`photos_email`, name its local part) with ``password``, waiting up to ``wait_s``
+    seconds for a starting Immich (:func:`wait_and_make_admin`); recorded in ``state_dir``
+    when it is the box's own (MADE or MINE).
+
+    Raises:
+        MemuError: as :func:`make_admin`.
+        OSError: the record cannot be written.
+    """
+    email = photos_email(user_id)
+    name = user_id.removeprefix("@").partition(":")[0]
+    verdict = await wait_and_make_admin(session, url, email, name, password, wait_s)
+    if verdict.state in (Photos.MADE, Photos.MINE):
+        record(state_dir, email)
+    return verdict
+
+
 async def wait_and_make_admin(session: aiohttp.ClientSession, url: str, email: str,
                               name: str, password: str, wait_s: float,
                               every_s: float = 2.0) -> Verdict:
