@@ -2,15 +2,16 @@
 resumed from the golden first boot (whose preload already loaded every image from /usr), the
 first-boot page is filled in from the host's forwarded port 80 as a browser without
 JavaScript sends it (memu_dev.setup_client), with the setup code read off the console; the
-apply starts the Compose project, makes the accounts and the family room, and starts the
-assistant. Then the admin signs in to chat through the front door (the agent, nginx,
-Synapse) and the assistant answers /help in the family room; the setup is closed; the core
-services are healthy, run the exact image IDs of the slot's lock file, and keep their state
-on the writable partition; Synapse's admin API is not reachable from the LAN. Then, on the
-same VM: an update to a trial version whose health gate fails, which must roll the box back
-to the old slot, the old images and the database as the old version left it; that boot back
-is also the proof that a reboot brings the family's chat and assistant back without loading
-an image again and that the health gate judges it.
+apply starts the Compose project and, while Synapse makes its database, the box's power is
+cut; after the reboot, Retry on the page completes the setup: it makes the accounts and the
+family room, and starts the assistant. Then the admin signs in to chat through the front
+door (the agent, nginx, Synapse) and the assistant answers /help in the family room; the
+setup is closed; the core services are healthy, run the exact image IDs of the slot's lock
+file, and keep their state on the writable partition; Synapse's admin API is not reachable
+from the LAN. Then, on the same VM: an update to a trial version whose health gate fails,
+which must roll the box back to the old slot, the old images and the database as the old
+version left it; that boot back is also the proof that a reboot brings the family's chat and
+assistant back without loading an image again and that the health gate judges it.
 
 Versions: 0.1.0 is the image `just build` makes; 0.9.0 is a test build whose lock file
 changes one image (nginx, relabelled: memu_dev.variant), whose stack changes the database's
@@ -106,14 +107,36 @@ def _healthy(vm: VM, names: tuple[str, ...], timeout: float) -> dict[str, dict[s
     raise AssertionError(f"{names} not healthy after {timeout} s: {services}")
 
 
+#: Seconds into the chat server's step (Synapse's first start: it makes its whole schema in
+#: the new database) at which the setup's power is cut.
+CUT_INTO_CHAT_SERVER_S = 30
+
+
 @pytest.fixture(scope="module")
 def stack_up(booted: VM) -> SetupResult:
-    """The family's setup through the page, with the code on the box's screen; every step
-    done and the core services healthy."""
+    """The family's setup through the page, with the code on the box's screen, and a power
+    cut in the middle of it: while Synapse makes its database on its first start. After the
+    reboot the page says the setup was interrupted; Retry (the same browser: its claim
+    survives the power cut) completes it. Every step done and the core services healthy."""
     code = setup_client.code_on_screen(booted.sh(f"cat {setup_client.GREETING}"))
-    result = setup_client.Browser(booted.url("")).set_up(code, deadline_s=1500)
+    browser = setup_client.Browser(booted.url(""))
+    browser.send(code)
+    with step("the setup until the chat server's first start"):
+        browser.wait_step("chat-server", "running", deadline_s=900)
+    time.sleep(CUT_INTO_CHAT_SERVER_S)
+    assert browser.progress()["state"] == "running"
+    booted.power_cut()
+    with step("boot after a power cut during the setup"):
+        booted.start()
+        booted.wait_http("/api/setup", timeout=600)
+        booted.wait_for_shell(240)
+    assert browser.progress()["state"] == "interrupted"
+    _, _, page = browser.request("/setup/progress")
+    assert "Retry" in page
+    result = browser.retry(deadline_s=1500)
     steps = ", ".join(f"{s['name']} {s['seconds']} s" for s in result.progress["steps"])
-    print(f"\nset up through the page in {result.seconds:.1f} s ({steps})")
+    print(f"\nset up through the page after the power cut: Retry to done in "
+          f"{result.seconds:.1f} s ({steps})")
     assert result.done, (result.progress, booted.sh(
         "journalctl -u memu-agent.service --no-pager | tail -30", check=False))
     _healthy(booted, CORE, 600)

@@ -121,6 +121,17 @@ class Browser:
             MemuError: the form was refused (the message has the page's errors), or the
                 setup did not end within ``deadline_s``.
         """
+        t0 = self.send(code, answers)
+        progress = self.wait_finished(deadline_s)
+        return SetupResult(time.monotonic() - t0, progress)
+
+    def send(self, code: str, answers: Mapping[str, str] = FAMILY) -> float:
+        """Open the page and send the setup form with ``code`` (the apply starts); return
+        the monotonic time it was sent.
+
+        Raises:
+            MemuError: the form was refused (the message has the page's errors).
+        """
         status, _, page = self.request("/")
         if status != 200:
             raise MemuError(f"the setup page answered {status}")
@@ -130,8 +141,25 @@ class Browser:
         if not url.endswith("/setup/progress") and not url.endswith("/setup/ready"):
             errors = re.findall(r'<p class="error[^"]*"[^>]*>([^<]*)</p>', page)
             raise MemuError(f"the setup form was refused ({status}): {errors}")
-        progress = self.wait_finished(deadline_s)
-        return SetupResult(time.monotonic() - t0, progress)
+        return t0
+
+    def wait_step(self, name: str, state: str, deadline_s: float) -> dict[str, Any]:
+        """Poll ``/api/setup`` every second until step ``name`` is in ``state``; return that
+        progress.
+
+        Raises:
+            MemuError: the run ended first, or ``deadline_s`` passed.
+        """
+        end = time.monotonic() + deadline_s
+        progress: dict[str, Any] = {}
+        while time.monotonic() < end:
+            progress = self.progress()
+            if any(s["name"] == name and s["state"] == state for s in progress["steps"]):
+                return progress
+            if progress.get("state") != "running":
+                raise MemuError(f"the setup ended before {name} was {state}: {progress}")
+            time.sleep(1)
+        raise MemuError(f"{name} not {state} after {deadline_s:.0f} s: {progress}")
 
     def retry(self, deadline_s: float = 1800) -> SetupResult:
         """Press Retry on the progress page and wait for the end."""
