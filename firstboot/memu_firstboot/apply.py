@@ -121,6 +121,8 @@ class Box:
         reload_stack: the command that starts what is configured but not running (the
             assistant, once its account exists).
         set_timezone: the command that sets the host's time zone (the zone is appended).
+        set_pretty_name: the command that sets the host's pretty name (appended); its
+            host name stays ``memu``, which ``memu.local`` answers to.
         wait_s: seconds to wait for the chat server to answer.
         tailscale_socket: the stack's Tailscale LocalAPI socket.
         remote_wait_s: seconds to wait for Tailscale to connect.
@@ -134,6 +136,7 @@ class Box:
     start_stack: tuple[str, ...] = ("systemctl", "start", "memu-stack.service")
     reload_stack: tuple[str, ...] = ("systemctl", "reload", "memu-stack.service")
     set_timezone: tuple[str, ...] = ("timedatectl", "set-timezone")
+    set_pretty_name: tuple[str, ...] = ("hostnamectl", "set-hostname", "--pretty")
     wait_s: float = 900.0
     tailscale_socket: Path = remote.SOCKET
     remote_wait_s: float = 90.0
@@ -160,7 +163,7 @@ class Run:
         form = self.request.form
         return stack_config.Settings(self.request.server_name,
                                      tailscale_auth_key=form.tailscale_auth_key,
-                                     timezone=form.timezone)
+                                     timezone=form.timezone, language=form.language)
 
 
 async def _secrets(run: Run) -> str:
@@ -175,14 +178,38 @@ async def _secrets(run: Run) -> str:
 async def _config(run: Run) -> str:
     written = stack_config.apply(run.settings(), run.box.config_dir)
     done = f"wrote {len(written)} files for the server {run.request.server_name}"
-    # The box's own clock shows the family's time (logs, the console); the services already
-    # have it from their configuration, so a refusal here is said, not fatal.
-    zone = run.request.form.timezone
-    result = await run_async((*run.box.set_timezone, zone), time_limit_s=60)
-    if result.returncode != 0:
-        log.warning("cannot set the time zone %s: %s", zone, result.stderr_tail())
-        return f"{done}; the box's clock stays in its old time zone"
-    return f"{done}; time zone {zone}"
+    return f"{done}; {await _host(run)}"
+
+
+async def _host(run: Run) -> str:
+    """The box's own clock shows the family's time (logs, the console) and its pretty name
+    says whose box it is (``hostnamectl``); the services already have the zone from their
+    configuration, so a refusal here is said, not fatal. The host name stays ``memu``:
+    ``memu.local`` is what the console, the QR code and the family's bookmarks say, and the
+    family's phone is on that page while this runs. The host's locale stays ``C.UTF-8``:
+    the image carries no other locale, and nothing on the host speaks to the family (the
+    pages, the chat client and the assistant take the language from their configuration)."""
+    form = run.request.form
+    said = []
+    zone = await run_async((*run.box.set_timezone, form.timezone), time_limit_s=60)
+    if zone.returncode != 0:
+        log.warning("cannot set the time zone %s: %s", form.timezone, zone.stderr_tail())
+        said.append("the box's clock stays in its old time zone")
+    else:
+        said.append(f"time zone {form.timezone}")
+    name = pretty_name(form.family_name)
+    named = await run_async((*run.box.set_pretty_name, name), time_limit_s=60)
+    if named.returncode != 0:
+        log.warning("cannot set the box's pretty name: %s", named.stderr_tail())
+    else:
+        said.append(f"the box is {name}")
+    return "; ".join(said)
+
+
+def pretty_name(family_name: str) -> str:
+    """The box's pretty host name (machine-info(5) ``PRETTY_HOSTNAME``) for ``family_name``:
+    ``Memu (The Okafors)``."""
+    return f"Memu ({family_name})"
 
 
 async def _command(argv: Sequence[str], what: str, hint: str) -> None:
@@ -332,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="command that starts what is configured but not running")
     ap.add_argument("--set-timezone", nargs="+",
                     help="command that sets the host's time zone (the zone is appended)")
+    ap.add_argument("--set-pretty-name", nargs="+",
+                    help="command that sets the host's pretty name (the name is appended)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     box = Box(state_dir=args.state_dir, config_dir=args.config, synapse_url=args.synapse)
@@ -341,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         box = dataclasses.replace(box, reload_stack=tuple(args.reload_stack))
     if args.set_timezone:
         box = dataclasses.replace(box, set_timezone=tuple(args.set_timezone))
+    if args.set_pretty_name:
+        box = dataclasses.replace(box, set_pretty_name=tuple(args.set_pretty_name))
     try:
         return 0 if asyncio.run(apply(box)) else 1
     except MemuError as e:

@@ -75,12 +75,15 @@ class Settings:
         tailscale_auth_key: the family's Tailscale auth key (``tskey-…``), or "" for no
             remote access; given, it switches Tailscale on unless ``optional`` says "off".
         timezone: the family's IANA time zone (the assistant's dates and times, photos).
+        language: the family's language tag from the setup form (``en-GB``): the chat
+            client's language until a person picks another.
     """
 
     server_name: str
     optional: Mapping[str, str] = dataclasses.field(default_factory=dict)
     tailscale_auth_key: str = dataclasses.field(default="", repr=False)
     timezone: str = "UTC"
+    language: str = "en"
 
     def __post_init__(self) -> None:
         optional_services.check(self.optional)
@@ -97,6 +100,13 @@ class Settings:
         except ValueError as e:
             raise MemuError(f"{self.timezone!r} is not a time zone",
                             hint="use a name like Europe/London or America/New_York") from e
+        try:
+            good = form.language(self.language) == self.language
+        except ValueError:
+            good = False
+        if not good:
+            raise MemuError(f"{self.language!r} is not a language tag",
+                            hint="use a tag like en, en-GB or de-DE")
         if not _SERVER_NAME.match(self.server_name):
             raise MemuError(f"server name {self.server_name!r} is not a host name",
                             hint="use lower-case letters, digits, dots and dashes, e.g. "
@@ -140,7 +150,9 @@ def synapse_config(settings: Settings, secret: dict[str, str]) -> dict[str, obje
 
 def element_config(settings: Settings) -> dict[str, object]:
     """Element web's config.json: this box's homeserver only, no guests, no sign-up (the
-    admin invites the family), nothing that calls out to element.io's services."""
+    admin invites the family), nothing that calls out to element.io's services, in the
+    family's language (Element's ``language`` setting takes a config-level default:
+    element-web src/settings/Settings.tsx; a person's own choice in Element still wins)."""
     name = settings.server_name
     return {
         "default_server_config": {"m.homeserver": {"base_url": f"http://{name}",
@@ -154,7 +166,8 @@ def element_config(settings: Settings) -> dict[str, object]:
         "integrations_rest_url": "",
         "integrations_widgets_urls": [],
         "setting_defaults": {"UIFeature.registration": False,
-                             "UIFeature.passwordReset": False},
+                             "UIFeature.passwordReset": False,
+                             "language": settings.language},
         "show_labs_settings": False,
     }
 

@@ -184,6 +184,19 @@ def test_setup_is_closed_and_its_code_gone_once_done(
         "No such file or directory")
 
 
+def test_the_host_has_the_familys_time_zone_and_name(booted: VM, stack_up: SetupResult) -> None:
+    """The setup's answers on the host itself (timedated, hostnamed); the host name, which
+    memu.local answers to, stays; the chat client speaks the family's language."""
+    family = setup_client.FAMILY
+    shown = booted.sh("timedatectl show -p Timezone --value; hostnamectl --pretty; "
+                      "hostnamectl --static").split()
+    assert shown[0] == family["timezone"], shown
+    assert " ".join(shown[1:-1]) == f"Memu ({family['family_name']})", shown
+    assert shown[-1] == "memu", shown
+    element = json.loads(booted.sh("cat /etc/memu/stack/element/config.json"))
+    assert element["setting_defaults"]["language"] == family["language"]
+
+
 def test_core_stack_starts_healthy_from_the_preloaded_images(
         booted: VM, stack_up: SetupResult) -> None:
     stack = _status(booted)

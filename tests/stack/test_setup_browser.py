@@ -62,7 +62,8 @@ async def agent(chat: hoststack.Chat, tmp_path: Path) -> AsyncIterator[tuple[str
                          issue_dir=tmp_path / "issue.d")
     command = [sys.executable, "-m", "memu_firstboot.apply", "--state-dir", str(state),
                "--config", str(chat.config), "--synapse", chat.inside,
-               "--start-stack", "true", "--reload-stack", "true", "--set-timezone", "true"]
+               "--start-stack", "true", "--reload-stack", "true", "--set-timezone", "true",
+               "--set-pretty-name", "true"]
     app = make_app(config, paths=HostPaths(proc=proc, data=tmp_path),
                    facts=BootFacts("0.1.0", BootInfo(None, None, None)),
                    setup_runner=SetupRunner(state, command, config_dir=chat.config))

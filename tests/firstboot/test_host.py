@@ -1,0 +1,50 @@
+"""The apply's configuration step on the host's side: the family's time zone and the box's
+pretty name are handed to the host's own commands (timedatectl, hostnamectl; here scripts
+that record their arguments), the family's language reaches the chat client, and a command
+that refuses is said in the step, never a failed setup."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from memu_firstboot import apply, progress
+from memu_firstboot.form import SetupRequest
+
+
+def recorder(path: Path, log: Path, status: int) -> tuple[str, ...]:
+    """A command that appends its arguments (one line) to ``log`` and exits ``status``."""
+    path.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexit {status}\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return (str(path),)
+
+
+@pytest.mark.parametrize("refuses", [False, True])
+async def test_the_config_step_sets_up_the_host(tmp_path: Path, refuses: bool) -> None:
+    log = tmp_path / "host-commands"
+    box = apply.Box(state_dir=tmp_path / "state", config_dir=tmp_path / "config",
+                    set_timezone=(*recorder(tmp_path / "tz", log, 1 if refuses else 0),
+                                  "set-timezone"),
+                    set_pretty_name=(*recorder(tmp_path / "name", log, 0), "--pretty"))
+    (tmp_path / "state").mkdir()
+    form = SetupRequest("The Okafors", "ada", "purple-kettle-sings", "Europe/Berlin", "de-DE")
+    steps = [s for s in apply.STEPS if s.name == "config"]
+    prog = progress.Progress(tmp_path / "state" / progress.PROGRESS_FILE, steps)
+    async with aiohttp.ClientSession() as session:
+        run = apply.Run(box, apply.StoredRequest(form, "memu.local"), session)
+        assert await progress.run_steps(run, steps, prog)
+    step = prog.body["steps"][0]
+    assert step["state"] == "done"
+    assert log.read_text().splitlines() == ["set-timezone Europe/Berlin",
+                                            "--pretty Memu (The Okafors)"]
+    if refuses:
+        assert step["message"].endswith(
+            "the box's clock stays in its old time zone; the box is Memu (The Okafors)")
+    else:
+        assert step["message"].endswith("time zone Europe/Berlin; the box is Memu (The Okafors)")
+    element = json.loads((tmp_path / "config" / "element" / "config.json").read_text())
+    assert element["setting_defaults"]["language"] == "de-DE"
