@@ -38,7 +38,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,7 +46,7 @@ from aiohttp import web
 
 from memu_agent import claim_api, stack
 from memu_agent.appkeys import CONFIG, PATHS
-from memu_agent.auth import AUTH, on_refusal
+from memu_agent.auth import AUTH, WAIT_WORDS, on_refusal, told_to_wait, wait_s
 from memu_agent.pages import form_page, photos_url, see_other, sentence
 from memu_agent.ratelimit import client_key
 from memu_agent.sessions import COOKIE
@@ -172,11 +171,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     password = str(data.get("password", ""))
     auth = request.app[AUTH]
     key = client_key(request.remote)
-    if (wait := auth.limiter.retry_after(key)) > 0:
-        resp = _sign_in_page(request, status=429, username=username, error=(
-            f"Too many wrong tries from this device: wait {math.ceil(wait)} seconds."))
-        resp.headers["Retry-After"] = str(math.ceil(wait))
-        return resp
+    if wait := wait_s(request):
+        return told_to_wait(_sign_in_page(request, status=429, username=username,
+                                          error=WAIT_WORDS.format(wait)), wait)
     if not username or not password:
         return _sign_in_page(request, status=400, username=username,
                              error="Type the admin's user name and password.")

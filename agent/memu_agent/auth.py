@@ -222,6 +222,22 @@ def on_refusal(app: web.Application, handler: Handler, page: RefusalPage) -> Non
     app.setdefault(REFUSAL_PAGES, {})[handler] = page
 
 
+def wait_s(request: web.Request) -> int:
+    """Whole seconds the client of ``request`` must still wait after wrong tries of a
+    secret (code, token, password) before its next one; 0 when it may try now."""
+    return math.ceil(request.app[AUTH].limiter.retry_after(client_key(request.remote)))
+
+
+def told_to_wait(resp: web.StreamResponse, wait: int) -> web.StreamResponse:
+    """``resp`` (a 429 answer) with ``Retry-After: wait`` (RFC 9110 §10.2.3)."""
+    resp.headers["Retry-After"] = str(wait)
+    return resp
+
+
+#: A page's words for a client that must wait (the seconds are filled in).
+WAIT_WORDS = "Too many wrong tries from this device: wait {} seconds."
+
+
 CODE_LINKS: web.AppKey[set[Handler]] = web.AppKey("memu_agent.auth.code_links")
 
 
@@ -324,12 +340,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if access is Access.OPEN:
         return await handler(request)
     key = client_key(request.remote)
-    wait = auth.limiter.retry_after(key)
-    if wait > 0:
-        resp = await refuse(429, "too many wrong tries from this device",
-                            f"wait {math.ceil(wait)} seconds, then try again")
-        resp.headers["Retry-After"] = str(math.ceil(wait))
-        return resp
+    if wait := wait_s(request):
+        return told_to_wait(await refuse(429, "too many wrong tries from this device",
+                                         f"wait {wait} seconds, then try again"), wait)
     valid, wrong = await presented(request, auth)
     verdict = decide(access, set_up=auth.set_up(), valid=valid, wrong=wrong)
     if verdict.status:

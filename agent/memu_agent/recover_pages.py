@@ -34,7 +34,7 @@ from aiohttp import web
 
 from memu_agent import console
 from memu_agent.appkeys import CONFIG
-from memu_agent.auth import AUTH, normalize_code, on_refusal
+from memu_agent.auth import AUTH, WAIT_WORDS, normalize_code, on_refusal, told_to_wait, wait_s
 from memu_agent.facts import local_name
 from memu_agent.pages import form_page, see_other, sentence
 from memu_agent.ratelimit import client_key
@@ -141,11 +141,8 @@ async def recover(request: web.Request) -> web.StreamResponse:
         return see_other("/")
     auth = request.app[AUTH]
     key = client_key(request.remote)
-    if (wait := auth.limiter.retry_after(key)) > 0:
-        resp = _page(request, status=429, error=(
-            f"Too many wrong tries from this device: wait {math.ceil(wait)} seconds."))
-        resp.headers["Retry-After"] = str(math.ceil(wait))
-        return resp
+    if wait := wait_s(request):
+        return told_to_wait(_page(request, status=429, error=WAIT_WORDS.format(wait)), wait)
     data = {k: str(v) for k, v in (await request.post()).items()}
     state_dir = request.app[CONFIG].state_dir
     admin = setup_admin(state_dir)
