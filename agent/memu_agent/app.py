@@ -46,6 +46,8 @@ from memu_agent.facts import (
 from memu_agent.ratelimit import FailureLimiter
 from memu_agent.reset_api import system_reboot
 from memu_agent.sessions import Sessions
+from memu_agent.tailnet import Tailnet, all_names, https_middleware
+from memu_agent.tailnet import add as add_tailnet
 from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
 from memu_common.files import read_json_object
@@ -154,6 +156,7 @@ def make_app(
     on_setup_exit: Callable[[int], Awaitable[None]] | None = None,
     recoverer: recover_pages.Recoverer | None = None,
     immich_url: str = photos.IMMICH_URL,
+    tailnet: Tailnet | None = None,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -177,11 +180,14 @@ def make_app(
             with the stack's registration secret).
         immich_url: Immich on loopback, where the admin's sign-in makes photos'
             administrator (:mod:`memu_firstboot.photos`).
+        tailnet: where the box's tailnet address comes from (default: the stack's
+            tailscaled, :mod:`memu_agent.tailnet`).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
     updater = updater or Updater(config.ota, running=facts.version)
-    app = web.Application(middlewares=[auth_middleware])
+    tailnet = tailnet or Tailnet()
+    app = web.Application(middlewares=[https_middleware, auth_middleware])
     app[CONFIG] = config
     app[PATHS] = paths
     app[FACTS] = facts
@@ -189,13 +195,14 @@ def make_app(
         state_dir=config.state_dir,
         sessions=Sessions(config.state_dir),
         limiter=limiter if limiter is not None else FailureLimiter(),
-        host_names=lambda: host_names(hostname(paths)),
+        host_names=lambda: all_names(host_names(hostname(paths)), tailnet),
     )
     add_route(app, "GET", "/api/status", status, Access.OPEN, name="api-status")
     update_api.add_routes(app, updater)
     reset_api.add_routes(app, reboot)
     claim_api.add_routes(app, updater.reset_source)
     front_door.add_routes(app, stack_url)
+    add_tailnet(app, tailnet)
     firstboot_web.add_routes(
         app,
         firstboot_web.PageInfo(

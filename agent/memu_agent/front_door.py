@@ -31,6 +31,7 @@ body and the response body are streamed, so a 100 MB upload is never held in mem
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -63,8 +64,71 @@ def _upstream(request: web.Request) -> tuple[URL, dict[str, str]]:
     return URL(request.app[UPSTREAM] + request.raw_path, encoded=True), headers
 
 
+#: Given a request, the homeserver address to announce when it is not the stack's own (the
+#: box asked for by its tailnet name: :func:`memu_agent.tailnet.base_url_for`), else None.
+BASE_URL: web.AppKey[Callable[[web.Request], str | None]] = web.AppKey(
+    "memu_agent.front_door.base_url")
+#: The answers that announce the homeserver's address, and where in their JSON: Matrix
+#: client discovery (client-server spec, "Server Discovery": ``m.homeserver.base_url``) and
+#: Element web's ``config.json`` (``default_server_config``, element-web docs/config.md).
+ANNOUNCES: dict[str, tuple[str, ...]] = {
+    "/.well-known/matrix/client": ("m.homeserver",),
+    "/config.json": ("default_server_config", "m.homeserver"),
+}
+
+
+def _stack_down(request: web.Request, e: Exception) -> web.Response:
+    log.warning("%s %s: the stack does not answer: %s", request.method, request.path, e)
+    return web.json_response(
+        {"errcode": "M_UNKNOWN", "error": "the chat server is not running",
+         "hint": "if the box was just set up or updated, wait a minute; the box's page "
+                 "shows which service is down"},
+        status=502, headers={"Retry-After": "30", "Cache-Control": "no-store"})
+
+
+def announced(body: bytes, keys: tuple[str, ...], base_url: str) -> bytes:
+    """``body`` (a JSON object) with its object at ``keys`` given ``base_url`` as its
+    ``base_url``; unchanged when there is no such object. Pure."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body
+    place = doc
+    for key in keys:
+        place = place.get(key) if isinstance(place, dict) else None
+    if not isinstance(place, dict):
+        return body
+    place["base_url"] = base_url
+    return json.dumps(doc, indent=1).encode()
+
+
+async def _announce(request: web.Request, keys: tuple[str, ...], base_url: str
+                    ) -> web.StreamResponse:
+    """nginx's answer to a discovery ``GET``, announcing ``base_url`` as the homeserver."""
+    url, headers = _upstream(request)
+    headers = {k: v for k, v in headers.items() if k.lower() != "accept-encoding"}
+    try:
+        async with request.app[SESSION].get(url, headers=headers,
+                                            allow_redirects=False) as upstream:
+            body = await upstream.read()
+            resp = web.Response(status=upstream.status, body=announced(body, keys, base_url)
+                                if upstream.status == 200 else body)
+            for k, v in upstream.headers.items():
+                if k.lower() not in _HOP and k.lower() != "content-encoding":
+                    resp.headers.add(k, v)
+            return resp
+    except (aiohttp.ClientConnectionError, TimeoutError) as e:
+        return _stack_down(request, e)
+
+
 async def forward(request: web.Request) -> web.StreamResponse:
-    """Pass ``request`` to the stack's nginx and stream its answer back (any method)."""
+    """Pass ``request`` to the stack's nginx and stream its answer back (any method); a
+    discovery answer (:data:`ANNOUNCES`) asked for by another of the box's names announces
+    that name's address (:data:`BASE_URL`)."""
+    keys = ANNOUNCES.get(request.path) if request.method == "GET" else None
+    base_url = request.app[BASE_URL](request) if keys and BASE_URL in request.app else None
+    if keys and base_url:
+        return await _announce(request, keys, base_url)
     url, headers = _upstream(request)
     body = request.content if request.body_exists else None
     try:
@@ -83,12 +147,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
             await resp.write_eof()
             return resp
     except (aiohttp.ClientConnectionError, TimeoutError) as e:
-        log.warning("%s %s: the stack does not answer: %s", request.method, request.path, e)
-        return web.json_response(
-            {"errcode": "M_UNKNOWN", "error": "the chat server is not running",
-             "hint": "if the box was just set up or updated, wait a minute; the box's page "
-                     "shows which service is down"},
-            status=502, headers={"Retry-After": "30", "Cache-Control": "no-store"})
+        return _stack_down(request, e)
 
 
 async def _session(app: web.Application) -> AsyncIterator[None]:

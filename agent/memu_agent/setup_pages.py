@@ -43,6 +43,7 @@ from memu_agent.auth import AUTH, CODE_FIELD, code_in_link, on_refusal
 from memu_agent.facts import local_name
 from memu_agent.pages import form_page, photos_url, see_other, sentence
 from memu_agent.sessions import COOKIE, SessionKind
+from memu_agent.tailnet import remote_url
 from memu_common import optional
 from memu_common.access import Access, add_route
 from memu_common.files import read_env_file, read_json_object
@@ -279,9 +280,11 @@ async def ready_page(request: web.Request) -> web.StreamResponse:
     env = read_env_file(request.app[RUNNER].config_dir / "stack.env")
     name = env.get("MEMU_SERVER_NAME") or server_name(request)
     return respond(request, "ready.html", server_name=name,
-                   chat_url=f"http://{request.host}/", photos_url=photos_url(request),
-                   admin_url=f"http://{request.host}/admin",
+                   chat_url=f"{request.scheme}://{request.host}/",
+                   photos_url=photos_url(request),
+                   admin_url=f"{request.scheme}://{request.host}/admin",
                    remote_access=env.get(optional.env_name("tailscale")) == "on",
+                   remote_url=remote_url(request),
                    photos_admin=photos.recorded(request.app[RUNNER].state_dir) or "",
                    photos_email=photos.photos_email(setup_admin(request.app[RUNNER].state_dir)
                                                     or f"@admin:{name}"))

@@ -7,7 +7,8 @@ uses; its ``BackendState`` is one of NoState, NeedsLogin, NeedsMachineAuth, Stop
 Starting, Running — tailscale.com/ipn/backend.go) until the box is connected or the answer
 is settled, and :func:`judge` turns the answer into the step's result:
 
-    connected          Running: the box's name on the tailnet
+    connected          Running: the box's HTTPS address on the tailnet (or, when the
+                       tailnet gives no certificates, its name and how to turn them on)
     needs approval     NeedsMachineAuth: the tailnet wants an admin to approve the device
     not logged in      NeedsLogin: the login with the key has not succeeded (the key is
                        mistyped, used or expired, or the box is not online)
@@ -51,6 +52,35 @@ class Verdict:
     message: str
 
 
+@dataclass(frozen=True)
+class Address:
+    """The box's HTTPS address on the family's tailnet.
+
+    Attributes:
+        name: its MagicDNS name (``memu.tail1234.ts.net``), which Tailscale has a
+            certificate for and serves HTTPS on (the stack's serve config).
+    """
+
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.name}"
+
+
+def address(status: Mapping[str, Any] | None) -> Address | None:
+    """The box's HTTPS address from one LocalAPI status answer: its ``Self.DNSName`` when
+    the box is connected (``BackendState`` Running) and the tailnet gives it certificates
+    for that name (``CertDomains``, empty unless the tailnet's admin turned on MagicDNS and
+    HTTPS certificates: tailscale.com/kb/1153/enabling-https); None otherwise. Pure."""
+    if status is None or status.get("BackendState") != "Running":
+        return None
+    me = status.get("Self") or {}
+    name = str(me.get("DNSName", "")).rstrip(".").lower()
+    domains = {str(d).rstrip(".").lower() for d in status.get("CertDomains") or []}
+    return Address(name) if name and name in domains else None
+
+
 def judge(status: Mapping[str, Any] | None) -> Verdict:
     """The verdict on one LocalAPI status answer (``None``: no answer). Pure."""
     if status is None:
@@ -59,9 +89,14 @@ def judge(status: Mapping[str, Any] | None) -> Verdict:
             "first); the box connects on its own once it is there"))
     backend = str(status.get("BackendState", ""))
     if backend == "Running":
-        me = status.get("Self") or {}
-        name = str(me.get("DNSName", "")).rstrip(".") or str(me.get("HostName", "the box"))
-        return Verdict(Remote.CONNECTED, f"connected to your tailnet as {name}")
+        where = address(status)
+        if where is None:
+            me = status.get("Self") or {}
+            name = str(me.get("DNSName", "")).rstrip(".") or str(me.get("HostName", "the box"))
+            return Verdict(Remote.CONNECTED, (
+                f"connected to your tailnet as {name}; for phone apps (they need HTTPS) turn "
+                "on MagicDNS and HTTPS certificates in Tailscale's admin console (DNS page)"))
+        return Verdict(Remote.CONNECTED, f"connected to your tailnet: {where.url}")
     if backend == "NeedsMachineAuth":
         return Verdict(Remote.NEEDS_APPROVAL, (
             "your tailnet asks an administrator to approve this box: approve it in "

@@ -172,6 +172,27 @@ def element_config(settings: Settings) -> dict[str, object]:
     }
 
 
+#: Tailscale's serve config, which the stack's tailscale container reads (TS_SERVE_CONFIG).
+TAILSCALE_SERVE = "tailscale/serve.json"
+#: Where Tailscale's HTTPS goes: the agent's front door (port 80), on loopback because the
+#: tailscale container shares the host's network.
+FRONT_DOOR = "http://127.0.0.1:80"
+
+
+def tailscale_serve_config() -> dict[str, object]:
+    """Tailscale's serve config (``ipn.ServeConfig`` as JSON, tailscale.com/ipn/serve.go):
+    HTTPS on the tailnet's port 443 with the box's Tailscale certificate, proxied to the
+    agent's front door, so the family's devices reach chat, photos' links and ``/admin`` at
+    ``https://<box>.<tailnet>.ts.net`` (phone chat apps need HTTPS). Never opened to the
+    internet (``AllowFunnel`` false). The container's entry point puts the box's certificate
+    name for ``${TS_CERT_DOMAIN}``; Tailscale sends the name asked for as ``Host`` and adds
+    ``X-Forwarded-Proto: https``, which the agent trusts from loopback only."""
+    site = "${TS_CERT_DOMAIN}:443"
+    return {"TCP": {"443": {"HTTPS": True}},
+            "Web": {site: {"Handlers": {"/": {"Proxy": FRONT_DOOR}}}},
+            "AllowFunnel": {site: False}}
+
+
 def service_database_sql(role: str, password: str, extensions: Sequence[str]) -> str:
     """A service's role and its own database (UTF8, owned by it), with the extensions it
     needs made there by the superuser (the service's role cannot make them)."""
@@ -222,6 +243,8 @@ def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes,
     files["synapse/homeserver.yaml"] = (hs.encode(), 0o644)
     element = json.dumps(element_config(settings), indent=1, sort_keys=True) + "\n"
     files["element/config.json"] = (element.encode(), 0o644)
+    serve = json.dumps(tailscale_serve_config(), indent=1, sort_keys=True) + "\n"
+    files[TAILSCALE_SERVE] = (serve.encode(), 0o644)
     choices = dict(settings.optional)
     if settings.tailscale_auth_key:
         files[TAILSCALE_KEY] = (settings.tailscale_auth_key.encode() + b"\n", 0o600)

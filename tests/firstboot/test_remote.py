@@ -1,8 +1,6 @@
 """Remote access at setup (memu_firstboot.remote and the apply's last step), against a
 stand-in for tailscaled's LocalAPI on a Unix socket: the Tailscale image is a registry image
-that cannot be fetched here, so the stand-in answers ``GET /localapi/v0/status`` with the
-fields the real one has (tailscale.com/ipnstate.Status: BackendState, Self, Health) and, as
-tailscaled does, only for the Host ``local-tailscaled.sock``."""
+that cannot be fetched here (memu_dev.tailscale_api)."""
 
 from __future__ import annotations
 
@@ -14,28 +12,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from memu_dev.tailscale_api import NO_CERTIFICATES, RUNNING, LocalApi
 from memu_firstboot import apply, progress, remote
 from memu_firstboot.form import SetupRequest
 from memu_firstboot.remote import Remote, judge
-
-RUNNING = {"BackendState": "Running",
-           "Self": {"HostName": "memu", "DNSName": "memu.tail1234.ts.net."}}
-
-
-class LocalApi:
-    """tailscaled's LocalAPI status, answering ``states`` one after another (the last
-    repeats)."""
-
-    def __init__(self, states: list[dict[str, Any]]) -> None:
-        self.states = states
-        self.asked = 0
-
-    async def status(self, request: web.Request) -> web.Response:
-        if request.host != remote.LOCALAPI_HOST:
-            return web.Response(status=403, text="invalid localapi Host header")
-        body = self.states[min(self.asked, len(self.states) - 1)]
-        self.asked += 1
-        return web.json_response(body)
 
 
 @pytest.fixture
@@ -44,13 +24,8 @@ async def serve(tmp_path: Path) -> AsyncIterator[Any]:
 
     async def start(states: list[dict[str, Any]]) -> tuple[Path, LocalApi]:
         api = LocalApi(states)
-        app = web.Application()
-        app.router.add_get("/localapi/v0/status", api.status)
-        runner = web.AppRunner(app)
-        await runner.setup()
         socket = tmp_path / f"tailscaled-{len(runners)}.sock"
-        await web.UnixSite(runner, str(socket)).start()
-        runners.append(runner)
+        runners.append(await api.serve(socket))
         return socket, api
 
     yield start
@@ -60,7 +35,11 @@ async def serve(tmp_path: Path) -> AsyncIterator[Any]:
 
 def test_judge_says_each_state_in_plain_words() -> None:
     assert judge(RUNNING) == remote.Verdict(
-        Remote.CONNECTED, "connected to your tailnet as memu.tail1234.ts.net")
+        Remote.CONNECTED, "connected to your tailnet: https://memu.tail1234.ts.net")
+    plain = judge(NO_CERTIFICATES)
+    assert plain.state is Remote.CONNECTED and plain.message.startswith(
+        "connected to your tailnet as memu.tail1234.ts.net; for phone apps")
+    assert "HTTPS certificates" in plain.message
     assert judge({"BackendState": "NeedsMachineAuth"}).state is Remote.NEEDS_APPROVAL
     refused = judge({"BackendState": "NeedsLogin"})
     assert refused.state is Remote.NOT_LOGGED_IN and "refused" in refused.message
@@ -70,6 +49,15 @@ def test_judge_says_each_state_in_plain_words() -> None:
     assert "home DERP" in offline.message and "internet" in offline.message
     absent = judge(None)
     assert absent.state is Remote.OFFLINE and "downloaded" in absent.message
+
+
+def test_the_https_address_needs_a_connected_box_with_a_certificate() -> None:
+    assert remote.address(RUNNING) == remote.Address("memu.tail1234.ts.net")
+    assert remote.address(RUNNING).url == "https://memu.tail1234.ts.net"  # type: ignore[union-attr]
+    assert remote.address(NO_CERTIFICATES) is None
+    assert remote.address(RUNNING | {"BackendState": "Starting"}) is None
+    assert remote.address(RUNNING | {"CertDomains": ["other.tail1234.ts.net"]}) is None
+    assert remote.address(None) is None
 
 
 async def test_waits_until_connected(serve: Any) -> None:
@@ -112,6 +100,6 @@ async def test_the_setup_step_never_fails_on_remote_access(
             assert await progress.run_steps(run, steps, prog)
         step = prog.body["steps"][0]
         results.append((step["state"], step["message"]))
-    assert results[0] == ("done", "connected to your tailnet as memu.tail1234.ts.net")
+    assert results[0] == ("done", "connected to your tailnet: https://memu.tail1234.ts.net")
     assert results[1][0] == "later" and "cannot reach Tailscale" in results[1][1]
     assert results[2][0] == "skipped"

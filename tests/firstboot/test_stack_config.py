@@ -3,6 +3,7 @@ whose ``UMask=0077`` must not make the containers' files unreadable to them."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from memu_firstboot import stack_config
+
+COMPOSE = Path(__file__).parents[2] / "overlays/common/usr/share/memu/stack/compose.yaml"
 
 
 @pytest.fixture
@@ -47,3 +50,21 @@ def test_secrets_are_made_once(tmp_path: Path) -> None:
     after = {p.name: p.read_text() for p in (tmp_path / "secrets").iterdir()}
     assert after == before
     assert all(len(v.strip()) == 64 for v in after.values())
+
+
+def test_tailscale_serves_the_front_door_over_https_on_the_tailnet_only(tmp_path: Path) -> None:
+    """The serve config the stack's tailscale container reads (TS_SERVE_CONFIG): HTTPS on
+    443 with the box's certificate name (the container fills in ${TS_CERT_DOMAIN}) to the
+    agent's port 80, never to the internet (no Funnel); compose.yaml mounts that file."""
+    stack_config.apply(stack_config.Settings("memu.local", tailscale_auth_key="tskey-auth-k1"),
+                       tmp_path)
+    serve = json.loads((tmp_path / stack_config.TAILSCALE_SERVE).read_text())
+    site = "${TS_CERT_DOMAIN}:443"
+    assert serve == {"TCP": {"443": {"HTTPS": True}},
+                     "Web": {site: {"Handlers": {"/": {"Proxy": "http://127.0.0.1:80"}}}},
+                     "AllowFunnel": {site: False}}
+    compose = COMPOSE.read_text()
+    service = compose[compose.index("\n  tailscale:\n"):compose.index("\nnetworks:")]
+    assert "\n    network_mode: host\n" in service  # so 127.0.0.1:80 is the agent
+    assert "\n      TS_SERVE_CONFIG: /config/serve.json\n" in service
+    assert f"}}/{stack_config.TAILSCALE_SERVE}:/config/serve.json:ro\n" in service
