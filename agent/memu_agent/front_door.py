@@ -25,6 +25,11 @@ answer, the client gets 502 with a JSON error in the Matrix error format
 (``{"errcode": "M_UNKNOWN", "error": …}``, Matrix client-server spec, "Standard error
 response") and a hint.
 
+The two answers that announce the homeserver's address (the chat discovery and Element's
+``config.json``: :data:`ANNOUNCES`) say the stack's own address (``http://memu.local``),
+except when the box was asked for by its tailnet name: then they announce its HTTPS
+address there (:data:`BASE_URL`, :mod:`memu_agent.tailnet`).
+
 Forwarding follows RFC 9110 §7.6.1: hop-by-hop headers are dropped both ways; the request
 body and the response body are streamed, so a 100 MB upload is never held in memory.
 """
