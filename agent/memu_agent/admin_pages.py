@@ -50,11 +50,12 @@ from memu_agent.auth import AUTH, WAIT_WORDS, on_refusal, told_to_wait, wait_s
 from memu_agent.pages import form_page, photos_url, see_other, sentence
 from memu_agent.ratelimit import client_key
 from memu_agent.sessions import COOKIE
+from memu_agent.setup_pages import RUNNER
 from memu_agent.tailnet import remote_url
 from memu_agent.update_api import UPDATER
 from memu_common import MemuError
 from memu_common.access import Access, add_route
-from memu_firstboot import form, photos
+from memu_firstboot import form, photos, stack_config
 from memu_firstboot.form import BOT_USERNAME
 from memu_firstboot.provision import (
     FAMILY_ALIAS,
@@ -263,6 +264,7 @@ async def _render(request: web.Request, *, status: int = 200, done: str = "",
                      me=admin.user_id if admin else "", bot=BOT_USERNAME, done=done,
                      photos_admin=photos.recorded(request.app[CONFIG].state_dir) or "",
                      photos_url=photos_url(request), remote_url=remote_url(request),
+                     edited=stack_config.edited(request.app[RUNNER].config_dir),
                      error=error, secret=secret)
 
 

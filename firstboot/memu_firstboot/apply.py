@@ -176,9 +176,8 @@ async def _secrets(run: Run) -> str:
 
 
 async def _config(run: Run) -> str:
-    written = stack_config.apply(run.settings(), run.box.config_dir)
-    done = f"wrote {len(written)} files for the server {run.request.server_name}"
-    return f"{done}; {await _host(run)}"
+    applied = stack_config.apply(run.settings(), run.box.config_dir)
+    return f"server {run.request.server_name}: {applied.summary()}; {await _host(run)}"
 
 
 async def _host(run: Run) -> str:

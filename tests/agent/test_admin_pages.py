@@ -19,7 +19,9 @@ from memu_agent.app import make_app
 from memu_agent.config import AgentConfig
 from memu_agent.facts import HostPaths
 from memu_agent.ratelimit import FailureLimiter
+from memu_agent.setup_pages import SetupRunner
 from memu_dev.immich_api import Immich
+from memu_firstboot import stack_config
 from memu_firstboot.provision import Account
 from memu_firstboot.state import SETUP_DONE_MARKER
 
@@ -53,7 +55,8 @@ async def open_box(aiohttp_client: AiohttpClient, config: AgentConfig, host: Hos
     checks = Checks()
     app = make_app(config, paths=host, admin_checker=checks,
                    limiter=FailureLimiter(free=free), synapse_url=NO_SYNAPSE,
-                   immich_url=immich)
+                   immich_url=immich, setup_runner=SetupRunner(
+                       config.state_dir, config_dir=config.state_dir / "stack"))
     return await aiohttp_client(app), checks
 
 
@@ -92,6 +95,24 @@ async def test_sign_in_page_and_sign_out(
     # the old session token is dead even if a browser kept it
     client.session.cookie_jar.update_cookies({"memu_session": cookie.value})
     assert (await client.get("/admin", allow_redirects=False)).status == 401
+
+
+async def test_the_page_lists_configuration_kept_because_it_was_edited(
+    aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
+) -> None:
+    """A configuration file someone edited is kept by the box's apply with its own version
+    beside it (memu_firstboot.stack_config.apply); the admin page names it."""
+    client, _ = await open_box(aiohttp_client, config, host)
+    stack = config.state_dir / "stack"
+    stack_config.apply(stack_config.Settings("memu.local"), stack)
+    (stack / "synapse" / "homeserver.yaml").write_text("{}\n")
+    stack_config.apply(stack_config.Settings("memu.local", language="de"), stack)  # kept
+    stack_config.apply(stack_config.Settings("memu.local", language="de"), stack)
+    assert (await sign_in(client, "ada", "purple-kettle-sings")).status == 303
+    text = await (await client.get("/admin")).text()
+    assert "Configuration you edited" in text and "<code>synapse/homeserver.yaml</code>" in text
+    assert "element/config.json" not in text  # nobody edited it: the box updated it
+    assert "reachable at home only" in text  # no tailnet here
 
 
 async def test_the_first_sign_in_after_photos_arrive_makes_their_administrator(

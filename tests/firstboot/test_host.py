@@ -41,6 +41,7 @@ async def test_the_config_step_sets_up_the_host(tmp_path: Path, refuses: bool) -
     assert step["state"] == "done"
     assert log.read_text().splitlines() == ["set-timezone Europe/Berlin",
                                             "--pretty Memu (The Okafors)"]
+    assert step["message"].startswith("server memu.local: wrote ")
     if refuses:
         assert step["message"].endswith(
             "the box's clock stays in its old time zone; the box is Memu (The Okafors)")

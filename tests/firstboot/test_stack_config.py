@@ -68,3 +68,66 @@ def test_tailscale_serves_the_front_door_over_https_on_the_tailnet_only(tmp_path
     assert "\n    network_mode: host\n" in service  # so 127.0.0.1:80 is the agent
     assert "\n      TS_SERVE_CONFIG: /config/serve.json\n" in service
     assert f"}}/{stack_config.TAILSCALE_SERVE}:/config/serve.json:ro\n" in service
+
+
+def element_language(config: Path, name: str = "element/config.json") -> str:
+    return str(json.loads((config / name).read_text())["setting_defaults"]["language"])
+
+
+def test_a_second_run_changes_nothing_and_an_edited_file_is_kept(tmp_path: Path) -> None:
+    """The box re-applies its configuration (again at setup, after a change of answers):
+    what nobody touched follows the new settings; a file someone edited stays as they left
+    it, with the box's new version beside it for the admin to merge."""
+    first = stack_config.apply(stack_config.Settings("memu.local"), tmp_path)
+    assert first.made and not first.updated and not first.kept
+    again = stack_config.apply(stack_config.Settings("memu.local"), tmp_path)
+    assert (again.made, again.updated, again.kept) == ((), (), ())
+    assert sorted(again.same) == sorted(first.made)
+    assert again.summary() == f"nothing to change ({len(first.made)} files as they were)"
+
+    element = tmp_path / "element" / "config.json"
+    element.write_text(element.read_text().replace('"brand": "Memu"', '"brand": "Okafors"'))
+    changed = stack_config.apply(stack_config.Settings("memu.local", language="de-DE",
+                                                       timezone="Europe/Berlin"), tmp_path)
+    assert changed.kept == ("element/config.json",)
+    assert set(changed.updated) == {"stack.env", "intelligence/bot.env"}
+    assert '"brand": "Okafors"' in element.read_text() and element_language(tmp_path) == "en"
+    assert element_language(tmp_path, "element/config.json.memu-new") == "de-DE"
+    assert stack_config.edited(tmp_path) == ["element/config.json"]
+    assert "kept 1 edited files as they are (element/config.json;" in changed.summary()
+    # The admin has seen the new version and keeps theirs: not offered again ...
+    (tmp_path / "element/config.json.memu-new").unlink()
+    seen = stack_config.apply(stack_config.Settings("memu.local", language="de-DE",
+                                                    timezone="Europe/Berlin"), tmp_path)
+    assert seen.kept == ("element/config.json",) and stack_config.edited(tmp_path) == []
+    # ... until the box has a newer one.
+    newer = stack_config.apply(stack_config.Settings("memu.local", language="fr",
+                                                     timezone="Europe/Berlin"), tmp_path)
+    assert newer.kept == ("element/config.json",)
+    assert element_language(tmp_path, "element/config.json.memu-new") == "fr"
+    # The admin merges by hand (here: takes the box's version): nothing is kept any more.
+    (tmp_path / "element/config.json.memu-new").replace(element)
+    merged = stack_config.apply(stack_config.Settings("memu.local", language="fr",
+                                                      timezone="Europe/Berlin"), tmp_path)
+    assert merged.kept == () and stack_config.edited(tmp_path) == []
+
+
+def test_a_power_cut_while_writing_is_not_taken_for_an_edit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new version is recorded before it is written: cut between the two, the old
+    content is still the box's own, so the next run updates the file instead of keeping it."""
+    stack_config.apply(stack_config.Settings("memu.local"), tmp_path)
+    write = stack_config.write_atomic
+
+    def cut(path: Path, data: bytes, **kw: int) -> None:
+        if path.name == "config.json":
+            raise OSError("power cut")
+        write(path, data, **kw)
+
+    monkeypatch.setattr(stack_config, "write_atomic", cut)
+    with pytest.raises(OSError):
+        stack_config.apply(stack_config.Settings("memu.local", language="fr"), tmp_path)
+    monkeypatch.setattr(stack_config, "write_atomic", write)
+    after = stack_config.apply(stack_config.Settings("memu.local", language="fr"), tmp_path)
+    assert after.updated == ("element/config.json",) and after.kept == ()
+    assert element_language(tmp_path) == "fr"
