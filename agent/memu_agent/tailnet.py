@@ -112,7 +112,10 @@ async def _poll(app: web.Application) -> AsyncIterator[None]:
 
     async def loop() -> None:
         while True:
-            await tailnet.refresh()
+            try:
+                await tailnet.refresh()
+            except Exception:  # a surprise must not end the polling for the agent's life
+                log.exception("asking Tailscale for the box's address")
             await asyncio.sleep(tailnet.poll_s)
 
     task = asyncio.create_task(loop())
