@@ -55,7 +55,7 @@ from memu_agent.tailnet import remote_url
 from memu_agent.update_api import UPDATER
 from memu_common import MemuError
 from memu_common.access import Access, add_route
-from memu_firstboot import form, photos, stack_config
+from memu_firstboot import config_files, form, photos
 from memu_firstboot.form import BOT_USERNAME
 from memu_firstboot.provision import (
     FAMILY_ALIAS,
@@ -264,7 +264,7 @@ async def _render(request: web.Request, *, status: int = 200, done: str = "",
                      me=admin.user_id if admin else "", bot=BOT_USERNAME, done=done,
                      photos_admin=photos.recorded(request.app[CONFIG].state_dir) or "",
                      photos_url=photos_url(request), remote_url=remote_url(request),
-                     edited=stack_config.edited(request.app[RUNNER].config_dir),
+                     edited=config_files.edited(request.app[RUNNER].config_dir),
                      error=error, secret=secret)
 
 

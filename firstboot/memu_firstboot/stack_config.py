@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import re
 import secrets
@@ -45,8 +44,9 @@ from pathlib import Path
 
 from memu_common import MemuError
 from memu_common import optional as optional_services
-from memu_common.files import read_json_object, write_atomic, write_json_atomic
+from memu_common.files import write_atomic
 from memu_firstboot import form
+from memu_firstboot.config_files import Applied, write_all
 
 CONFIG_DIR = Path("/etc/memu/stack")
 #: DNS name rules (RFC 1123 labels); Synapse's server_name may also carry a port.
@@ -288,105 +288,16 @@ def ensure_secrets(config_dir: Path, extra: Sequence[str] = ()) -> int:
     return made
 
 
-#: What the box wrote into the configuration: relative path → the SHA-256 digests of the
-#: contents it wrote there, newest last (a few, so a power cut between recording a new
-#: version and writing it leaves the old one recognised as the box's own).
-WRITTEN_RECORD = ".memu-written.json"
-#: How many digests the record keeps per file.
-RECORD_DEPTH = 8
-#: The suffix of the box's new version of a file someone edited, written beside it.
-NEW_SUFFIX = ".memu-new"
-
-
-@dataclasses.dataclass(frozen=True)
-class Applied:
-    """What :func:`apply` did, file by file (paths relative to the configuration directory).
-
-    Attributes:
-        made: files that did not exist.
-        updated: files the box had written and nobody had changed since, now in their new
-            version (the family's settings or the templates changed).
-        same: files already as the box would write them.
-        kept: files someone edited (they differ from what the box last wrote): kept as they
-            are, the box's new version written beside each as ``<file>.memu-new`` (once per
-            version: an admin who deleted it has seen it).
-    """
-
-    made: tuple[str, ...] = ()
-    updated: tuple[str, ...] = ()
-    same: tuple[str, ...] = ()
-    kept: tuple[str, ...] = ()
-
-    def summary(self) -> str:
-        """One sentence for the setup's progress page."""
-        said = []
-        if self.made or self.updated:
-            said.append(f"wrote {len(self.made) + len(self.updated)} files")
-        if not self.made and not self.updated and not self.kept:
-            said.append(f"nothing to change ({len(self.same)} files as they were)")
-        if self.kept:
-            said.append(f"kept {len(self.kept)} edited files as they are ("
-                        + ", ".join(self.kept) + f"; the new versions beside them as "
-                        f"{NEW_SUFFIX}, shown on the admin page)")
-        return "; ".join(said)
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def apply(settings: Settings, config_dir: Path = CONFIG_DIR) -> Applied:
-    """Write the configuration for ``settings`` into ``config_dir`` (made 0700). Idempotent:
-    a second run with the same settings changes nothing. A file someone edited (its content
-    is none the box wrote there, :data:`WRITTEN_RECORD`; a file the box has no record of
-    counts as edited) is never overwritten: the box's version goes beside it
-    (:data:`NEW_SUFFIX`), for the admin to merge deliberately (the family's configuration
-    is migrated on purpose, never silently).
+    """Write the configuration for ``settings`` into ``config_dir`` (made 0700) by the rule
+    of :func:`memu_firstboot.config_files.write_all`: a second run changes nothing, and a
+    file someone edited is kept, with the box's version beside it.
 
     Raises:
         OSError: ``config_dir`` cannot be written.
     """
     config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    record_path = config_dir / WRITTEN_RECORD
-    record: dict[str, list[str]] = {
-        k: [str(d) for d in v] for k, v in (read_json_object(record_path) or {}).items()
-        if isinstance(v, list)}
-    done: dict[str, list[str]] = {"made": [], "updated": [], "same": [], "kept": []}
-    for rel, (data, mode) in render(settings, load_secrets(config_dir)).items():
-        path = config_dir / rel
-        beside = path.with_name(path.name + NEW_SUFFIX)
-        try:
-            now = path.read_bytes()
-        except FileNotFoundError:
-            now = None
-        ours = record.get(rel, [])
-        if now is not None and now != data and _digest(now) not in ours:
-            offered = record.get(rel + NEW_SUFFIX, [])
-            if _digest(data) not in offered or beside.exists():  # not dismissed by deleting
-                write_atomic(beside, data, mode=mode, dir_mode=0o755)
-                record[rel + NEW_SUFFIX] = [*offered, _digest(data)][-RECORD_DEPTH:]
-                write_json_atomic(record_path, record, mode=0o600)
-            done["kept"].append(rel)
-            continue
-        if _digest(data) not in ours:  # recorded before it is written: see WRITTEN_RECORD
-            record[rel] = [*ours, _digest(data)][-RECORD_DEPTH:]
-            write_json_atomic(record_path, record, mode=0o600)
-        if now == data:
-            done["same"].append(rel)
-            if path.stat().st_mode & 0o777 != mode:
-                path.chmod(mode)
-        else:
-            write_atomic(path, data, mode=mode, dir_mode=0o755)
-            done["made" if now is None else "updated"].append(rel)
-        beside.unlink(missing_ok=True)  # merged by hand, or the box's version again
-    return Applied(**{k: tuple(v) for k, v in done.items()})
-
-
-def edited(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """The configuration files kept because someone edited them, each with the box's new
-    version beside it (relative paths, sorted)."""
-    return sorted(str(p.relative_to(config_dir))[:-len(NEW_SUFFIX)]
-                  for p in config_dir.rglob("*" + NEW_SUFFIX))
+    return write_all(render(settings, load_secrets(config_dir)), config_dir)
 
 
 def write_bot_account(config_dir: Path, user_id: str, access_token: str,

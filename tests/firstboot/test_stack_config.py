@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memu_firstboot import stack_config
+from memu_firstboot import config_files, stack_config
 
 COMPOSE = Path(__file__).parents[2] / "overlays/common/usr/share/memu/stack/compose.yaml"
 
@@ -93,13 +93,13 @@ def test_a_second_run_changes_nothing_and_an_edited_file_is_kept(tmp_path: Path)
     assert set(changed.updated) == {"stack.env", "intelligence/bot.env"}
     assert '"brand": "Okafors"' in element.read_text() and element_language(tmp_path) == "en"
     assert element_language(tmp_path, "element/config.json.memu-new") == "de-DE"
-    assert stack_config.edited(tmp_path) == ["element/config.json"]
+    assert config_files.edited(tmp_path) == ["element/config.json"]
     assert "kept 1 edited files as they are (element/config.json;" in changed.summary()
     # The admin has seen the new version and keeps theirs: not offered again ...
     (tmp_path / "element/config.json.memu-new").unlink()
     seen = stack_config.apply(stack_config.Settings("memu.local", language="de-DE",
                                                     timezone="Europe/Berlin"), tmp_path)
-    assert seen.kept == ("element/config.json",) and stack_config.edited(tmp_path) == []
+    assert seen.kept == ("element/config.json",) and config_files.edited(tmp_path) == []
     # ... until the box has a newer one.
     newer = stack_config.apply(stack_config.Settings("memu.local", language="fr",
                                                      timezone="Europe/Berlin"), tmp_path)
@@ -109,7 +109,7 @@ def test_a_second_run_changes_nothing_and_an_edited_file_is_kept(tmp_path: Path)
     (tmp_path / "element/config.json.memu-new").replace(element)
     merged = stack_config.apply(stack_config.Settings("memu.local", language="fr",
                                                       timezone="Europe/Berlin"), tmp_path)
-    assert merged.kept == () and stack_config.edited(tmp_path) == []
+    assert merged.kept == () and config_files.edited(tmp_path) == []
 
 
 def test_a_power_cut_while_writing_is_not_taken_for_an_edit(
@@ -117,17 +117,17 @@ def test_a_power_cut_while_writing_is_not_taken_for_an_edit(
     """The new version is recorded before it is written: cut between the two, the old
     content is still the box's own, so the next run updates the file instead of keeping it."""
     stack_config.apply(stack_config.Settings("memu.local"), tmp_path)
-    write = stack_config.write_atomic
+    write = config_files.write_atomic
 
     def cut(path: Path, data: bytes, **kw: int) -> None:
         if path.name == "config.json":
             raise OSError("power cut")
         write(path, data, **kw)
 
-    monkeypatch.setattr(stack_config, "write_atomic", cut)
+    monkeypatch.setattr(config_files, "write_atomic", cut)
     with pytest.raises(OSError):
         stack_config.apply(stack_config.Settings("memu.local", language="fr"), tmp_path)
-    monkeypatch.setattr(stack_config, "write_atomic", write)
+    monkeypatch.setattr(config_files, "write_atomic", write)
     after = stack_config.apply(stack_config.Settings("memu.local", language="fr"), tmp_path)
     assert after.updated == ("element/config.json",) and after.kept == ()
     assert element_language(tmp_path) == "fr"
