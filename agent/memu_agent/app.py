@@ -46,7 +46,7 @@ from memu_agent.facts import (
 from memu_agent.ratelimit import FailureLimiter
 from memu_agent.reset_api import system_reboot
 from memu_agent.sessions import Sessions
-from memu_agent.tailnet import Tailnet, all_names, https_middleware
+from memu_agent.tailnet import Tailnet, https_middleware
 from memu_agent.tailnet import add as add_tailnet
 from memu_agent.update_api import UPDATER
 from memu_common.access import Access, add_route
@@ -195,7 +195,7 @@ def make_app(
         state_dir=config.state_dir,
         sessions=Sessions(config.state_dir),
         limiter=limiter if limiter is not None else FailureLimiter(),
-        host_names=lambda: all_names(host_names(hostname(paths)), tailnet),
+        host_names=lambda: (*host_names(hostname(paths)), *tailnet.names()),
     )
     add_route(app, "GET", "/api/status", status, Access.OPEN, name="api-status")
     update_api.add_routes(app, updater)

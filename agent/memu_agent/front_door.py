@@ -82,6 +82,15 @@ ANNOUNCES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _pass_headers(upstream: aiohttp.ClientResponse, resp: web.StreamResponse,
+                  also: frozenset[str] = frozenset()) -> None:
+    """Give ``resp`` nginx's response headers but the hop-by-hop ones and ``also``
+    (lower-case names)."""
+    for k, v in upstream.headers.items():
+        if k.lower() not in _HOP and k.lower() not in also:
+            resp.headers.add(k, v)
+
+
 def _stack_down(request: web.Request, e: Exception) -> web.Response:
     log.warning("%s %s: the stack does not answer: %s", request.method, request.path, e)
     return web.json_response(
@@ -118,9 +127,7 @@ async def _announce(request: web.Request, keys: tuple[str, ...], base_url: str
             body = await upstream.read()
             resp = web.Response(status=upstream.status, body=announced(body, keys, base_url)
                                 if upstream.status == 200 else body)
-            for k, v in upstream.headers.items():
-                if k.lower() not in _HOP and k.lower() != "content-encoding":
-                    resp.headers.add(k, v)
+            _pass_headers(upstream, resp, also=frozenset({"content-encoding"}))
             return resp
     except (aiohttp.ClientConnectionError, TimeoutError) as e:
         return _stack_down(request, e)
@@ -141,9 +148,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
                 request.method, url, headers=headers, data=body, allow_redirects=False,
                 auto_decompress=False) as upstream:
             resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for k, v in upstream.headers.items():
-                if k.lower() not in _HOP:
-                    resp.headers.add(k, v)
+            _pass_headers(upstream, resp)
             if upstream.headers.get("Content-Length") is not None:
                 resp.content_length = int(upstream.headers["Content-Length"])
             await resp.prepare(request)
@@ -218,9 +223,7 @@ async def _try_forward(request: web.Request) -> web.StreamResponse | None:
             if upstream.status in _NOT_THERE:
                 return None
             resp = web.Response(status=upstream.status, body=await upstream.read())
-            for k, v in upstream.headers.items():
-                if k.lower() not in _HOP:
-                    resp.headers.add(k, v)
+            _pass_headers(upstream, resp)
             return resp
     except (aiohttp.ClientConnectionError, TimeoutError) as e:
         log.info("GET %s: the chat web client does not answer (%s): the box's page instead",

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +131,3 @@ def add(app: web.Application, tailnet: Tailnet) -> None:
     app[BASE_URL] = base_url_for
     app.cleanup_ctx.append(_poll)
 
-
-def all_names(own: Iterable[str], tailnet: Tailnet) -> tuple[str, ...]:
-    """The box's own names and its tailnet name."""
-    return (*own, *tailnet.names())
