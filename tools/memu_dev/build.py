@@ -107,8 +107,11 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
              board, version or "")
     status, tail = _run_shown([*mkosi_cmd(), *args, *force, "build"], cwd=REPO)
     if status != 0:
+        # Its last lines go into the error too: under pytest (and in CI's excerpt) the output
+        # is captured far from the error, and mkosi says its reason last.
+        last = "\n".join(f"  | {line}" for line in tail[-12:])
         raise slot_overflow(tail, REPART_DIR) or MemuError(
-            f"mkosi failed (exit status {status}); its output is above",
+            f"mkosi failed (exit status {status}); it ended with:\n{last}\n",
             hint="if packages changed since the last build, try `just build-clean`")
     img = image_path(board, version)
     if not img.exists():
