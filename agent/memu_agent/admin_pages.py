@@ -55,7 +55,7 @@ from memu_agent.tailnet import remote_url
 from memu_agent.update_api import UPDATER
 from memu_common import MemuError
 from memu_common.access import Access, add_route
-from memu_firstboot import config_files, form, photos
+from memu_firstboot import config_files, form, photos, reapply
 from memu_firstboot.form import BOT_USERNAME
 from memu_firstboot.provision import (
     FAMILY_ALIAS,
@@ -265,6 +265,7 @@ async def _render(request: web.Request, *, status: int = 200, done: str = "",
                      photos_admin=photos.recorded(request.app[CONFIG].state_dir) or "",
                      photos_url=photos_url(request), remote_url=remote_url(request),
                      edited=config_files.edited(request.app[RUNNER].config_dir),
+                     rendered=reapply.last_render(request.app[CONFIG].state_dir),
                      error=error, secret=secret)
 
 

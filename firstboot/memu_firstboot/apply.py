@@ -49,7 +49,7 @@ import aiohttp
 from memu_common import MemuError
 from memu_common.files import read_json_object, write_atomic, write_json_atomic
 from memu_common.run import run_async
-from memu_firstboot import photos, remote, stack_config
+from memu_firstboot import photos, reapply, remote, stack_config
 from memu_firstboot.form import BOT_USERNAME, SetupRequest
 from memu_firstboot.progress import (
     PROGRESS_FILE,
@@ -62,12 +62,11 @@ from memu_firstboot.progress import (
 )
 from memu_firstboot.provision import SYNAPSE_URL, Account, Homeserver
 from memu_firstboot.setup_token import TOKEN_FILE
-from memu_firstboot.state import API_TOKEN_FILE, SETUP_DONE_MARKER
+from memu_firstboot.state import API_TOKEN_FILE, SETUP_DONE_MARKER, STATE_DIR
 
 log = logging.getLogger(__name__)
 
 REQUEST_FILE = "setup-request.json"
-STATE_DIR = Path("/var/lib/memu-agent")
 #: The assistant's Matrix password, generated once with the stack's other secrets.
 BOT_SECRET = "memu-bot-password"
 
@@ -176,7 +175,9 @@ async def _secrets(run: Run) -> str:
 
 
 async def _config(run: Run) -> str:
-    applied = stack_config.apply(run.settings(), run.box.config_dir)
+    settings = run.settings()
+    reapply.save_settings(settings, run.box.config_dir)  # for the renders of later versions
+    applied = stack_config.apply(settings, run.box.config_dir)
     return f"server {run.request.server_name}: {applied.summary()}; {await _host(run)}"
 
 

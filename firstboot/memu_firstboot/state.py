@@ -14,6 +14,8 @@ from pathlib import Path
 
 from memu_common.files import read_json_object
 
+#: The agent's state directory (its ``StateDirectory=memu``; ``memu_agent.config``).
+STATE_DIR = Path("/var/lib/memu")
 SETUP_DONE_MARKER = "setup-done"
 #: The API token for scripts (``Authorization: Bearer``), made by setup (mode 0600).
 API_TOKEN_FILE = "api-token"

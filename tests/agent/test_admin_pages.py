@@ -21,7 +21,7 @@ from memu_agent.facts import HostPaths
 from memu_agent.ratelimit import FailureLimiter
 from memu_agent.setup_pages import SetupRunner
 from memu_dev.immich_api import Immich
-from memu_firstboot import stack_config
+from memu_firstboot import reapply, stack_config
 from memu_firstboot.provision import Account
 from memu_firstboot.state import SETUP_DONE_MARKER
 
@@ -107,10 +107,13 @@ async def test_the_page_lists_configuration_kept_because_it_was_edited(
     stack_config.apply(stack_config.Settings("memu.local"), stack)
     (stack / "synapse" / "homeserver.yaml").write_text("{}\n")
     stack_config.apply(stack_config.Settings("memu.local", language="de"), stack)  # kept
-    stack_config.apply(stack_config.Settings("memu.local", language="de"), stack)
+    reapply.save_settings(stack_config.Settings("memu.local", language="de"), stack)
+    assert reapply.reapply("0.2.0", stack, config.state_dir) is not None  # an update's boot
     assert (await sign_in(client, "ada", "purple-kettle-sings")).status == 303
     text = await (await client.get("/admin")).text()
     assert "Configuration you edited" in text and "<code>synapse/homeserver.yaml</code>" in text
+    assert ("The configuration was last made for version 0.2.0: kept 1 edited files as they "
+            "are (synapse/homeserver.yaml;") in " ".join(text.split())
     assert "element/config.json" not in text  # nobody edited it: the box updated it
     assert "reachable at home only" in text  # no tailnet here
 

@@ -311,6 +311,11 @@ def test_a_failed_update_rolls_back_to_the_old_images_and_database(
     assert isinstance(services, dict)
     assert all(services[s]["health"] == "healthy" for s in CORE), services
     assert vm.sh("sha256sum /var/lib/memu/stack/synapse/signing.key").split()[0] == key
+    # Each version's first boot rendered the configuration for itself before its stack
+    # started (memu-config-apply.service; the same templates here, so nothing changed).
+    rendered = json.loads(vm.sh("cat /var/lib/memu/config-applied.json"))
+    assert [h["version"] for h in rendered["history"]][-2:] == ["0.9.0", os_version], rendered
+    assert rendered["summary"].startswith("nothing to change"), rendered
     # The family's chat is back: the admin signs in, the assistant answers.
     assert "/remember" in _ask_the_assistant(vm, _admin(vm), "/help")
     # 0.9.0 is not offered again.
