@@ -74,48 +74,112 @@ def _remember(record: dict[str, list[str]], key: str, digest: str) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """What is on the box for one file.
+
+    Attributes:
+        digest: the SHA-256 of its content (hex), or None when there is no such file.
+        mode: its permission bits, or None when there is no such file.
+        beside: ``<file>.memu-new`` exists.
+    """
+
+    digest: str | None = None
+    mode: int | None = None
+    beside: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What to do to the files, in this order (paths relative to the directory).
+
+    Attributes:
+        record: the new record to write first (:data:`WRITTEN_RECORD`), or None when it stays.
+        writes: (path, content, permission bits) to write, each atomically; a path may be a
+            ``<file>.memu-new``.
+        chmods: (path, permission bits) of files already right but for their mode.
+        removes: ``<file>.memu-new`` files to delete (the box's version is in place again).
+        applied: what it comes to, for people.
+    """
+
+    record: dict[str, list[str]] | None
+    writes: tuple[tuple[str, bytes, int], ...]
+    chmods: tuple[tuple[str, int], ...]
+    removes: tuple[str, ...]
+    applied: Applied
+
+
+def plan(files: Mapping[str, tuple[bytes, int]], found: Mapping[str, Found],
+         record: Mapping[str, list[str]]) -> Plan:
+    """Decide, by the rule of the module docstring, what writing ``files`` (relative path →
+    (content, permission bits)) means for a directory where ``found`` (relative path → what
+    is there; a path missing from it has no file) and whose record is ``record``. Pure: the
+    local writer (:func:`write_all`) and the pyinfra deploy (:mod:`memu_firstboot.deploy`)
+    both carry it out."""
+    new_record = {k: list(v) for k, v in record.items()}
+    done: dict[str, list[str]] = {"made": [], "updated": [], "same": [], "kept": []}
+    writes: list[tuple[str, bytes, int]] = []
+    chmods: list[tuple[str, int]] = []
+    removes: list[str] = []
+    recorded = False
+    for rel, (data, mode) in files.items():
+        there = found.get(rel, Found())
+        digest = _digest(data)
+        if there.digest is not None and there.digest != digest \
+                and there.digest not in record.get(rel, []):
+            # not offered before, or offered and not dismissed (deleted) yet: (re)write
+            if _remember(new_record, rel + NEW_SUFFIX, digest) or there.beside:
+                writes.append((rel + NEW_SUFFIX, data, mode))
+            done["kept"].append(rel)
+            continue
+        recorded |= _remember(new_record, rel, digest)
+        if there.digest == digest:
+            done["same"].append(rel)
+            if there.mode != mode:
+                chmods.append((rel, mode))
+        else:
+            writes.append((rel, data, mode))
+            done["made" if there.digest is None else "updated"].append(rel)
+        if there.beside:  # merged by hand, or the box's version again
+            removes.append(rel + NEW_SUFFIX)
+    return Plan(new_record if recorded or writes else None, tuple(writes), tuple(chmods),
+                tuple(removes), Applied(**{k: tuple(v) for k, v in done.items()}))
+
+
+def read_record(directory: Path) -> dict[str, list[str]]:
+    """The record in ``directory`` (empty when there is none or it is unreadable)."""
+    return {k: [str(d) for d in v]
+            for k, v in (read_json_object(directory / WRITTEN_RECORD) or {}).items()
+            if isinstance(v, list)}
+
+
 def write_all(files: Mapping[str, tuple[bytes, int]], directory: Path) -> Applied:
     """Write ``files`` (relative path → (content, permission bits)) into ``directory`` by the
-    rule of the module docstring; return what was done. Idempotent: a second run with the
-    same files changes nothing.
+    rule of the module docstring, on this machine; return what was done. Idempotent: a
+    second run with the same files changes nothing.
 
     Raises:
         OSError: ``directory`` cannot be written.
     """
-    record_path = directory / WRITTEN_RECORD
-    record: dict[str, list[str]] = {
-        k: [str(d) for d in v] for k, v in (read_json_object(record_path) or {}).items()
-        if isinstance(v, list)}
-    done: dict[str, list[str]] = {"made": [], "updated": [], "same": [], "kept": []}
-    writes: list[tuple[Path, bytes, int]] = []
-    recorded = False
-    for rel, (data, mode) in files.items():
+    found = {}
+    for rel in files:
         path = directory / rel
-        beside = path.with_name(path.name + NEW_SUFFIX)
         try:
-            now: bytes | None = path.read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
-            now = None
-        if now is not None and now != data and _digest(now) not in record.get(rel, []):
-            # not offered before, or offered and not dismissed (deleted) yet: (re)write
-            if _remember(record, rel + NEW_SUFFIX, _digest(data)) or beside.exists():
-                writes.append((beside, data, mode))
-            done["kept"].append(rel)
             continue
-        recorded |= _remember(record, rel, _digest(data))
-        if now == data:
-            done["same"].append(rel)
-            if path.stat().st_mode & 0o777 != mode:
-                path.chmod(mode)
-        else:
-            writes.append((path, data, mode))
-            done["made" if now is None else "updated"].append(rel)
-        beside.unlink(missing_ok=True)  # merged by hand, or the box's version again
-    if recorded or writes:  # before the files: see the module docstring
-        write_json_atomic(record_path, record, mode=0o600)
-    for path, data, mode in writes:
-        write_atomic(path, data, mode=mode, dir_mode=0o755)
-    return Applied(**{k: tuple(v) for k, v in done.items()})
+        found[rel] = Found(_digest(data), path.stat().st_mode & 0o777,
+                           path.with_name(path.name + NEW_SUFFIX).exists())
+    todo = plan(files, found, read_record(directory))
+    if todo.record is not None:  # before the files: see the module docstring
+        write_json_atomic(directory / WRITTEN_RECORD, todo.record, mode=0o600)
+    for rel, data, mode in todo.writes:
+        write_atomic(directory / rel, data, mode=mode, dir_mode=0o755)
+    for rel, mode in todo.chmods:
+        (directory / rel).chmod(mode)
+    for rel in todo.removes:
+        (directory / rel).unlink(missing_ok=True)
+    return todo.applied
 
 
 def edited(directory: Path) -> list[str]:
