@@ -10,8 +10,10 @@ power cut or a crash) completes what is missing and makes nothing twice:
 
     secrets        the stack's generated secrets and the box's API token for scripts,
                    made once and kept (0600)
-    config         the stack's configuration from the family's settings (stack_config),
-                   and the family's time zone on the box (timedatectl)
+    config         the family's settings saved (memu_firstboot.reapply), the stack's
+                   configuration written from them by the pyinfra deploy
+                   (memu_firstboot.deploy, a child process; its operations show as it
+                   runs), the family's time zone and the box's pretty name on the host
     database       the stack started: PostgreSQL makes its databases on its first start
     chat server    Synapse answering ``/health``
     accounts       the admin's and the assistant's Matrix accounts (shared-secret API)
@@ -40,7 +42,7 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,7 @@ from memu_firstboot.progress import (
     run_steps,
 )
 from memu_firstboot.provision import SYNAPSE_URL, Account, Homeserver
+from memu_firstboot.run_deploy import PYINFRA, run_deploy
 from memu_firstboot.setup_token import TOKEN_FILE
 from memu_firstboot.state import API_TOKEN_FILE, SETUP_DONE_MARKER, STATE_DIR
 
@@ -127,6 +130,8 @@ class Box:
         remote_wait_s: seconds to wait for Tailscale to connect.
         immich_url: Immich's server on loopback (past nginx).
         photos_wait_s: seconds to wait for a starting Immich.
+        pyinfra: pyinfra's command line, which runs the configuration's deploy
+            (:mod:`memu_firstboot.deploy`).
     """
 
     state_dir: Path = STATE_DIR
@@ -141,6 +146,7 @@ class Box:
     remote_wait_s: float = 90.0
     immich_url: str = photos.IMMICH_URL
     photos_wait_s: float = 180.0
+    pyinfra: tuple[str, ...] = PYINFRA
 
 
 @dataclass
@@ -150,6 +156,7 @@ class Run:
     box: Box
     request: StoredRequest
     session: aiohttp.ClientSession
+    say: Callable[[str], None] = lambda message: None  # what the running step does now
     admin: Account | None = None
     bot: Account | None = None
     room: str = ""
@@ -175,9 +182,9 @@ async def _secrets(run: Run) -> str:
 
 
 async def _config(run: Run) -> str:
-    settings = run.settings()
-    reapply.save_settings(settings, run.box.config_dir)  # for the renders of later versions
-    applied = stack_config.apply(settings, run.box.config_dir)
+    reapply.save_settings(run.settings(), run.box.config_dir)  # the deploy's input
+    applied = await run_deploy(run.box.config_dir, pyinfra=run.box.pyinfra,
+                               on_operation=run.say)
     return f"server {run.request.server_name}: {applied.summary()}; {await _host(run)}"
 
 
@@ -340,7 +347,7 @@ async def apply(box: Box, steps: Sequence[Step[Run]] = STEPS) -> bool:
                         hint="fill in the setup page again")
     progress = Progress(box.state_dir / PROGRESS_FILE, steps)
     async with aiohttp.ClientSession() as session:
-        ok = await run_steps(Run(box, request, session), steps, progress)
+        ok = await run_steps(Run(box, request, session, say=progress.say), steps, progress)
     if ok:
         finish_setup(box.state_dir,
                      f"@{request.form.admin_username}:{request.server_name}")

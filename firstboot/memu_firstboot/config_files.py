@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from memu_common.files import read_json_object, write_atomic, write_json_atomic
+from memu_common.files import write_atomic, write_json_atomic
 
 #: What the box wrote (see the module docstring).
 WRITTEN_RECORD = ".memu-written.json"
@@ -146,11 +147,23 @@ def plan(files: Mapping[str, tuple[bytes, int]], found: Mapping[str, Found],
                 tuple(removes), Applied(**{k: tuple(v) for k, v in done.items()}))
 
 
+def parse_record(text: str | None) -> dict[str, list[str]]:
+    """The record from its JSON ``text`` (empty when there is none or it is not a record)."""
+    try:
+        data = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        data = {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): [str(d) for d in v] for k, v in data.items() if isinstance(v, list)}
+
+
 def read_record(directory: Path) -> dict[str, list[str]]:
     """The record in ``directory`` (empty when there is none or it is unreadable)."""
-    return {k: [str(d) for d in v]
-            for k, v in (read_json_object(directory / WRITTEN_RECORD) or {}).items()
-            if isinstance(v, list)}
+    try:
+        return parse_record((directory / WRITTEN_RECORD).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return {}
 
 
 def write_all(files: Mapping[str, tuple[bytes, int]], directory: Path) -> Applied:

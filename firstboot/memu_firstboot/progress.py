@@ -85,6 +85,7 @@ class Progress:
     steps: Sequence[Step[Any]]
     clock: Callable[[], float] = time.time
     body: dict[str, Any] = field(init=False)
+    _said_at: float = field(init=False, default=float("-inf"))
 
     def __post_init__(self) -> None:
         self.body = {"state": RunState.RUNNING, "started_at": self.clock(),
@@ -105,6 +106,19 @@ class Progress:
         """Update step ``i``'s fields (state, seconds, message, hint) and write."""
         self.body["steps"][i].update(values)
         self.write()
+
+    def say(self, message: str, every_s: float = 0.5) -> None:
+        """Show ``message`` on the running step (what it is doing now), at most once per
+        ``every_s`` seconds: a step's many small doings must not each rewrite the file."""
+        now = self.clock()
+        if now - self._said_at < every_s:
+            return
+        for step in self.body["steps"]:
+            if step["state"] == StepState.RUNNING:
+                step["message"] = message
+                self._said_at = now
+                self.write()
+                return
 
     def finish(self, state: str) -> None:
         """Set the run's state (a :class:`RunState`) and write."""

@@ -25,17 +25,20 @@ journal and ``/admin`` say why).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from memu_common import MemuError
-from memu_common.files import read_json_object, write_json_atomic
+from memu_common.files import read_json_object, write_atomic, write_json_atomic
 from memu_firstboot import stack_config
 from memu_firstboot.config_files import Applied
+from memu_firstboot.run_deploy import PYINFRA, run_deploy
 from memu_firstboot.state import STATE_DIR, SetupState, setup_state
 
 log = logging.getLogger(__name__)
@@ -49,8 +52,9 @@ HISTORY = 10
 
 
 def save_settings(settings: stack_config.Settings, config_dir: Path) -> Path:
-    """Save ``settings`` as ``<config_dir>/settings.json`` (0600) for later renders; the
-    Tailscale auth key is left out (it is a secret, kept as ``secrets/tailscale-authkey``).
+    """Save ``settings`` as ``<config_dir>/settings.json`` (0600) for the deploy and later
+    renders; the Tailscale auth key, when given, goes with the secrets instead
+    (``secrets/tailscale-authkey``, 0600).
 
     Raises:
         OSError: it cannot be written.
@@ -58,6 +62,10 @@ def save_settings(settings: stack_config.Settings, config_dir: Path) -> Path:
     data = dataclasses.asdict(settings)
     del data["tailscale_auth_key"]
     data["optional"] = dict(settings.optional)
+    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if settings.tailscale_auth_key:
+        write_atomic(config_dir / stack_config.TAILSCALE_KEY,
+                     settings.tailscale_auth_key.encode() + b"\n", mode=0o600, dir_mode=0o755)
     path = config_dir / SETTINGS_FILE
     write_json_atomic(path, data, mode=0o600)
     return path
@@ -68,33 +76,49 @@ def load_settings(config_dir: Path) -> stack_config.Settings:
 
     Raises:
         FileNotFoundError: there is none.
-        MemuError: the file is not JSON, or holds a value the setup form would
-            refuse (the message names it).
+        MemuError: they are unreadable or not valid (:func:`parse_settings`).
     """
     path = config_dir / SETTINGS_FILE
     try:
-        data = json.loads(path.read_text("utf-8"))
+        text = path.read_text("utf-8")
     except FileNotFoundError:
         raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise MemuError(f"{path} is unreadable: {e}",
                         hint="restore it from its last good content or set the box up "
                              "again") from e
-    if not isinstance(data, dict):
-        raise MemuError(f"{path} is not a JSON object", hint="restore its last good content")
     try:
         key = (config_dir / stack_config.TAILSCALE_KEY).read_text("utf-8").strip()
     except FileNotFoundError:
         key = ""
+    return parse_settings(text, key, str(path))
+
+
+def parse_settings(text: str, tailscale_auth_key: str, where: str) -> stack_config.Settings:
+    """The settings from the JSON ``text`` of a settings file (``where``, for messages) and
+    the Tailscale key kept in the secrets ("" for none).
+
+    Raises:
+        MemuError: ``text`` is not JSON, or holds a value the setup form would refuse (the
+            message names it).
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MemuError(f"{where} is unreadable: {e}",
+                        hint="restore it from its last good content or set the box up "
+                             "again") from e
+    if not isinstance(data, dict):
+        raise MemuError(f"{where} is not a JSON object", hint="restore its last good content")
     names = {f.name for f in dataclasses.fields(stack_config.Settings)} - {"tailscale_auth_key"}
     unknown = sorted(set(data) - names)
     if unknown or "server_name" not in data:
-        raise MemuError(f"{path}: unknown keys {unknown} or no server_name",
+        raise MemuError(f"{where}: unknown keys {unknown} or no server_name",
                         hint=f"the keys are {', '.join(sorted(names))}")
     try:
-        return stack_config.Settings(**data, tailscale_auth_key=key)
+        return stack_config.Settings(**data, tailscale_auth_key=tailscale_auth_key)
     except (TypeError, ValueError) as e:  # a value of the wrong type
-        raise MemuError(f"{path}: {e}", hint="restore its last good content") from e
+        raise MemuError(f"{where}: {e}", hint="restore its last good content") from e
 
 
 def last_render(state_dir: Path) -> dict[str, object] | None:
@@ -111,14 +135,19 @@ def _record(state_dir: Path, version: str, summary: str) -> None:
                       {**entry, "history": [*kept, entry][-HISTORY:]}, mode=0o644)
 
 
-def reapply(version: str, config_dir: Path, state_dir: Path) -> Applied | None:
+def reapply(version: str, config_dir: Path, state_dir: Path,
+            pyinfra: Sequence[str] = PYINFRA) -> Applied | None:
     """Render the configuration for the booted ``version`` unless it was rendered for it
     last (or the box is not set up, or has no saved settings); return what was done, or None
     when nothing ran.
 
+    The configuration is written by the pyinfra deploy (:mod:`memu_firstboot.deploy`, run
+    with ``pyinfra``), which also makes the secrets a new version needs.
+
     Raises:
-        MemuError: the saved settings cannot be read (nothing was changed).
-        OSError: the configuration or the record cannot be written.
+        MemuError: the saved settings cannot be read (nothing was changed), or the deploy
+            failed.
+        OSError: the record cannot be written.
     """
     if setup_state(state_dir) is not SetupState.DONE:
         return None
@@ -126,15 +155,13 @@ def reapply(version: str, config_dir: Path, state_dir: Path) -> Applied | None:
     if last and last.get("version") == version:
         return None
     try:
-        settings = load_settings(config_dir)
+        load_settings(config_dir)  # a clear error before pyinfra starts
     except FileNotFoundError:
         log.warning("memu: %s is missing: the configuration stays as it is",
                     config_dir / SETTINGS_FILE)
         return None
-    made = stack_config.ensure_secrets(config_dir)
-    applied = stack_config.apply(settings, config_dir)
-    summary = applied.summary() + (f"; made {made} new secrets" if made else "")
-    _record(state_dir, version, summary)
+    applied = asyncio.run(run_deploy(config_dir, pyinfra=pyinfra))
+    _record(state_dir, version, applied.summary())
     return applied
 
 

@@ -263,11 +263,16 @@ def load_secrets(config_dir: Path, extra: Sequence[str] = ()) -> dict[str, str]:
     out = {}
     for name in (*SECRET_NAMES, *extra):
         try:
-            value = (config_dir / "secrets" / name).read_text().strip()
+            out[name] = (config_dir / "secrets" / name).read_text().strip()
         except FileNotFoundError:
-            value = ""
-        out[name] = value or secrets.token_hex(32)
-    return out
+            out[name] = ""
+    return fill_secrets(out)
+
+
+def fill_secrets(found: Mapping[str, str]) -> dict[str, str]:
+    """``found`` (secret name → its value, "" when there is none yet) with every missing
+    value made: 32 random bytes, hex."""
+    return {name: value or secrets.token_hex(32) for name, value in found.items()}
 
 
 def ensure_secrets(config_dir: Path, extra: Sequence[str] = ()) -> int:

@@ -5,6 +5,7 @@ host-Docker stack: tests/stack/test_family_stack.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from typing import Any
@@ -108,7 +109,8 @@ async def test_the_page_lists_configuration_kept_because_it_was_edited(
     (stack / "synapse" / "homeserver.yaml").write_text("{}\n")
     stack_config.apply(stack_config.Settings("memu.local", language="de"), stack)  # kept
     reapply.save_settings(stack_config.Settings("memu.local", language="de"), stack)
-    assert reapply.reapply("0.2.0", stack, config.state_dir) is not None  # an update's boot
+    # an update's boot (the deploy runs as a child process: not in this event loop)
+    assert await asyncio.to_thread(reapply.reapply, "0.2.0", stack, config.state_dir)
     assert (await sign_in(client, "ada", "purple-kettle-sings")).status == 303
     text = await (await client.get("/admin")).text()
     assert "Configuration you edited" in text and "<code>synapse/homeserver.yaml</code>" in text
