@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from memu_common import MemuError, run
+from memu_dev import wheelhouse
 from memu_dev.keys import build_keys
 from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, REPO, image_path, mkosi_cmd
 
@@ -26,6 +27,8 @@ log = logging.getLogger("memu.build")
 
 #: The image's partition definitions (mkosi.conf's RepartDirectories=), in repart's order.
 REPART_DIR = REPO / "image/repart"
+#: The hash-pinned PyPI wheels the OS itself needs (image/build/10-memu-python.build.chroot).
+OS_WHEELS = REPO / "image/build/requirements.txt"
 #: systemd-repart's words when a file system outgrows its fixed-size partition (systemd 257
 #: of mkosi's tools tree, captured from a real run: tests/dev/test_build.py).
 _NO_FIT = re.compile(r"Partition (\d+)'s contents \(([^)]+)\) don't fit in the partition "
@@ -90,6 +93,8 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     OUTPUT.mkdir(exist_ok=True)
     (REPO / "mkosi.cache").mkdir(exist_ok=True)
     run([sys.executable, "-m", "memu_dev.containers", board], cwd=REPO / "tools", capture=False)
+    # The OS's own PyPI wheels (pyinfra), hash-pinned, fetched here: the build is offline.
+    wheelhouse.fetch(OS_WHEELS, "os", BOARD_ARCH[board])
     keys = build_keys()
     force = ["-ff"] if clean else ["-f"]
     # Split partitions carry their UUID in the name; drop the previous build's so a release
