@@ -20,10 +20,12 @@ writes (idempotently: secrets made once and kept, every file written atomically)
     stack.env                    what the project needs besides images (the server name,
                                  the optional services switched on or off)
 
-The first-boot apply (issue 10) calls :func:`apply` with what the family typed, and
-:func:`write_bot_account` once it has made the assistant's Matrix account (its presence is
-what lets the assistant start); the command line exists for tests and for an operator with a
-shell. ``/etc/memu/stack/stack.env``
+On the box the files are written by the pyinfra deploy (:mod:`memu_firstboot.deploy`), which
+renders them with :func:`render` from the settings the first-boot apply saved; :func:`apply`
+writes the same files in this process by the same rule (the command line, for tests and for
+an operator with a shell). The apply calls :func:`write_bot_account` once it has made the
+assistant's Matrix account (its presence is what lets the assistant start).
+``/etc/memu/stack/stack.env``
 existing is what "the stack is configured" means to ``memu-stack.service``.
 
 Synapse options: https://element-hq.github.io/synapse/latest/usage/configuration/config_documentation.html
