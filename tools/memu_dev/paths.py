@@ -9,6 +9,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MKOSI_PYTHONPATH = REPO / ".tools/mkosi/usr/lib/python3/dist-packages"
 OUTPUT = REPO / "mkosi.output"
+#: The hash-pinned wheels the OS itself installs (pyinfra); a BuildSources= of the image.
+OS_WHEELS_DIR = REPO / "mkosi.cache/wheels/os"
 DEFAULT_BOARD = os.environ.get("MEMU_BOARD", "n100")
 
 #: Board name -> mkosi architecture name (as in the output file name, %a).
@@ -26,7 +28,13 @@ def image_path(board: str = DEFAULT_BOARD, ver: str | None = None) -> Path:
 
 
 def mkosi_cmd() -> list[str]:
-    """argv prefix that runs the pinned mkosi (fetched by tools/setup-mkosi.sh)."""
+    """argv prefix that runs the pinned mkosi (fetched by tools/setup-mkosi.sh).
+
+    Also makes sure :data:`OS_WHEELS_DIR` exists: mkosi refuses to parse a configuration
+    whose BuildSources= are missing, even for ``mkosi sandbox``, and on a fresh clone the
+    tools tree is made before the build fetches the wheels.
+    """
+    OS_WHEELS_DIR.mkdir(parents=True, exist_ok=True)
     return ["env", f"PYTHONPATH={MKOSI_PYTHONPATH}", "/usr/bin/python3", "-m", "mkosi"]
 
 
