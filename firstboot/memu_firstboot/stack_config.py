@@ -224,7 +224,9 @@ def bot_env(settings: Settings, secret: Mapping[str, str]) -> str:
             f"MEMU_BOT_DATABASE_URL=postgresql://intelligence:{secret['intelligence-db']}"
             "@postgres:5432/intelligence\n"
             "MEMU_BOT_OLLAMA_URL=http://ollama:11434\n"
-            f"MEMU_BOT_TIMEZONE={settings.timezone}\n")
+            f"MEMU_BOT_TIMEZONE={settings.timezone}\n"
+            # How the family writes dates ("1/2") and times ("7:30") for its reminders.
+            f"MEMU_BOT_LANGUAGE={settings.language}\n")
 
 
 def render(settings: Settings, secret: dict[str, str]) -> dict[str, tuple[bytes, int]]:

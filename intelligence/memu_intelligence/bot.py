@@ -23,6 +23,7 @@ from typing import Any
 import nio
 from psycopg_pool import AsyncConnectionPool
 
+from memu_intelligence import timeparse
 from memu_intelligence.callbacks import SyncHandler
 from memu_intelligence.commands import Commands
 from memu_intelligence.config import Config
@@ -67,6 +68,9 @@ class Bot:
         Raises:
             MemuError: the database is unreachable (see ``db.open_pool``).
         """
+        # dateparser's first call loads its data (seconds): now, while the database opens,
+        # rather than inside the first reminder in a language our own grammar does not read.
+        warm = asyncio.create_task(asyncio.to_thread(timeparse.warm_up))
         self.pool = await open_pool(self.cfg)
         version = await migrate(self.pool)
         vector = await enable_vector(self.pool, self.cfg.embed_dim)
@@ -84,6 +88,7 @@ class Bot:
         )
         self.handler = SyncHandler(self.cfg, self.matrix, commands)
         self.scheduler.start()
+        await warm
 
     async def _send_reminder(self, room_id: str, text: str, txn_id: str) -> None:
         assert self.matrix is not None

@@ -21,7 +21,7 @@ import nio
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from memu_intelligence.commands import Commands, Request
+from memu_intelligence.commands import ANSWER, Commands, Request
 from memu_intelligence.config import Config
 from memu_intelligence.errors import UserFacingError
 from memu_intelligence.matrix import Matrix, MatrixError
@@ -123,9 +123,9 @@ class SyncHandler:
         cmd = parse_command(body)
         if cmd is None:
             question = self._mentioned(body, content)
-            if question is None:
-                return  # ordinary chat; found later through history search
-            cmd = Command("recall", question)
+            # Ordinary chat (found later through history search) is offered as the answer
+            # to a question the bot asked its sender, and otherwise left alone.
+            cmd = Command(ANSWER, body) if question is None else Command("recall", question)
         await self.dispatch(room_id, event.sender, event.event_id, cmd)
 
     def _mentioned(self, body: str, content: dict[str, Any]) -> str | None:

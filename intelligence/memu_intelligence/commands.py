@@ -21,7 +21,17 @@ from memu_intelligence.memory import MemoryStore
 from memu_intelligence.recall import Recaller
 from memu_intelligence.reminders import ReminderScheduler, ReminderStore
 from memu_intelligence.text import Command, extract_tags, one_line, parse_short_id
-from memu_intelligence.timeparse import format_time, parse_reminder
+from memu_intelligence.timeparse import (
+    Question,
+    Reading,
+    Unclear,
+    check_future,
+    format_full,
+    format_time,
+    other_phrase,
+    parse_reminder,
+    read_when,
+)
 
 PER_PAGE = 10
 
@@ -35,7 +45,7 @@ HELP = """I'm Memu, this room's memory. What I'm told here stays in this room.
 /list add <list> <item>[, <item> …] · /list show [<list>] · /list done <list> <item or number>
   · /list clear <list>
 /remind <when> <what> — e.g. /remind tomorrow 8am put the bins out, /remind in 20 minutes …
-/reminders — what is still to come · /remind cancel <id>
+/reminders — what is still to come · /remind cancel <id> · /remind change <id> <when>
 /help — this text"""
 
 
@@ -50,6 +60,9 @@ class Request:
 
 
 Handler = Callable[["Commands", Request], Awaitable[str | None]]
+#: The name under which a plain message (no command, no mention) is offered to the bot: it
+#: answers only when it completes a reminder whose time it asked about. Not a ``/word``.
+ANSWER = "(answer)"
 
 
 class Commands:
@@ -203,14 +216,77 @@ class Commands:
             if rem is None:
                 return f"There is no pending reminder {rest.strip()} in this room."
             return f"Cancelled {rem.short_id}: {one_line(rem.body, 80)}."
+        if first.lower() in ("change", "move"):
+            return await self._change(req, rest)
         now = dt.datetime.now(dt.UTC)
-        parsed = await asyncio.to_thread(parse_reminder, req.args, self.cfg.tz, now)
-        rem = await self.reminders.add(req.room_id, req.sender, parsed.text, parsed.due,
+        parsed = await asyncio.to_thread(parse_reminder, req.args, self.cfg.tz, now,
+                                         self.cfg.locale)
+        if isinstance(parsed, Unclear):
+            return await self._ask(req, parsed)
+        return await self._confirm(req, parsed.when, parsed.text, now)
+
+    async def answer(self, req: Request) -> str | None:
+        """A plain message: when its sender has an open question about a reminder's time in
+        this room and the message reads as a time, the reminder is made; otherwise None
+        (ordinary chat gets no answer)."""
+        pending = await self.reminders.question(req.room_id, req.sender)
+        if pending is None:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        when = await asyncio.to_thread(read_when, req.args, self.cfg.tz, now, self.cfg.locale)
+        if when is None:
+            return None
+        if isinstance(when, Question):
+            await self.reminders.ask(req.room_id, req.sender, pending.body, when.ask,
+                                     event_id=pending.event_id)
+            return when.ask
+        return await self._confirm(req, when, pending.body, now)
+
+    async def _ask(self, req: Request, unclear: Unclear) -> str:
+        """Keep the reminder's text waiting for the answer to its question; the question."""
+        if not unclear.text:
+            raise UserFacingError(f"{unclear.question.ask} Then send the whole reminder, e.g. "
+                                  f"/remind 28 February 9am pay the rent.")
+        await self.reminders.ask(req.room_id, req.sender, unclear.text, unclear.question.ask,
+                                 event_id=req.event_id)
+        return (f"{unclear.question.ask} Just reply with the date and time, and I'll remind "
+                f"this room: {unclear.text}")
+
+    async def _confirm(self, req: Request, when: Reading, text: str, now: dt.datetime) -> str:
+        """Store the reminder (keyed by ``req``'s event) and say exactly when it is due."""
+        check_future(when, self.cfg.tz, now)
+        rem = await self.reminders.add(req.room_id, req.sender, text, when.due,
                                        event_id=req.event_id)
         self.scheduler.poke()
-        when = format_time(rem.due_at, self.cfg.tz, now)
-        return (f"OK, I'll remind this room {when} ({self.cfg.timezone}): {rem.body} "
-                f"[{rem.short_id}]")
+        reply = (f"OK, I'll remind this room {format_full(rem.due_at, self.cfg.tz, now)}: "
+                 f"{rem.body} [{rem.short_id}]")
+        if when.assumed:
+            reply += f"\n({when.assumed.capitalize()}.)"
+        if when.other is not None:
+            reply += (f"\nI took the next {when.due.astimezone(self.cfg.tz):%H:%M}. For "
+                      f"{format_full(when.other, self.cfg.tz, now)} instead: /remind change "
+                      f"{rem.short_id} {other_phrase(when.other, self.cfg.tz)}")
+        return reply
+
+    async def _change(self, req: Request, rest: str) -> str:
+        """``/remind change <id> <when>``: a pending reminder of this room, due at <when>."""
+        rid, _, phrase = rest.strip().partition(" ")
+        if not phrase.strip():
+            raise UserFacingError("e.g. /remind change r3 tomorrow 7am")
+        reminder_id = parse_short_id(rid, "r")
+        now = dt.datetime.now(dt.UTC)
+        when = await asyncio.to_thread(read_when, phrase, self.cfg.tz, now, self.cfg.locale)
+        if when is None:
+            raise UserFacingError(f"I couldn't read “{phrase.strip()}” as a time, e.g. "
+                                  f"/remind change {rid} tomorrow 7am")
+        if isinstance(when, Question):
+            raise UserFacingError(when.ask)
+        check_future(when, self.cfg.tz, now)
+        rem = await self.reminders.change(req.room_id, reminder_id, when.due)
+        if rem is None:
+            return f"There is no pending reminder {rid} in this room."
+        return (f"OK, {rem.short_id} is now {format_full(rem.due_at, self.cfg.tz, now)}: "
+                f"{one_line(rem.body, 80)}")
 
     async def reminders_(self, req: Request) -> str:
         """``/reminders``: this room's pending reminders."""
@@ -236,4 +312,5 @@ _HANDLERS: dict[str, Handler] = {
     "lists": Commands.list_,
     "remind": Commands.remind,
     "reminders": Commands.reminders_,
+    ANSWER: Commands.answer,
 }

@@ -17,6 +17,7 @@ from typing import Any
 
 from memu_common import MemuError, models, settings
 from memu_common.settings import Setting, check_table, read_environment
+from memu_intelligence.conventions import Locale
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Config:
         embed_model: Ollama model used for embeddings (``/api/embed``).
         embed_dim: dimension of ``embed_model``'s vectors (sizes the ``vector`` column).
         timezone: IANA zone of the family, used to read and show reminder times.
+        language: the family's language tag from the first-boot form (``en-GB``): how
+            numeric dates (``1/2``) and bare times (``7:30``) read (``timeparse.Locale``).
         llm_timeout: deadline for one answer from the chat model.
         embed_timeout: deadline for one embedding call.
         search_timeout: deadline for the homeserver's room-history search.
@@ -56,6 +59,7 @@ class Config:
     embed_model: str = models.EMBED_MODEL
     embed_dim: int = 768
     timezone: str = "UTC"
+    language: str = "en"
     llm_timeout: float = 20.0
     embed_timeout: float = 3.0
     search_timeout: float = 5.0
@@ -75,6 +79,11 @@ class Config:
     def tz(self) -> zoneinfo.ZoneInfo:
         """The family's timezone as a ``ZoneInfo``."""
         return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def locale(self) -> Locale:
+        """How the family writes dates and times, from ``language``."""
+        return Locale.from_tag(self.language)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -118,6 +127,7 @@ SETTINGS: tuple[Setting, ...] = (
     _row("embed_model", settings.text),
     _row("embed_dim", settings.positive(int)),
     _row("timezone", settings.time_zone),
+    _row("language", settings.text),
     _row("llm_timeout", settings.positive(float)),
     _row("embed_timeout", settings.positive(float)),
     _row("search_timeout", settings.positive(float)),

@@ -122,6 +122,24 @@ async def _v3(conn: AsyncConnection) -> None:
     )
 
 
+@migration(4, "reminder questions waiting for an answer")
+async def _v4(conn: AsyncConnection) -> None:
+    # One open question per person and room ("There is no 31 February. Which date?"): the
+    # reminder text waits here, across restarts, until the answer alone completes it.
+    await conn.execute(
+        """
+        CREATE TABLE reminder_questions (
+            room_id text NOT NULL,
+            author text NOT NULL,
+            body text NOT NULL,
+            question text NOT NULL,
+            source_event_id text NOT NULL,
+            asked_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (room_id, author)
+        )"""
+    )
+
+
 async def schema_version(conn: AsyncConnection) -> int:
     """The stored schema version (0 for an empty database)."""
     cur = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")

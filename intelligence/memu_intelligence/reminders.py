@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 STALE_CLAIM = dt.timedelta(minutes=2)
 RETRY_AFTER = dt.timedelta(seconds=30)
+#: How long a question about a reminder's time waits for its answer.
+QUESTION_KEPT = dt.timedelta(days=1)
 _COLUMNS = "id, room_id, author, body, due_at, state, attempts"
 
 #: ``send(room_id, text, txn_id)``; raises on failure.
@@ -79,6 +81,16 @@ class Reminder:
         )
 
 
+@dataclass(frozen=True)
+class PendingQuestion:
+    """A reminder waiting for its time: ``body`` (may be ""), the ``question`` asked, and
+    the Matrix event id of the ``/remind`` that asked it."""
+
+    body: str
+    question: str
+    event_id: str
+
+
 class ReminderStore:
     """Rows in ``reminders``, always scoped to a room except for the scheduler's claim."""
 
@@ -88,9 +100,15 @@ class ReminderStore:
     async def add(
         self, room_id: str, author: str, body: str, due_at: dt.datetime, *, event_id: str | None
     ) -> Reminder:
-        """Store a pending reminder; idempotent per (room, Matrix event id)."""
-        async with self._pool.connection() as conn:
+        """Store a pending reminder; idempotent per (room, Matrix event id). The author's open
+        question in this room (:meth:`ask`) ends in the same transaction: a new reminder, or
+        the answer that completes the question, replaces it."""
+        async with self._pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "DELETE FROM reminder_questions WHERE room_id = %s AND author = %s",
+                (room_id, author),
+            )
             await cur.execute(
                 f"""INSERT INTO reminders (room_id, author, body, due_at, source_event_id)
                     VALUES (%s, %s, %s, %s, %s)
@@ -101,6 +119,48 @@ class ReminderStore:
             row = await cur.fetchone()
         assert row is not None
         return Reminder.from_row(row)
+
+    async def ask(self, room_id: str, author: str, body: str, question: str, *,
+                  event_id: str) -> None:
+        """Keep ``body`` waiting for the answer to ``question`` (one per author and room;
+        a newer one replaces it)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                """INSERT INTO reminder_questions (room_id, author, body, question,
+                                                  source_event_id)
+                   VALUES (%s, %s, %s, %s, %s)
+                   ON CONFLICT (room_id, author) DO UPDATE
+                   SET body = excluded.body, question = excluded.question,
+                       source_event_id = excluded.source_event_id, asked_at = now()""",
+                (room_id, author, body, question, event_id),
+            )
+
+    async def question(self, room_id: str, author: str,
+                       max_age: dt.timedelta = QUESTION_KEPT) -> PendingQuestion | None:
+        """The author's open question in this room, unless older than ``max_age``."""
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                """SELECT body, question, source_event_id FROM reminder_questions
+                   WHERE room_id = %s AND author = %s AND asked_at > now() - %s""",
+                (room_id, author, max_age),
+            )
+            row = await cur.fetchone()
+        return PendingQuestion(row["body"], row["question"], row["source_event_id"]) \
+            if row else None
+
+    async def change(self, room_id: str, reminder_id: int, due_at: dt.datetime
+                     ) -> Reminder | None:
+        """Move a pending reminder of this room to ``due_at``; None if there is none."""
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"""UPDATE reminders SET due_at = %s
+                    WHERE room_id = %s AND id = %s AND state = 'pending' RETURNING {_COLUMNS}""",
+                (due_at, room_id, reminder_id),
+            )
+            row = await cur.fetchone()
+        return Reminder.from_row(row) if row else None
 
     async def upcoming(self, room_id: str, limit: int = 20) -> list[Reminder]:
         """This room's reminders not yet delivered, soonest first."""

@@ -99,6 +99,7 @@ def bot_config(
         embed_model="fake-embed",
         embed_dim=EMBED_DIM,
         timezone="Europe/London",
+        language="en-GB",
         llm_timeout=2.0,
         embed_timeout=1.0,
         search_timeout=5.0,

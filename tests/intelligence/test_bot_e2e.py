@@ -135,6 +135,44 @@ async def test_reminder_delivered_once_across_restart(bot: BotRunner, alice: Tes
     assert "No reminders pending" in await alice.ask(room, "/reminders")
 
 
+async def test_a_reminder_time_question_is_answered_after_a_restart(
+    bot: BotRunner, alice: TestUser
+) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    asked = await alice.ask(room, "/remind on the 31st of February pay the rent")
+    assert "There is no 31 February" in asked and "pay the rent" in asked, asked
+    chat = await alice.say(room, "sounds good")  # ordinary chat is not an answer
+    await bot.stop()
+    await bot.start()  # the question is kept in the database, not in the bot's memory
+    reply = await alice.ask(room, "28/2 at 9am")
+    assert re.search(r"I'll remind this room \w+ 28 February \d{4} at 09:00 GMT "
+                     r"\(Europe/London\): pay the rent \[r\d+\]", reply), reply
+    assert "pay the rent" in await alice.ask(room, "/reminders")
+    # The chat before the answer, handled in order, got nothing; the question is used up.
+    events = await alice.events(room)
+    replies_to = {e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+                  for e in events if e["sender"] == bot_id(bot)}
+    assert chat not in replies_to
+    later = await alice.say(room, "28/2 at 10am")
+    assert "/remember" in await alice.ask(room, "/help")  # handled after `later`, in order
+    replies_to = {e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+                  for e in await alice.events(room) if e["sender"] == bot_id(bot)}
+    assert later not in replies_to
+
+
+async def test_a_bare_hour_is_the_next_one_and_easy_to_change(
+    bot: BotRunner, alice: TestUser
+) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    reply = await alice.ask(room, "/remind at 7 call mum")
+    assert "GMT (Europe/London)" in reply or "BST (Europe/London)" in reply, reply
+    change = re.search(r"(/remind change r\d+ \d+ \w+ \d\d:\d\d)", reply)
+    assert change, reply
+    moved = await alice.ask(room, change.group(1))
+    assert moved.startswith("OK, r") and "call mum" in moved, moved
+    assert change.group(1).split()[-1] in moved  # the other reading's hour, e.g. 07:00
+
+
 async def test_reminder_cancel(bot: BotRunner, alice: TestUser) -> None:
     room = await alice.room_with_bot(bot_id(bot))
     reply = await alice.ask(room, "/remind in 2 seconds water the plants")

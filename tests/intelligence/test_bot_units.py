@@ -22,7 +22,7 @@ from memu_intelligence.text import (
     parse_short_id,
     strip_mention,
 )
-from memu_intelligence.timeparse import format_time, parse_reminder
+from memu_intelligence.timeparse import format_time
 
 LONDON = zoneinfo.ZoneInfo("Europe/London")
 NOW = dt.datetime(2025, 6, 2, 14, 0, tzinfo=LONDON)  # a Monday afternoon (BST)
@@ -83,38 +83,6 @@ def test_invites_only_from_our_homeserver() -> None:
     assert not may_serve("@eve:evil.example:family.example", "family.example")
     assert not may_serve("alice", "family.example")
     assert not may_serve("", "family.example")
-
-
-@pytest.mark.parametrize(
-    ("args", "due", "text"),
-    [
-        ("tomorrow 8am put the bins out", dt.datetime(2025, 6, 3, 8, 0), "put the bins out"),
-        ("in 20 minutes check the oven", dt.datetime(2025, 6, 2, 14, 20), "check the oven"),
-        ("me at 5pm to call grandma", dt.datetime(2025, 6, 2, 17, 0), "call grandma"),
-        ("on friday pay the window cleaner", dt.datetime(2025, 6, 6, 9, 0),
-         "pay the window cleaner"),
-        ("in 2 seconds test", dt.datetime(2025, 6, 2, 14, 0, 2), "test"),
-    ],
-)
-def test_parse_reminder(args: str, due: dt.datetime, text: str) -> None:
-    parsed = parse_reminder(args, LONDON, NOW)
-    assert parsed.due == due.replace(tzinfo=LONDON)
-    assert parsed.due.utcoffset() == dt.timedelta(hours=1)  # BST, the family's zone
-    assert parsed.text == text
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        ("whenever you like", "couldn't tell when"),
-        ("5 things to buy", "couldn't tell when"),
-        ("tomorrow 8am", "What should I remind"),
-        ("yesterday at 8am call mum", "in the past"),
-    ],
-)
-def test_parse_reminder_rejects(args: str, message: str) -> None:
-    with pytest.raises(UserFacingError, match=message):
-        parse_reminder(args, LONDON, NOW)
 
 
 def test_format_time() -> None:
