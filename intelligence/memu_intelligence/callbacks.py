@@ -25,7 +25,14 @@ from memu_intelligence.commands import ANSWER, Commands, Request
 from memu_intelligence.config import Config
 from memu_intelligence.errors import UserFacingError
 from memu_intelligence.matrix import Matrix, MatrixError
-from memu_intelligence.text import Command, parse_command, strip_mention
+from memu_intelligence.text import (
+    Command,
+    addressed,
+    is_acknowledgement,
+    is_question,
+    parse_command,
+    strip_mention,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +136,23 @@ class SyncHandler:
         await self.dispatch(room_id, event.sender, event.event_id, cmd)
 
     def _mentioned(self, body: str, content: dict[str, Any]) -> str | None:
-        question = strip_mention(body, self.cfg.user_id, self.display_name)
+        """The question of a message addressed to the bot, or None (not for the bot).
+
+        Addressed: the message starts with the bot's name and ``:`` or ``,``, or its
+        ``m.mentions`` or a mention pill (``https://matrix.to/#/<bot>`` in the formatted
+        body; Matrix client-server spec, "User and room mentions") names the bot. Thanks
+        and ``ok`` get nothing, and neither does a reply that asks nothing (clients put the
+        replied-to sender in ``m.mentions``: "thanks!" to the bot's answer is not a question).
+        """
+        question = addressed(body, self.cfg.user_id, self.display_name)
         ids = content.get("m.mentions", {}).get("user_ids", [])
-        if question is None and self.cfg.user_id in ids:
-            question = body.strip()
+        pill = f"matrix.to/#/{self.cfg.user_id}" in str(content.get("formatted_body", ""))
+        if question is None and (self.cfg.user_id in ids or pill):
+            question = strip_mention(body, self.cfg.user_id, self.display_name) or body.strip()
+        if question is None or is_acknowledgement(question):
+            return None
+        if "m.in_reply_to" in content.get("m.relates_to", {}) and not is_question(question):
+            return None
         return question
 
     async def dispatch(self, room_id: str, sender: str, event_id: str, cmd: Command) -> None:

@@ -57,9 +57,10 @@ class TestUser:
         await self.wait_joined(room, bot_id)
         return room
 
-    async def say(self, room_id: str, text: str) -> str:
+    async def say(self, room_id: str, text: str, **extra: Any) -> str:
+        """Send ``text`` (with ``extra`` content keys, e.g. ``m.mentions``); its event id."""
         resp = await self.client.room_send(room_id, "m.room.message",
-                                           {"msgtype": "m.text", "body": text})
+                                           {"msgtype": "m.text", "body": text, **extra})
         assert isinstance(resp, nio.RoomSendResponse), resp
         return str(resp.event_id)
 
@@ -85,9 +86,10 @@ class TestUser:
         bodies = [f"{e['sender']}: {e['content'].get('body')}" for e in seen[-10:]]
         raise AssertionError(f"no {what} in {room_id} within {deadline}s; last: {bodies}")
 
-    async def ask(self, room_id: str, text: str, *, deadline: float = DEADLINE) -> str:
-        """Send ``text`` and return the body of the bot's reply to it."""
-        event_id = await self.say(room_id, text)
+    async def ask(self, room_id: str, text: str, *, deadline: float = DEADLINE,
+                  **extra: Any) -> str:
+        """Send ``text`` (and ``extra`` content) and return the body of the bot's reply."""
+        event_id = await self.say(room_id, text, **extra)
 
         def is_reply(ev: dict[str, Any]) -> bool:
             rel = ev["content"].get("m.relates_to", {}).get("m.in_reply_to", {})

@@ -57,6 +57,30 @@ async def test_mention_is_a_question(bot: BotRunner, alice: TestUser) -> None:
     assert time.time() - os.stat(heartbeat).st_mtime < 60
 
 
+async def test_no_answers_nobody_asked_for(bot: BotRunner, alice: TestUser) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    help_reply = await alice.ask(room, "/help")
+    bot_event = next(e["event_id"] for e in reversed(await alice.events(room))
+                     if e["sender"] == bot_id(bot) and e["content"]["body"] == help_reply)
+    # As Element sends a reply: the replied-to sender in m.mentions, the reply relation.
+    reply_to_bot = {"m.relates_to": {"m.in_reply_to": {"event_id": bot_event}},
+                    "m.mentions": {"user_ids": [bot_id(bot)]}}
+    quiet = [
+        await alice.say(room, "thanks!", **reply_to_bot),
+        await alice.say(room, "that's the one", **reply_to_bot),
+        await alice.say(room, "see memu.local/admin for the updates"),
+        await alice.say(room, "mail ada@memu.family about the memu box"),
+        await alice.say(room, "memu is great"),
+    ]
+    # Asked by name, or in a reply that asks: answered (rooms are handled in order, so the
+    # messages above were handled by the time these replies arrive).
+    assert await alice.ask(room, "Memu, when do the bins go out?")
+    assert await alice.ask(room, "where are the keys?", **reply_to_bot)
+    replies_to = {e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+                  for e in await alice.events(room) if e["sender"] == bot_id(bot)}
+    assert not replies_to & set(quiet)
+
+
 async def test_memory_is_scoped_to_the_room(
     bot: BotRunner, alice: TestUser, fake_ollama: FakeOllama
 ) -> None:

@@ -17,7 +17,10 @@ from memu_intelligence.ranking import cosine, fuse
 from memu_intelligence.recall import history_term, keywords
 from memu_intelligence.text import (
     Command,
+    addressed,
     extract_tags,
+    is_acknowledgement,
+    is_question,
     parse_command,
     parse_short_id,
     strip_mention,
@@ -68,6 +71,39 @@ def test_strip_mention() -> None:
     assert strip_mention("Hey Memu Bot, bins?", uid, "Memu Bot") == "Hey  bins?"
     assert strip_mention("memurial day", uid, None) is None
     assert strip_mention("nothing here", uid, None) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "question"),
+    [
+        ("memu: where is the key?", "where is the key?"),
+        ("Memu, bins?", "bins?"),
+        ("  @memu:family.example: what's for tea", "what's for tea"),
+        ("Memu Bot: the wifi", "the wifi"),
+        ("see memu.local/admin for the updates", None),
+        ("mail ada@memu.family about it", None),
+        ("I love my memu box", None),
+        ("memu is great", None),
+        ("https://memu.local/photos", None),
+    ],
+)
+def test_only_a_message_that_starts_with_the_name_addresses_the_bot(
+        body: str, question: str | None) -> None:
+    assert addressed(body, "@memu:family.example", "Memu Bot") == question
+
+
+@pytest.mark.parametrize(
+    ("text", "question", "thanks"),
+    [
+        ("thanks!", False, True), ("Thank you so much", False, True), ("ok", False, True),
+        ("👍", False, True), ("cheers memu", False, True),
+        ("where is the key?", True, False), ("what about the bins", True, False),
+        ("thanks, where is the key?", True, False), ("the wifi password", False, False),
+        ("ok so what's the wifi password then", True, False),
+    ],
+)
+def test_questions_and_thanks(text: str, question: bool, thanks: bool) -> None:
+    assert (is_question(text), is_acknowledgement(text)) == (question, thanks)
 
 
 def test_strip_reply_fallback() -> None:
