@@ -59,6 +59,20 @@ def may_serve(inviter: str, server_name: str) -> bool:
     return inviter.split(":", 1)[1] == server_name
 
 
+def unusable(text: str) -> str | None:
+    """Why ``text`` cannot be stored or searched (PostgreSQL text holds no NUL character and
+    only valid Unicode), in words that say what to change; None when it can."""
+    if "\x00" in text:
+        return ("Your message has an invisible “null” character in it, which I can't store. "
+                "Please type it again without pasting that part.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return ("Your message has a broken character in it (half of an emoji?), which I "
+                "can't store. Please type it again.")
+    return None
+
+
 def strip_reply_fallback(body: str) -> str:
     """Drop the ``> <@user> quoted`` lines clients put before a reply's text."""
     lines = body.splitlines()
@@ -156,17 +170,25 @@ class SyncHandler:
         return question
 
     async def dispatch(self, room_id: str, sender: str, event_id: str, cmd: Command) -> None:
-        """Run ``cmd`` and reply; every failure becomes a reply and a log line, never a crash."""
+        """Run ``cmd`` and reply; every failure becomes a reply and a log line, never a crash.
+
+        Only an unreachable database (connection lost, pool exhausted) gets the "try again in
+        a minute" apology: a retry can help there. Input the database cannot take is refused
+        before it gets there (:func:`unusable`); any other database error is a bug of ours.
+        """
+        reply: str | None
         if len(cmd.args) > self.cfg.max_message_chars:
-            reply: str | None = (f"That's too long for me — please keep it under "
-                                 f"{self.cfg.max_message_chars} characters.")
+            reply = (f"That's too long for me — please keep it under "
+                     f"{self.cfg.max_message_chars} characters.")
+        elif (why := unusable(cmd.args)) is not None:
+            reply = why
         else:
             try:
                 reply = await self.commands.run(cmd, Request(room_id, sender, event_id, cmd.args))
             except UserFacingError as e:
                 reply = str(e)
-            except (psycopg.Error, PoolTimeout):
-                log.exception("database error in /%s (room %s)", cmd.name, room_id)
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
+                log.exception("database unreachable in /%s (room %s)", cmd.name, room_id)
                 reply = DB_APOLOGY
             except MatrixError:
                 log.exception("homeserver error in /%s (room %s)", cmd.name, room_id)

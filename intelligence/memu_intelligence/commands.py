@@ -141,8 +141,10 @@ class Commands:
         for word in req.args.split():
             if word.startswith("#") and len(word) > 1:
                 tag = word[1:].lower()
-            elif word.isdigit():
-                page = max(int(word), 1)
+            elif word.isascii() and word.isdigit():
+                # A page past the last says so below; beyond 10^6 it is past any room's last
+                # (and int() of thousands of digits, or OFFSET past bigint, would fail).
+                page = max(int(word), 1) if len(word) <= 6 else 10**6
             elif word.lower() != "page":
                 raise UserFacingError("Use /memories, /memories #tag, or /memories #tag 2.")
         items, total = await self.memory.page(req.room_id, tag=tag, page=page, per_page=PER_PAGE)

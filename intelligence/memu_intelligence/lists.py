@@ -103,7 +103,7 @@ class ListStore:
             return None
         wanted = what.strip().lower()
         match: ListItem | None = None
-        if wanted.isdigit() and 1 <= int(wanted) <= len(items):
+        if wanted.isascii() and wanted.isdigit() and 1 <= int(wanted) <= len(items):
             match = items[int(wanted) - 1]
         else:
             match = next((i for i in items if i.text.lower() == wanted), None) or next(

@@ -44,7 +44,7 @@ def parse_short_id(text: str, prefix: str) -> int:
     t = text.strip().lower().lstrip("#")
     if t.startswith(prefix):
         t = t[len(prefix) :]
-    if not t.isdigit() or len(t) > 18:
+    if not (t.isascii() and t.isdigit()) or len(t) > 18:  # "²".isdigit() is True
         raise UserFacingError(f"“{text.strip()}” is not an id like {prefix}12.")
     return int(t)
 

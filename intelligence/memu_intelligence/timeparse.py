@@ -35,6 +35,9 @@ from memu_intelligence.errors import UserFacingError
 
 MAX_TIME_WORDS = 9  # the longest time phrase we try ("next friday at quarter past 5 in the…")
 DEFAULT_HOUR = 9  # a date without a time ("on friday") means 09:00, not midnight
+#: The furthest ahead a reminder may be.
+MAX_AHEAD = dt.timedelta(days=3653)
+_TOO_FAR = "That's too far ahead for me: I keep reminders for up to ten years."
 #: Hours a day-part word alone stands for ("tomorrow morning", "tonight").
 PART_HOURS = {"morning": 9, "afternoon": 15, "evening": 18, "night": 20}
 _LEAD = re.compile(r"^(?:me|us)\s+", re.IGNORECASE)
@@ -212,6 +215,8 @@ def _year_for(month: int, day: int, today: dt.date, year: int | None) -> dt.date
     name = f"{day} {_MONTHS[month - 1].title()}"
     if not 1 <= month <= 12 or not 1 <= day <= 31:
         return Question(f"I can't find a date “{day}/{month}”. Which date did you mean?")
+    if year is not None and year > today.year + MAX_AHEAD.days // 365:
+        return Question(_TOO_FAR)
     if year is not None:
         try:
             return dt.date(year, month, day)
@@ -246,7 +251,9 @@ def _day(s: str, today: dt.date, locale: Locale) -> _Day | Question | None:
         return _Day(today - dt.timedelta(days=1))
     m = re.fullmatch(r"in (\d+|" + _NUM + r") (days?|weeks?)", s)
     if m:
-        n = _number(m[1])
+        n = _number(m[1]) if len(m[1]) <= 5 else MAX_AHEAD.days + 1
+        if n * (7 if m[2].startswith("week") else 1) > MAX_AHEAD.days:
+            return Question(_TOO_FAR)
         return _Day(today + dt.timedelta(days=n * (7 if m[2].startswith("week") else 1)))
     m = re.fullmatch(r"(this |next |coming )?" + _WEEKDAY + r"(?: (morning|afternoon|evening|"
                      r"night))?", s)
@@ -325,6 +332,8 @@ def _relative(s: str, now: dt.datetime) -> dt.datetime | None:
         count = float(n) if n[0].isdigit() else float(_number(n))
         unit = a["unit"].rstrip("s") if len(a["unit"]) > 1 else a["unit"]
         seconds += count * _RELATIVE_UNIT[unit]
+        if seconds > MAX_AHEAD.total_seconds():
+            return dt.datetime.max.replace(tzinfo=dt.UTC)  # said too far ahead below
     # In UTC: aware arithmetic in one zone is wall-clock arithmetic, and "in 4 hours" across
     # a DST change is four hours of real time.
     return (now.astimezone(dt.UTC) + dt.timedelta(seconds=seconds)) if seconds else None
@@ -357,7 +366,8 @@ def read_english(phrase: str, tz: dt.tzinfo, now: dt.datetime,
         return None
     relative = _relative(s, now)
     if relative is not None:
-        return Reading(relative.astimezone(tz))
+        return Reading(relative.astimezone(tz)) if relative.year < dt.MAXYEAR else Question(
+            _TOO_FAR)
     found = _find_clock(s, locale)
     clock, rest = found if found else (None, s)
     if isinstance(clock, Question):
