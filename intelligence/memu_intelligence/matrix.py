@@ -123,10 +123,14 @@ class Matrix:
     async def search_history(
         self, room_id: str, term: str, *, limit: int = 5, deadline: float = 5.0
     ) -> list[HistoryHit]:
-        """Messages in ``room_id`` matching ``term`` by the homeserver's full-text search.
+        """Messages in ``room_id`` matching ``term`` by the homeserver's full-text search,
+        best first, without the bot's own.
 
         Request body (spec 11.14 "Server Side Search"): ``search_categories.room_events``
-        with ``keys: ["content.body"]``, ``filter.rooms = [room_id]``, ``order_by: "rank"``.
+        with ``keys: ["content.body"]``, ``filter.rooms = [room_id]``, ``filter.not_senders
+        = [the bot]`` (its answers repeat the facts they cite, and would fill the window),
+        ``order_by: "rank"``. Synapse ranks up to 500 matches, then applies the filter and
+        ``limit`` (synapse/handlers/search.py); rank order has no next page.
 
         Raises:
             MatrixError: the homeserver answered with an error or not in time.
@@ -137,7 +141,7 @@ class Matrix:
                     "search_term": term,
                     "keys": ["content.body"],
                     "filter": {"rooms": [room_id], "limit": limit,
-                               "types": ["m.room.message"]},
+                               "types": ["m.room.message"], "not_senders": [self.cfg.user_id]},
                     "order_by": "rank",
                 }
             }

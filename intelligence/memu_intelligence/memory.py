@@ -4,7 +4,9 @@ Every query takes a ``room_id`` and filters by it; there is no cross-room read, 
 said in a private chat with the bot is never recalled in the family room.
 
 Search is PostgreSQL full-text search (``to_tsvector('english', body)``, a GIN index and
-``ts_rank_cd`` cover-density ranking) over an OR of the question's lexemes, plus — when the
+``ts_rank_cd`` cover-density ranking) over an OR of the question's lexemes; for scripts
+written without spaces (Chinese, Japanese, Thai…) the room's memories holding the most of
+the question's character bigrams (:func:`bigrams`); plus — when the
 ``vector`` extension is on — cosine nearest neighbours of the question's embedding through
 an HNSW index; both lists are fused with reciprocal rank fusion (``ranking.fuse``).
 """
@@ -12,6 +14,7 @@ an HNSW index; both lists are fused with reciprocal rank fusion (``ranking.fuse`
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,24 @@ _COLUMNS = "id, room_id, author, body, tags, created_at"
 # we OR them and let ts_rank_cd reward memories that hold more of them, closer together.
 # The 'simple' configuration only re-reads the already stemmed lexemes.
 _OR_QUERY = "to_tsquery('simple', replace(plainto_tsquery('english', %(q)s)::text, '&', '|'))"
+# Scripts written without spaces between words (Chinese, Japanese, Thai…): PostgreSQL's
+# parser takes a whole run of them as one "word", so full-text search cannot find a fact
+# by a word inside it. They are searched by character bigrams instead (the usual way to
+# index CJK text), as substrings of the room's memories.
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff"
+                       r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+                       r"\uf900-\ufaff]+")
+
+
+def bigrams(text: str, most: int = 16) -> list[str]:
+    """The character bigrams of ``text``'s runs of unspaced scripts (a run of one
+    character is itself), first ``most``, without repeats: ``密码是`` → ``密码``, ``码是``."""
+    grams: dict[str, None] = {}
+    for run in _UNSPACED.findall(text):
+        for gram in ([run] if len(run) == 1 else
+                     (run[i:i + 2] for i in range(len(run) - 1))):
+            grams.setdefault(gram, None)
+    return list(grams)[:most]
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,21 @@ class MemoryStore:
                 params,
             )
             text_rows = await cur.fetchall()
+            grams = bigrams(query)
+            if grams:
+                params["grams"] = grams
+                params["likes"] = [f"%{g}%" for g in grams]
+                await cur.execute(
+                    f"""SELECT {_COLUMNS},
+                               (SELECT count(*) FROM unnest(%(grams)s::text[]) AS g
+                                WHERE strpos(body, g) > 0) AS hits
+                        FROM household_memory
+                        WHERE room_id = %(room)s AND body LIKE ANY(%(likes)s::text[])
+                        ORDER BY hits DESC, id DESC LIMIT %(n)s""",
+                    params,
+                )
+                seen = {int(r["id"]) for r in text_rows}
+                text_rows += [r for r in await cur.fetchall() if int(r["id"]) not in seen]
             vec_rows: list[dict[str, Any]] = []
             if self.vector and embedding is not None:
                 params["v"] = vector_literal(embedding)

@@ -35,6 +35,10 @@ _STOP = frozenset(
     )
 )
 _WORD = re.compile(r"[\w-]+", re.UNICODE)
+#: Matching messages read from the homeserver per question. The bot's own are left out by
+#: the search itself; commands ("/recall wifi" asked again and again) are skipped here, so
+#: the window is wide enough that they do not crowd out a fact said once.
+HISTORY_WINDOW = 100
 UNAVAILABLE = "(The language model is unavailable right now, so here is what I found.)"
 DOWNLOADING = ("(The language model is not on the box yet: it is downloaded once the box is "
                "online, and the box's page shows how far along it is. Meanwhile, here is what "
@@ -91,7 +95,7 @@ class Recaller:
         if term:
             try:
                 found = await self._matrix.search_history(
-                    room_id, term, limit=limit * 4, deadline=self._cfg.search_timeout
+                    room_id, term, limit=HISTORY_WINDOW, deadline=self._cfg.search_timeout
                 )
             except MatrixError as e:
                 log.warning("history search in %s failed: %s", room_id, e)

@@ -42,6 +42,17 @@ async def test_remember_then_recall_cites_memory_and_history(
     assert "/remember" not in prompt  # commands are not context
 
 
+async def test_a_fact_said_once_is_found_however_often_it_was_asked(
+    bot: BotRunner, alice: TestUser
+) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    await alice.say(room, "the spare key is under the blue flowerpot")
+    # More questions (and answers quoting the fact) than the old window of 20 matches held.
+    for _ in range(22):
+        answer = await alice.ask(room, "/recall where is the spare key")
+        assert "flowerpot" in answer, answer
+
+
 async def test_mention_is_a_question(bot: BotRunner, alice: TestUser) -> None:
     room = await alice.room_with_bot(bot_id(bot))
     await alice.ask(room, "/remember the bins go out on Thursday")

@@ -82,6 +82,21 @@ async def test_full_text_search_ranks_and_scopes(pool: AsyncConnectionPool) -> N
         "the wifi password in the office is swordfish"]
 
 
+async def test_scripts_written_without_spaces_are_found(pool: AsyncConnectionPool) -> None:
+    store = MemoryStore(pool, vector=False)
+    for body in ("我家的wifi密码是hunter2", "鍵は青い植木鉢の下にあります",
+                 "รหัสไวไฟคือ hunter2", "the bins go out on Thursday"):
+        await store.add(ROOM, "@a:x", body, [], event_id=None)
+    await store.add(OTHER, "@a:x", "另一个房间的密码", [], event_id=None)
+    assert [h.memory.body for h in await store.search(ROOM, "密码是什么\uff1f")] == [
+        "我家的wifi密码是hunter2"]
+    assert [h.memory.body for h in await store.search(ROOM, "鍵はどこ")] == [
+        "鍵は青い植木鉢の下にあります"]
+    assert [h.memory.body for h in await store.search(ROOM, "รหัสไวไฟ")] == [
+        "รหัสไวไฟคือ hunter2"]
+    assert await store.search(ROOM, "天气") == []
+
+
 async def test_semantic_search_with_pgvector(pool: AsyncConnectionPool) -> None:
     assert await enable_vector(pool, 64)
     store = MemoryStore(pool, vector=True)

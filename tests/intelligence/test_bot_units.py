@@ -13,6 +13,7 @@ from memu_intelligence.__main__ import main
 from memu_intelligence.callbacks import may_serve, strip_reply_fallback
 from memu_intelligence.config import Config
 from memu_intelligence.errors import UserFacingError
+from memu_intelligence.memory import bigrams
 from memu_intelligence.ranking import cosine, fuse
 from memu_intelligence.recall import history_term, keywords
 from memu_intelligence.text import (
@@ -104,6 +105,13 @@ def test_only_a_message_that_starts_with_the_name_addresses_the_bot(
 )
 def test_questions_and_thanks(text: str, question: bool, thanks: bool) -> None:
     assert (is_question(text), is_acknowledgement(text)) == (question, thanks)
+
+
+def test_bigrams_of_unspaced_scripts() -> None:
+    assert bigrams("密码是什么\uff1f") == ["密码", "码是", "是什", "什么"]
+    assert bigrams("wifi 密 code") == ["密"]
+    assert bigrams("the wifi password") == []
+    assert len(bigrams("密" * 3 + "码" * 40)) <= 16
 
 
 def test_strip_reply_fallback() -> None:
