@@ -110,14 +110,29 @@ class Bot:
         except Exception:  # cosmetic: mentions by display name only
             log.warning("could not read the bot's display name", exc_info=True)
         log.info("serving as %s on %s", self.cfg.user_id, client.homeserver)
+        # Batches are handled by the rooms' lanes while the next sync runs; their tokens are
+        # stored in order, each once its batch and every batch before it are handled.
+        handled: asyncio.Queue[tuple[str, asyncio.Future[Any]]] = asyncio.Queue()
+        committer = asyncio.create_task(self._commit_tokens(handled), name="memu-tokens")
+        try:
+            while True:
+                resp = await self._sync_with_backoff(since, SYNC_FILTER,
+                                                     poll_ms=self.cfg.sync_timeout_ms)
+                handled.put_nowait((resp.next_batch, await self.handler.start_batch(resp)))
+                since = resp.next_batch
+                self._beat()
+        finally:
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
+            await self.handler.close()
+
+    async def _commit_tokens(self, handled: asyncio.Queue[tuple[str, asyncio.Future[Any]]]
+                             ) -> None:
         while True:
-            resp = await self._sync_with_backoff(since, SYNC_FILTER,
-                                                 poll_ms=self.cfg.sync_timeout_ms)
-            await self.handler.handle(resp)
-            since = resp.next_batch
-            await self._store_token(since)
+            token, done = await handled.get()
+            await done
+            await self._store_token(token)
             self.synced.set()
-            self._beat()
 
     def _beat(self) -> None:
         path = self.cfg.heartbeat_file

@@ -4,9 +4,12 @@ Spec references (Matrix client-server API): "Syncing" (``rooms.invite`` / ``room
 sections), "Room membership" (accepting/rejecting invites), "End-to-End Encryption"
 (``m.room.encryption`` / ``m.room.encrypted``).
 
-Within one sync batch, each room's events are handled in order and rooms run
-concurrently; the caller stores the batch's ``next_batch`` token only after ``handle()``
-returns (see ``db.SyncState``).
+Each room has a lane: its events are handled one after another, in order, across sync
+batches, and rooms never wait for each other (a slow model answer in one room does not hold
+up ``/help`` in another). ``start_batch()`` hands a batch to the lanes and returns at once
+with a future that is done when every event of the batch is handled; the caller stores the
+batch's ``next_batch`` token only then, and in batch order (see ``bot.Bot.run``,
+``db.SyncState``).
 """
 
 from __future__ import annotations
@@ -92,20 +95,51 @@ class SyncHandler:
         self.commands = commands
         self.display_name: str | None = None
         self._e2ee_told: dict[str, float] = {}
+        self._lanes: dict[str, asyncio.Task[None]] = {}
 
     async def handle(self, resp: nio.SyncResponse, *, timeline: bool = True) -> None:
-        """Handle one sync response; ``timeline=False`` handles invites only (first start)."""
+        """Handle one sync response and wait until it is done; ``timeline=False`` handles
+        invites only (first start)."""
+        await (await self.start_batch(resp, timeline=timeline))
+
+    async def start_batch(self, resp: nio.SyncResponse, *,
+                          timeline: bool = True) -> asyncio.Future[Any]:
+        """Answer invites, then queue each room's events on that room's lane; the returned
+        future is done when all of them are handled (never with an error: each event's
+        failure becomes a reply and a log line)."""
         for room_id, info in resp.rooms.invite.items():
             await self._on_invite(room_id, info.invite_state)
-        if not timeline:
-            return
-        per_room: dict[str, list[Any]] = {}
-        for room_id, info in resp.rooms.join.items():
-            events = list(info.timeline.events)
-            if any(isinstance(e, nio.RoomEncryptionEvent) for e in [*info.state, *events]):
-                await self._tell_e2ee(room_id)
-            per_room[room_id] = _since_our_join(events, self.cfg.user_id)
-        await asyncio.gather(*(self._room(r, evs) for r, evs in per_room.items()))
+        lanes: list[asyncio.Task[None]] = []
+        if timeline:
+            for room_id, info in resp.rooms.join.items():
+                events = list(info.timeline.events)
+                if any(isinstance(e, nio.RoomEncryptionEvent) for e in [*info.state, *events]):
+                    await self._tell_e2ee(room_id)
+                lanes.append(self._queue(room_id, _since_our_join(events, self.cfg.user_id)))
+        return asyncio.gather(*lanes)
+
+    def _queue(self, room_id: str, events: list[Any]) -> asyncio.Task[None]:
+        """Handle ``events`` after everything queued before in this room."""
+        before = self._lanes.get(room_id)
+
+        async def lane() -> None:
+            if before is not None:
+                await asyncio.wait([before])  # its own failures were replied to and logged
+            await self._room(room_id, events)
+
+        task = asyncio.create_task(lane(), name=f"memu-room-{room_id}")
+        self._lanes[room_id] = task
+        task.add_done_callback(
+            lambda t: self._lanes.pop(room_id, None) if self._lanes.get(room_id) is t else None)
+        return task
+
+    async def close(self) -> None:
+        """Cancel the lanes' work (what was not handled is handled again after a restart:
+        its batch's token was not stored)."""
+        lanes = list(self._lanes.values())
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
 
     async def _on_invite(self, room_id: str, state: list[Any]) -> None:
         inviter = next(

@@ -70,6 +70,8 @@ class FakeOllama:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._held: asyncio.Event | None = None
+        self._waiting = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -96,7 +98,8 @@ class FakeOllama:
             self._runner = self._site = None
 
     def up(self) -> None:
-        """Listen again (same port) and answer without delay, with every model."""
+        """Listen again (same port) and answer without delay or hold, with every model."""
+        self.release()
         self.delay = 0.0
         self.models_missing = False
         if self._runner is None:
@@ -109,6 +112,34 @@ class FakeOllama:
     def _missing(self, model: str) -> web.Response:
         return web.json_response(
             {"error": f'model "{model}" not found, try pulling it first'}, status=404)
+
+    def hold(self) -> None:
+        """Keep every chat answer from now on waiting until ``release()``."""
+        self._call(self._hold())
+
+    async def _hold(self) -> None:
+        self._held = asyncio.Event()
+        self._waiting = asyncio.Event()
+
+    def wait_held(self, timeout: float) -> bool:
+        """True once a chat request is waiting on the hold (within ``timeout`` seconds)."""
+        async def waiting() -> bool:
+            try:
+                await asyncio.wait_for(self._waiting.wait(), timeout)
+                return True
+            except TimeoutError:
+                return False
+        return bool(asyncio.run_coroutine_threadsafe(waiting(), self._loop).result(
+            timeout=timeout + 5))
+
+    def release(self) -> None:
+        """Let held answers go (and later ones answer at once)."""
+        self._call(self._release())
+
+    async def _release(self) -> None:
+        if self._held is not None:
+            self._held.set()
+        self._held = None
 
     def slow(self, seconds: float) -> None:
         """Delay every chat/embed answer by ``seconds``."""
@@ -144,6 +175,10 @@ class FakeOllama:
         self.requests.append(body)
         if self.models_missing:
             return self._missing(body.get("model", ""))
+        if self._held is not None:
+            held = self._held
+            self._waiting.set()
+            await held.wait()
         await asyncio.sleep(self.delay)
         text = answer_from_prompt(body.get("messages", []))
         model = body.get("model", "")

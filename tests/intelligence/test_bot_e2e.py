@@ -16,6 +16,7 @@ from bot_fake_ollama import FakeOllama
 from bot_matrix import BotRunner, TestUser
 
 from memu_intelligence.callbacks import DB_APOLOGY, E2EE_NOTICE, GENERIC_APOLOGY
+from memu_intelligence.config import Config
 from memu_intelligence.recall import DOWNLOADING, UNAVAILABLE
 
 pytestmark = pytest.mark.services
@@ -215,6 +216,40 @@ async def test_reminder_cancel(bot: BotRunner, alice: TestUser) -> None:
     assert "Cancelled" in await alice.ask(room, f"/remind cancel {rid}")
     await asyncio.sleep(3.5)
     assert not any(_reminder("water the plants")(e) for e in await alice.events(room))
+
+
+async def test_a_slow_answer_in_one_room_holds_up_no_other_room(
+    bot_config: Config, alice: TestUser, fake_ollama: FakeOllama
+) -> None:
+    # By structure, not by the clock: room A's model answer is held until released, and the
+    # deadline on it is far beyond the test's, so only a room that does not wait for A can
+    # answer meanwhile.
+    runner = BotRunner(bot_config.replace(llm_timeout=600.0))
+    await runner.start()
+    try:
+        a = await alice.room_with_bot(bot_id(runner))
+        b = await alice.room_with_bot(bot_id(runner))
+        await alice.ask(a, "/remember the boiler code is 4321")
+        fake_ollama.hold()
+        recall = await alice.say(a, "/recall boiler code")
+        assert await asyncio.to_thread(fake_ollama.wait_held, 60)
+        help_in_a = await alice.say(a, "/help")
+        assert "/remember" in await alice.ask(b, "/help", deadline=60)
+        replies_in_a = [e for e in await alice.events(a) if e["sender"] == bot_id(runner)
+                        and e["content"].get("m.relates_to", {}).get("m.in_reply_to", {})
+                        .get("event_id") in (recall, help_in_a)]
+        assert replies_in_a == []  # room A keeps its order: /help waits for the answer
+        fake_ollama.release()
+        order = []
+        for event_id in (recall, help_in_a):
+            ev = await alice.wait_for(a, lambda e, i=event_id: e["content"].get(
+                "m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == i,
+                what="room A's replies")
+            order.append(ev["origin_server_ts"])
+        assert order == sorted(order)
+    finally:
+        fake_ollama.release()
+        await runner.stop()
 
 
 async def test_model_down_or_slow_still_answers(
