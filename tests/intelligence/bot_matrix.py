@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import nio
-from bot_services import MatrixUser
 
+from memu_dev.services import MatrixUser
 from memu_intelligence.bot import Bot
 from memu_intelligence.config import Config
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from bot_fake_ollama import FakeOllama
 from bot_matrix import BotRunner, TestUser
-from bot_services import MatrixUser, Postgres, Synapse, free_port
 from psycopg_pool import AsyncConnectionPool
 
+from memu_dev.fake_ollama import FakeOllama
+from memu_dev.services import MatrixUser, Postgres, Synapse, free_port
 from memu_intelligence.config import Config
 from memu_intelligence.migrations import migrate
 

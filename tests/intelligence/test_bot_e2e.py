@@ -12,9 +12,9 @@ from typing import Any
 import nio
 import psycopg
 import pytest
-from bot_fake_ollama import FakeOllama
 from bot_matrix import BotRunner, TestUser
 
+from memu_dev.fake_ollama import FakeOllama
 from memu_intelligence.callbacks import DB_APOLOGY, E2EE_NOTICE, GENERIC_APOLOGY
 from memu_intelligence.config import Config
 from memu_intelligence.recall import DOWNLOADING, UNAVAILABLE

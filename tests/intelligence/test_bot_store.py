@@ -6,10 +6,10 @@ import asyncio
 import datetime as dt
 
 import pytest
-from bot_fake_ollama import embed_text
 from bot_matrix import TestUser
 from psycopg_pool import AsyncConnectionPool
 
+from memu_dev.fake_ollama import embed_text
 from memu_intelligence.__main__ import healthcheck, main
 from memu_intelligence.config import Config
 from memu_intelligence.lists import ListStore

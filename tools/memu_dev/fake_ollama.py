@@ -11,8 +11,9 @@ response shapes (https://github.com/ollama/ollama/blob/main/docs/api.md):
 
 It runs on its own event loop in a thread (session-scoped while tests use per-test loops)
 and can be switched ``down()`` (listener closed: connection refused), ``up()``,
-``slow(seconds)`` and ``without_models()`` (every model missing, as on a box still
-downloading them: Ollama's 404 ``model "…" not found, try pulling it first``).
+``slow(seconds)``, ``hold()``/``release()`` (chat answers wait on an event) and
+``without_models()`` (every model missing, as on a box still downloading them: Ollama's
+404 ``model "…" not found, try pulling it first``).
 ``requests`` records every chat request body.
 """
 

@@ -1,4 +1,5 @@
-"""Throwaway PostgreSQL and Synapse for the bot's tests (started by conftest fixtures).
+"""Throwaway PostgreSQL and Synapse for the bot's tests (started by conftest fixtures) and
+the recall benchmark's concurrency run.
 
 Both listen on loopback on free ports, live in temporary directories, and are stopped at
 the end of the session. Every wait has a deadline; on failure the service's log is printed.
@@ -21,12 +22,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-import pytest
-
+from memu_common import MemuError
 from memu_dev import matrix
+from memu_dev.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SYNAPSE_PY = REPO / ".tools" / "synapse-venv" / "bin" / "python"
 SETUP_HINT = "run tools/setup-services.sh (as root) to install PostgreSQL 15, pgvector and Synapse"
@@ -38,10 +39,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _fail_with_log(what: str, log: Path) -> None:
+def _fail_with_log(what: str, log: Path) -> NoReturn:
     text = log.read_text(errors="replace")[-6000:] if log.exists() else "(no log)"
     print(f"--- {log} ---\n{text}", file=sys.stderr)
-    pytest.fail(f"{what}; log above ({log})", pytrace=False)
+    raise MemuError(f"{what}; log above ({log})", hint=SETUP_HINT)
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Postgres:
     @classmethod
     def start(cls) -> Postgres:
         if not (PG_BIN / "initdb").exists():
-            pytest.fail(f"PostgreSQL 15 not found in {PG_BIN}: {SETUP_HINT}", pytrace=False)
+            raise MemuError(f"PostgreSQL 15 not found in {PG_BIN}", hint=SETUP_HINT)
         # PostgreSQL refuses to run as root: use the postgres (or nobody) account then.
         user = None
         if os.geteuid() == 0:
@@ -85,7 +86,7 @@ class Postgres:
         r = pg._run(PG_BIN / "initdb", "-D", root / "data", "-U", "memu", "--auth=trust",
                     "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
         if r.returncode:
-            pytest.fail(f"initdb failed: {r.stderr[-2000:]}", pytrace=False)
+            raise MemuError(f"initdb failed: {r.stderr[-2000:]}", hint=SETUP_HINT)
         opts = (f"-k {root} -p {pg.port} -c listen_addresses=127.0.0.1 -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         r = pg._run(PG_BIN / "pg_ctl", "-D", root / "data", "-l", pg.log, "-o", opts,
@@ -125,7 +126,7 @@ class Synapse:
     @classmethod
     def start(cls) -> Synapse:
         if not SYNAPSE_PY.exists():
-            pytest.fail(f"Synapse not found at {SYNAPSE_PY}: {SETUP_HINT}", pytrace=False)
+            raise MemuError(f"Synapse not found at {SYNAPSE_PY}", hint=SETUP_HINT)
         root = Path(tempfile.mkdtemp(prefix="memu-synapse-"))
         port, secret = free_port(), os.urandom(16).hex()
         limit = {"per_second": 10000, "burst_count": 10000}
@@ -163,7 +164,8 @@ class Synapse:
                             "--generate-keys"], capture_output=True, text=True, timeout=120,
                            check=False)
         if r.returncode:
-            pytest.fail(f"synapse --generate-keys failed: {r.stderr[-2000:]}", pytrace=False)
+            raise MemuError(
+                f"synapse --generate-keys failed: {r.stderr[-2000:]}", hint=SETUP_HINT)
         with log.open("wb") as out:
             proc = subprocess.Popen([py, "-m", "synapse.app.homeserver", "-c", str(cfg)],
                                     stdout=out, stderr=subprocess.STDOUT,
