@@ -5,11 +5,13 @@ sections), "Room membership" (accepting/rejecting invites), "End-to-End Encrypti
 (``m.room.encryption`` / ``m.room.encrypted``).
 
 Each room has a lane: its events are handled one after another, in order, across sync
-batches, and rooms never wait for each other (a slow model answer in one room does not hold
-up ``/help`` in another). ``start_batch()`` hands a batch to the lanes and returns at once
-with a future that is done when every event of the batch is handled; the caller stores the
-batch's ``next_batch`` token only then, and in batch order (see ``bot.Bot.run``,
-``db.SyncState``).
+batches, and rooms never wait for each other. Work that waits for the language model
+(``commands.SLOW``: a recall) runs on the room's slow lane, in order among itself, so
+commands that need no model are never queued behind it, in that room or another; a recall
+only reads, so running beside later commands changes no effect's order.
+``start_batch()`` hands a batch to the lanes and returns at once with a future that is done
+when every event of the batch is handled, slow work included; the caller stores the batch's
+``next_batch`` token only then, and in batch order (see ``bot.Bot.run``, ``db.SyncState``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import nio
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from memu_intelligence.commands import ANSWER, Commands, Request
+from memu_intelligence.commands import ANSWER, SLOW, Commands, Request
 from memu_intelligence.config import Config
 from memu_intelligence.errors import UserFacingError
 from memu_intelligence.matrix import Matrix, MatrixError
@@ -95,7 +98,8 @@ class SyncHandler:
         self.commands = commands
         self.display_name: str | None = None
         self._e2ee_told: dict[str, float] = {}
-        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._lanes: dict[str, asyncio.Task[list[asyncio.Task[None]]]] = {}
+        self._slow_lanes: dict[str, asyncio.Task[None]] = {}
 
     async def handle(self, resp: nio.SyncResponse, *, timeline: bool = True) -> None:
         """Handle one sync response and wait until it is done; ``timeline=False`` handles
@@ -109,23 +113,29 @@ class SyncHandler:
         failure becomes a reply and a log line)."""
         for room_id, info in resp.rooms.invite.items():
             await self._on_invite(room_id, info.invite_state)
-        lanes: list[asyncio.Task[None]] = []
+        lanes: list[asyncio.Task[list[asyncio.Task[None]]]] = []
         if timeline:
             for room_id, info in resp.rooms.join.items():
                 events = list(info.timeline.events)
                 if any(isinstance(e, nio.RoomEncryptionEvent) for e in [*info.state, *events]):
                     await self._tell_e2ee(room_id)
                 lanes.append(self._queue(room_id, _since_our_join(events, self.cfg.user_id)))
-        return asyncio.gather(*lanes)
 
-    def _queue(self, room_id: str, events: list[Any]) -> asyncio.Task[None]:
-        """Handle ``events`` after everything queued before in this room."""
+        async def done() -> None:
+            spawned = await asyncio.gather(*lanes)
+            await asyncio.gather(*(task for tasks in spawned for task in tasks))
+
+        return asyncio.ensure_future(done())
+
+    def _queue(self, room_id: str, events: list[Any]) -> asyncio.Task[list[asyncio.Task[None]]]:
+        """Handle ``events`` after everything queued before in this room; the task's result
+        is the slow work it started."""
         before = self._lanes.get(room_id)
 
-        async def lane() -> None:
+        async def lane() -> list[asyncio.Task[None]]:
             if before is not None:
                 await asyncio.wait([before])  # its own failures were replied to and logged
-            await self._room(room_id, events)
+            return await self._room(room_id, events)
 
         task = asyncio.create_task(lane(), name=f"memu-room-{room_id}")
         self._lanes[room_id] = task
@@ -133,10 +143,26 @@ class SyncHandler:
             lambda t: self._lanes.pop(room_id, None) if self._lanes.get(room_id) is t else None)
         return task
 
+    def _queue_slow(self, room_id: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` after the slow work queued before in this room."""
+        before = self._slow_lanes.get(room_id)
+
+        async def lane() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            await work
+
+        task = asyncio.create_task(lane(), name=f"memu-slow-{room_id}")
+        self._slow_lanes[room_id] = task
+        task.add_done_callback(
+            lambda t: self._slow_lanes.pop(room_id, None)
+            if self._slow_lanes.get(room_id) is t else None)
+        return task
+
     async def close(self) -> None:
         """Cancel the lanes' work (what was not handled is handled again after a restart:
         its batch's token was not stored)."""
-        lanes = list(self._lanes.values())
+        lanes: list[asyncio.Task[Any]] = [*self._lanes.values(), *self._slow_lanes.values()]
         for task in lanes:
             task.cancel()
         await asyncio.gather(*lanes, return_exceptions=True)
@@ -156,24 +182,30 @@ class SyncHandler:
         await self.matrix.join(room_id)
         # Whether the room is encrypted shows in the next sync's state (see handle()).
 
-    async def _room(self, room_id: str, events: list[Any]) -> None:
+    async def _room(self, room_id: str, events: list[Any]) -> list[asyncio.Task[None]]:
+        spawned: list[asyncio.Task[None]] = []
         for event in events:
             try:
-                await self._event(room_id, event)
+                slow = await self._event(room_id, event)
             except Exception:
                 log.exception("unexpected error handling %s in %s", event, room_id)
+                continue
+            if slow is not None:
+                spawned.append(slow)
+        return spawned
 
-    async def _event(self, room_id: str, event: Any) -> None:
+    async def _event(self, room_id: str, event: Any) -> asyncio.Task[None] | None:
+        """Handle one event; the slow work it started, if any."""
         if getattr(event, "sender", None) == self.cfg.user_id:
-            return
+            return None
         if isinstance(event, nio.MegolmEvent | nio.RoomEncryptionEvent):
             await self._tell_e2ee(room_id)
-            return
+            return None
         if not isinstance(event, nio.RoomMessageText):
-            return
+            return None
         content = event.source.get("content", {})
         if content.get("m.relates_to", {}).get("rel_type") == "m.replace":
-            return  # an edit: the original was handled already
+            return None  # an edit: the original was handled already
         body = strip_reply_fallback(event.body or "")
         cmd = parse_command(body)
         if cmd is None:
@@ -181,7 +213,11 @@ class SyncHandler:
             # Ordinary chat (found later through history search) is offered as the answer
             # to a question the bot asked its sender, and otherwise left alone.
             cmd = Command(ANSWER, body) if question is None else Command("recall", question)
-        await self.dispatch(room_id, event.sender, event.event_id, cmd)
+        work = self.dispatch(room_id, event.sender, event.event_id, cmd)
+        if cmd.name in SLOW:
+            return self._queue_slow(room_id, work)
+        await work
+        return None
 
     def _mentioned(self, body: str, content: dict[str, Any]) -> str | None:
         """The question of a message addressed to the bot, or None (not for the bot).

@@ -63,6 +63,9 @@ Handler = Callable[["Commands", Request], Awaitable[str | None]]
 #: The name under which a plain message (no command, no mention) is offered to the bot: it
 #: answers only when it completes a reminder whose time it asked about. Not a ``/word``.
 ANSWER = "(answer)"
+#: Commands that wait for the language model: run beside the room's other commands, not
+#: before them (``callbacks``). Only reads: no effect changes order.
+SLOW = frozenset({"recall"})
 
 
 class Commands:
