@@ -84,7 +84,8 @@ bench-setup n="3": _dev
     {{py}} -m memu_dev.build --board {{board}} --if-stale
     {{py}} -m memu_dev.bench_setup --runs {{n}}
 
-# Recall latency and bot RSS at 1k/10k/100k memories, against a naive baseline.
+# Recall latency and bot RSS at 1k/10k/100k memories, against a naive baseline; then the
+# assistant's reply latency for a burst of 50 commands over 5 rooms with a 2 s model.
 [group('bench')]
 bench-recall *args: _dev _services
     {{py}} -m memu_dev.bench_recall {{args}}
