@@ -148,8 +148,12 @@ class SyncHandler:
         before = self._slow_lanes.get(room_id)
 
         async def lane() -> None:
-            if before is not None:
-                await asyncio.wait([before])
+            try:
+                if before is not None:
+                    await asyncio.wait([before])
+            except asyncio.CancelledError:
+                work.close()  # cancelled before it began: it never runs
+                raise
             await work
 
         task = asyncio.create_task(lane(), name=f"memu-slow-{room_id}")
