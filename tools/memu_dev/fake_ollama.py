@@ -64,6 +64,7 @@ class FakeOllama:
     def __init__(self, dim: int = 64) -> None:
         self.dim = dim
         self.delay = 0.0
+        self.embed_delay = 0.0
         self.models_missing = False
         self.requests: list[dict[str, Any]] = []
         self.port = 0
@@ -101,7 +102,7 @@ class FakeOllama:
     def up(self) -> None:
         """Listen again (same port) and answer without delay or hold, with every model."""
         self.release()
-        self.delay = 0.0
+        self.delay = self.embed_delay = 0.0
         self.models_missing = False
         if self._runner is None:
             self._call(self._start())
@@ -142,9 +143,11 @@ class FakeOllama:
             self._held.set()
         self._held = None
 
-    def slow(self, seconds: float) -> None:
-        """Delay every chat/embed answer by ``seconds``."""
+    def slow(self, seconds: float, *, embeddings: bool = True) -> None:
+        """Delay every chat answer (and embed answer, unless ``embeddings`` is False: a real
+        model embeds a sentence in milliseconds) by ``seconds``."""
         self.delay = seconds
+        self.embed_delay = seconds if embeddings else 0.0
 
     async def _start(self) -> None:
         app = web.Application()
@@ -164,7 +167,7 @@ class FakeOllama:
         body = await request.json()
         if self.models_missing:
             return self._missing(body.get("model", ""))
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.embed_delay)
         inputs = body.get("input", [])
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         return web.json_response(
