@@ -118,7 +118,8 @@ class Bot:
             while True:
                 resp = await self._sync_with_backoff(since, SYNC_FILTER,
                                                      poll_ms=self.cfg.sync_timeout_ms)
-                handled.put_nowait((resp.next_batch, await self.handler.start_batch(resp)))
+                handled.put_nowait((resp.next_batch,
+                                    await self.handler.start_batch(resp, since=since)))
                 since = resp.next_batch
                 self._beat()
         finally:

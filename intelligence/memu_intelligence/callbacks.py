@@ -52,6 +52,8 @@ DB_APOLOGY = ("Sorry — I couldn't reach my memory just now, so nothing was cha
               "Please try again in a minute.")
 GENERIC_APOLOGY = "Sorry — something went wrong on my side. Please try again."
 E2EE_NOTICE_INTERVAL = 3600.0
+#: Said before a reply to a command sent more than ``Config.away_after`` seconds before.
+AWAY_NOTE = "(Sorry for the wait: I was away when you sent this.)"
 
 
 def may_serve(inviter: str, server_name: str) -> bool:
@@ -106,11 +108,17 @@ class SyncHandler:
         invites only (first start)."""
         await (await self.start_batch(resp, timeline=timeline))
 
-    async def start_batch(self, resp: nio.SyncResponse, *,
-                          timeline: bool = True) -> asyncio.Future[Any]:
+    async def start_batch(self, resp: nio.SyncResponse, *, timeline: bool = True,
+                          since: str | None = None) -> asyncio.Future[Any]:
         """Answer invites, then queue each room's events on that room's lane; the returned
         future is done when all of them are handled (never with an error: each event's
-        failure becomes a reply and a log line)."""
+        failure becomes a reply and a log line).
+
+        ``since`` is the token the sync started from: when a room's timeline is ``limited``
+        (more happened than one sync carries, e.g. while the bot was down), its lane first
+        reads what was left out (``Matrix.missed``), so every message is answered, oldest
+        first.
+        """
         for room_id, info in resp.rooms.invite.items():
             await self._on_invite(room_id, info.invite_state)
         lanes: list[asyncio.Task[list[asyncio.Task[None]]]] = []
@@ -119,7 +127,9 @@ class SyncHandler:
                 events = list(info.timeline.events)
                 if any(isinstance(e, nio.RoomEncryptionEvent) for e in [*info.state, *events]):
                     await self._tell_e2ee(room_id)
-                lanes.append(self._queue(room_id, _since_our_join(events, self.cfg.user_id)))
+                gap = (info.timeline.prev_batch, since) if (
+                    info.timeline.limited and since and info.timeline.prev_batch) else None
+                lanes.append(self._queue(room_id, events, gap))
 
         async def done() -> None:
             spawned = await asyncio.gather(*lanes)
@@ -127,15 +137,24 @@ class SyncHandler:
 
         return asyncio.ensure_future(done())
 
-    def _queue(self, room_id: str, events: list[Any]) -> asyncio.Task[list[asyncio.Task[None]]]:
-        """Handle ``events`` after everything queued before in this room; the task's result
-        is the slow work it started."""
+    def _queue(self, room_id: str, events: list[Any], gap: tuple[str, str] | None = None
+               ) -> asyncio.Task[list[asyncio.Task[None]]]:
+        """Handle ``events`` (after the ``gap`` before them, when given) after everything
+        queued before in this room; the task's result is the slow work it started."""
         before = self._lanes.get(room_id)
 
         async def lane() -> list[asyncio.Task[None]]:
             if before is not None:
                 await asyncio.wait([before])  # its own failures were replied to and logged
-            return await self._room(room_id, events)
+            missed: list[Any] = []
+            if gap is not None:
+                try:
+                    missed = await self.matrix.missed(room_id, *gap)
+                except MatrixError:
+                    log.exception("could not read what was missed in %s", room_id)
+                log.info("catching up on %d events missed in %s", len(missed), room_id)
+            return await self._room(room_id, _since_our_join([*missed, *events],
+                                                             self.cfg.user_id))
 
         task = asyncio.create_task(lane(), name=f"memu-room-{room_id}")
         self._lanes[room_id] = task
@@ -217,7 +236,8 @@ class SyncHandler:
             # Ordinary chat (found later through history search) is offered as the answer
             # to a question the bot asked its sender, and otherwise left alone.
             cmd = Command(ANSWER, body) if question is None else Command("recall", question)
-        work = self.dispatch(room_id, event.sender, event.event_id, cmd)
+        work = self.dispatch(room_id, event.sender, event.event_id, cmd,
+                             sent_ms=getattr(event, "server_timestamp", None))
         if cmd.name in SLOW:
             return self._queue_slow(room_id, work)
         await work
@@ -243,7 +263,8 @@ class SyncHandler:
             return None
         return question
 
-    async def dispatch(self, room_id: str, sender: str, event_id: str, cmd: Command) -> None:
+    async def dispatch(self, room_id: str, sender: str, event_id: str, cmd: Command, *,
+                       sent_ms: int | None = None) -> None:
         """Run ``cmd`` and reply; every failure becomes a reply and a log line, never a crash.
 
         Only an unreachable database (connection lost, pool exhausted) gets the "try again in
@@ -272,6 +293,8 @@ class SyncHandler:
                 reply = GENERIC_APOLOGY
         if reply is None:
             return
+        if sent_ms is not None and time.time() - sent_ms / 1000 > self.cfg.away_after:
+            reply = f"{AWAY_NOTE}\n{reply}"
         txn = "memu-reply-" + hashlib.sha256(event_id.encode()).hexdigest()[:32]
         try:
             await self.matrix.send_notice(room_id, reply, reply_to=event_id, txn_id=txn)

@@ -189,7 +189,8 @@ class Commands:
             new = [i.strip() for i in items.split(",") if i.strip()]
             if not new:
                 raise UserFacingError(f"What should I add to {name}? e.g. /list add {name} milk")
-            count = await self.lists.add(req.room_id, name, new, req.sender)
+            count = await self.lists.add(req.room_id, name, new, req.sender,
+                                         event_id=req.event_id)
             return f"Added {', '.join(new)} to {name.lower()} ({count} to get)."
         if sub == "show":
             shown = await self.lists.show(req.room_id, name)
@@ -202,11 +203,11 @@ class Commands:
         if sub == "done":
             if not items.strip():
                 raise UserFacingError(f"Which item? e.g. /list done {name} milk")
-            item = await self.lists.done(req.room_id, name, items)
+            item = await self.lists.done(req.room_id, name, items, event_id=req.event_id)
             if item is None:
                 return f"I can't find “{items.strip()}” on {name.lower()}."
             return f"Ticked off {item.text} on {name.lower()}."
-        cleared = await self.lists.clear(req.room_id, name)
+        cleared = await self.lists.clear(req.room_id, name, event_id=req.event_id)
         if cleared is None:
             return f"There is no list called {name.lower()} here."
         return f"Cleared {name.lower()} ({cleared} open items removed)."

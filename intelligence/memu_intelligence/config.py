@@ -44,6 +44,8 @@ class Config:
         pool_min, pool_max: PostgreSQL connection pool bounds.
         sync_timeout_ms: long-poll timeout of ``/sync`` in milliseconds.
         reminder_poll: longest sleep of the reminder scheduler between checks.
+        away_after: seconds after which a reply says the bot was away when the command was
+            sent (it was down, or catching up).
         heartbeat_file: touched after every handled sync ("" for none); the container's
             health check reads its age (``/usr/lib/memu/intelligence-alive``), which costs
             a bare interpreter start instead of importing the bot.
@@ -68,6 +70,7 @@ class Config:
     pool_max: int = 4
     sync_timeout_ms: int = 30000
     reminder_poll: float = 30.0
+    away_after: float = 120.0
     heartbeat_file: str = ""
 
     @property
@@ -136,6 +139,7 @@ SETTINGS: tuple[Setting, ...] = (
     _row("pool_max", settings.positive(int)),
     _row("sync_timeout_ms", settings.positive(int)),
     _row("reminder_poll", settings.positive(float)),
+    _row("away_after", settings.positive(float)),
     _row("heartbeat_file", settings.text),
 )
 check_table(Config, SETTINGS)

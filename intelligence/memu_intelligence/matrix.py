@@ -175,6 +175,31 @@ class Matrix:
             ))
         return hits
 
+    async def missed(self, room_id: str, start: str, end: str, *, most: int = 2000
+                     ) -> list[Any]:
+        """The room's events between sync tokens ``end`` (older) and ``start`` (newer),
+        oldest first, at most ``most``: what a sync left out when its timeline was
+        ``limited`` (``start`` is the timeline's ``prev_batch``, ``end`` the token of the
+        sync before). ``GET /rooms/{id}/messages?dir=b&from=…&to=…`` (spec "Syncing",
+        "Getting events for a room"), page by page.
+
+        Raises:
+            MatrixError: the homeserver refused a page.
+        """
+        found: list[Any] = []
+        token: str | None = start
+        while token and len(found) < most:
+            resp = await self.client.room_messages(room_id, start=token, end=end,
+                                                   direction=nio.MessageDirection.back,
+                                                   limit=min(100, most - len(found)))
+            if not isinstance(resp, nio.RoomMessagesResponse):
+                raise MatrixError(f"reading missed messages in {room_id} failed: {resp}")
+            if not resp.chunk:
+                break
+            found.extend(resp.chunk)
+            token = resp.end if resp.end != token else None
+        return found[::-1]
+
     async def display_name(self) -> str | None:
         """The bot's own display name, if set."""
         resp = await self.client.get_displayname(self.cfg.user_id)

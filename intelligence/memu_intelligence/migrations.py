@@ -140,6 +140,22 @@ async def _v4(conn: AsyncConnection) -> None:
     )
 
 
+@migration(5, "events whose effect is applied, for effects that are not idempotent")
+async def _v5(conn: AsyncConnection) -> None:
+    # A replayed event (the bot stopped after an effect, before storing its sync token) finds
+    # its row here, written in the effect's own transaction, and changes nothing again.
+    await conn.execute(
+        """
+        CREATE TABLE applied_events (
+            room_id text NOT NULL,
+            event_id text NOT NULL,
+            outcome text NOT NULL DEFAULT '',
+            applied_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (room_id, event_id)
+        )"""
+    )
+
+
 async def schema_version(conn: AsyncConnection) -> int:
     """The stored schema version (0 for an empty database)."""
     cur = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")

@@ -15,7 +15,7 @@ import pytest
 from bot_matrix import BotRunner, TestUser
 
 from memu_dev.fake_ollama import FakeOllama
-from memu_intelligence.callbacks import DB_APOLOGY, E2EE_NOTICE, GENERIC_APOLOGY
+from memu_intelligence.callbacks import AWAY_NOTE, DB_APOLOGY, E2EE_NOTICE, GENERIC_APOLOGY
 from memu_intelligence.config import Config
 from memu_intelligence.recall import DOWNLOADING, UNAVAILABLE
 
@@ -166,6 +166,64 @@ def _rid(reply: str) -> str:
     m = re.search(r"\[(r\d+)\]", reply)
     assert m, reply
     return m.group(1)
+
+
+async def _sync_token(bot: BotRunner, value: str | None = None) -> str:
+    """The bot's stored sync token; with ``value``, set it first (the bot is stopped)."""
+    async with await psycopg.AsyncConnection.connect(bot.cfg.database_url,
+                                                     autocommit=True) as conn:
+        if value is not None:
+            await conn.execute("UPDATE sync_state SET value = %s WHERE key = 'next_batch'",
+                               (value,))
+        cur = await conn.execute("SELECT value FROM sync_state WHERE key = 'next_batch'")
+        row = await cur.fetchone()
+    assert row
+    return str(row[0])
+
+
+async def test_a_replayed_batch_changes_nothing_twice(bot: BotRunner, alice: TestUser) -> None:
+    # The bot stops after the effects but before storing the token: a replay of the same
+    # events (the token set back) must find every effect already there.
+    room = await alice.room_with_bot(bot_id(bot))
+    await alice.ask(room, "/list add chores sweep, dust")
+    assert bot.bot and bot.bot.synced
+    before = await _sync_token(bot)
+    for text in ("/list add shopping milk, eggs", "/list done shopping 1",
+                 "/list clear chores", "/remember the boiler code is 4321",
+                 "/remind in 1 hour put the bins out"):
+        await alice.ask(room, text)
+    await bot.stop()
+    await _sync_token(bot, before)
+    await bot.start()
+    assert await alice.ask(room, "/list show shopping") == "shopping:\n1. eggs"
+    assert "no list called chores" in await alice.ask(room, "/list show chores")
+    assert (await alice.ask(room, "/memories")).startswith("1 memories")
+    assert (await alice.ask(room, "/reminders")).count("put the bins out") == 1
+
+
+async def test_a_backlog_longer_than_one_sync_is_answered(
+    bot_config: Config, alice: TestUser
+) -> None:
+    runner = BotRunner(bot_config.replace(away_after=1.0))
+    await runner.start()
+    try:
+        room = await alice.room_with_bot(bot_id(runner))
+        await alice.ask(room, "/help")
+        await runner.stop()  # sent while the bot is down: more than the timeline limit of 50
+        sent = [await alice.say(room, f"/list add backlog item {i:02d}") for i in range(60)]
+        await runner.start()
+        last = await alice.ask(room, "/list show backlog", deadline=180)
+        items = last.split("backlog:\n", 1)[1].splitlines()
+        assert items == [f"{i + 1}. item {i:02d}" for i in range(60)], last
+        replies = {e["content"].get("m.relates_to", {}).get("m.in_reply_to", {})
+                   .get("event_id"): e for e in await alice.events(room, limit=300)
+                   if e["sender"] == bot_id(runner)}
+        assert all(i in replies for i in sent)  # every one answered
+        assert all(replies[i]["content"]["body"].startswith(AWAY_NOTE) for i in sent)
+        stamps = [replies[i]["origin_server_ts"] for i in sent]
+        assert stamps == sorted(stamps)  # oldest first
+    finally:
+        await runner.stop()
 
 
 async def test_reminder_delivered_once_across_restart(bot: BotRunner, alice: TestUser) -> None:
