@@ -16,6 +16,7 @@ Sync loop (Matrix client-server spec, "Syncing", ``GET /_matrix/client/v3/sync``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
@@ -46,6 +47,8 @@ SYNC_FILTER: dict[str, Any] = {
 }
 FIRST_SYNC_FILTER: dict[str, Any] = {**SYNC_FILTER, "room": {"timeline": {"limit": 0}}}
 MAX_BACKOFF = 60.0
+SIGNED_OUT = ("signed out: the homeserver no longer accepts the assistant's access token "
+              "(M_UNKNOWN_TOKEN); it needs a new one")
 
 
 class Bot:
@@ -135,6 +138,23 @@ class Bot:
             await self._store_token(token)
             self.synced.set()
 
+    def _problem(self, text: str | None) -> None:
+        """Say (``text``) or clear (None) what keeps the bot from working, in
+        ``<heartbeat_file>.problem``, which the container's health check reports."""
+        if not self.cfg.heartbeat_file:
+            return
+        path = self.cfg.heartbeat_file + ".problem"
+        try:
+            if text is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            elif not os.path.exists(path):
+                log.error("%s", text)
+                with open(path, "w") as f:
+                    f.write(text + "\n")
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e)
+
     def _beat(self) -> None:
         path = self.cfg.heartbeat_file
         if not path:
@@ -170,7 +190,10 @@ class Bot:
             except Exception as e:  # network errors, timeouts, bad JSON
                 resp = e
             if isinstance(resp, nio.SyncResponse):
+                self._problem(None)
                 return resp
+            if getattr(resp, "status_code", None) == "M_UNKNOWN_TOKEN":
+                self._problem(SIGNED_OUT)
             log.warning("sync failed (%s); retrying in %.0fs", resp, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)

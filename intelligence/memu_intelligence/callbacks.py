@@ -51,6 +51,10 @@ E2EE_NOTICE = (
 DB_APOLOGY = ("Sorry — I couldn't reach my memory just now, so nothing was changed. "
               "Please try again in a minute.")
 GENERIC_APOLOGY = "Sorry — something went wrong on my side. Please try again."
+ENCRYPTED_REFUSAL = (
+    "This room is end-to-end encrypted now, and I can't read or send encrypted messages, so "
+    "I won't answer here: my answer would go out unencrypted, and it could hold what the "
+    "family told me. Ask me in an unencrypted room (or a private chat with me) instead.")
 E2EE_NOTICE_INTERVAL = 3600.0
 #: Said before a reply to a command sent more than ``Config.away_after`` seconds before.
 AWAY_NOTE = "(Sorry for the wait: I was away when you sent this.)"
@@ -100,6 +104,7 @@ class SyncHandler:
         self.commands = commands
         self.display_name: str | None = None
         self._e2ee_told: dict[str, float] = {}
+        self._encrypted: dict[str, bool] = {}
         self._lanes: dict[str, asyncio.Task[list[asyncio.Task[None]]]] = {}
         self._slow_lanes: dict[str, asyncio.Task[None]] = {}
 
@@ -126,6 +131,7 @@ class SyncHandler:
             for room_id, info in resp.rooms.join.items():
                 events = list(info.timeline.events)
                 if any(isinstance(e, nio.RoomEncryptionEvent) for e in [*info.state, *events]):
+                    self._encrypted[room_id] = True
                     await self._tell_e2ee(room_id)
                 gap = (info.timeline.prev_batch, since) if (
                     info.timeline.limited and since and info.timeline.prev_batch) else None
@@ -272,7 +278,11 @@ class SyncHandler:
         before it gets there (:func:`unusable`); any other database error is a bug of ours.
         """
         reply: str | None
-        if len(cmd.args) > self.cfg.max_message_chars:
+        if await self._is_encrypted(room_id):
+            # A plain message can still arrive in an encrypted room (from a client without
+            # encryption): answering it would put the family's memories there in clear text.
+            reply = None if cmd.name == ANSWER else ENCRYPTED_REFUSAL
+        elif len(cmd.args) > self.cfg.max_message_chars:
             reply = (f"That's too long for me — please keep it under "
                      f"{self.cfg.max_message_chars} characters.")
         elif (why := unusable(cmd.args)) is not None:
@@ -300,6 +310,20 @@ class SyncHandler:
             await self.matrix.send_notice(room_id, reply, reply_to=event_id, txn_id=txn)
         except MatrixError:
             log.exception("could not reply in %s", room_id)
+
+    async def _is_encrypted(self, room_id: str) -> bool:
+        """Whether ``room_id`` is encrypted: seen in a sync, else asked once (a restarted bot
+        has not seen the room's state)."""
+        known = self._encrypted.get(room_id)
+        if known is None:
+            try:
+                known = await self.matrix.is_encrypted(room_id)
+            except Exception:
+                log.exception("cannot tell whether %s is encrypted", room_id)
+                known = None
+            if known is not None:
+                self._encrypted[room_id] = known
+        return bool(known)
 
     async def _tell_e2ee(self, room_id: str) -> None:
         now = time.monotonic()

@@ -200,6 +200,18 @@ class Matrix:
             token = resp.end if resp.end != token else None
         return found[::-1]
 
+    async def is_encrypted(self, room_id: str) -> bool | None:
+        """Whether the room has turned on end-to-end encryption (its ``m.room.encryption``
+        state event exists; spec "End-to-End Encryption"), or None when the homeserver could
+        not say."""
+        resp = await self.client.room_get_state_event(room_id, "m.room.encryption")
+        if isinstance(resp, nio.RoomGetStateEventResponse):
+            return True
+        if getattr(resp, "status_code", None) == "M_NOT_FOUND":
+            return False
+        log.warning("cannot tell whether %s is encrypted: %s", room_id, resp)
+        return None
+
     async def display_name(self) -> str | None:
         """The bot's own display name, if set."""
         resp = await self.client.get_displayname(self.cfg.user_id)

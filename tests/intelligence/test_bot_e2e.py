@@ -7,19 +7,41 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nio
 import psycopg
 import pytest
 from bot_matrix import BotRunner, TestUser
+from test_heartbeat_check import check as _check
 
 from memu_dev.fake_ollama import FakeOllama
-from memu_intelligence.callbacks import AWAY_NOTE, DB_APOLOGY, E2EE_NOTICE, GENERIC_APOLOGY
+from memu_dev.services import Synapse
+from memu_intelligence.callbacks import (
+    AWAY_NOTE,
+    DB_APOLOGY,
+    E2EE_NOTICE,
+    ENCRYPTED_REFUSAL,
+    GENERIC_APOLOGY,
+)
 from memu_intelligence.config import Config
 from memu_intelligence.recall import DOWNLOADING, UNAVAILABLE
 
 pytestmark = pytest.mark.services
+
+
+def check_heartbeat(path: str) -> Any:
+    """The container's health check on ``path``."""
+    return _check(Path(path))
+
+
+def _wait_for_file(path: Path, deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} did not appear within {deadline_s} s"
+        time.sleep(0.3)
 
 
 def bot_id(bot: BotRunner) -> str:
@@ -348,6 +370,46 @@ async def test_encrypted_room_gets_a_polite_explanation(bot: BotRunner, alice: T
     room = await alice.room_with_bot(bot_id(bot), encrypted=True)
     await alice.wait_for(room, lambda e: e["content"].get("body") == E2EE_NOTICE,
                          what="E2EE explanation")
+
+
+async def test_a_room_that_turned_encrypted_gets_no_memories(
+    bot: BotRunner, alice: TestUser
+) -> None:
+    room = await alice.room_with_bot(bot_id(bot))
+    await alice.ask(room, "/remember the boiler code is 4321")
+    resp = await alice.client.room_put_state(
+        room, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+    assert isinstance(resp, nio.RoomPutStateResponse), resp
+    # A client without encryption still sends plain text into the room.
+    assert await alice.ask(room, "/recall boiler code") == ENCRYPTED_REFUSAL
+    await bot.stop()
+    await bot.start()  # a restarted bot has not seen the encryption event in a sync
+    assert await alice.ask(room, "/memories") == ENCRYPTED_REFUSAL
+    bodies = [e["content"].get("body", "") for e in await alice.events(room)
+              if e["sender"] == bot_id(bot)]
+    assert not [b for b in bodies[1:] if "4321" in b]  # only the /remember confirmation
+
+
+async def test_a_revoked_token_fails_the_health_check(
+    bot_config: Config, synapse: Synapse
+) -> None:
+    account = synapse.register(f"memu-{os.urandom(3).hex()}")
+    runner = BotRunner(bot_config.replace(user_id=account.user_id,
+                                          access_token=account.access_token,
+                                          device_id=account.device_id))
+    await runner.start()
+    try:
+        beat = bot_config.heartbeat_file
+        assert check_heartbeat(beat).returncode == 0
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{synapse.url}/_matrix/client/v3/logout",
+                headers={"Authorization": f"Bearer {account.access_token}"}) as r:
+            assert r.status == 200
+        await asyncio.to_thread(_wait_for_file, Path(beat + ".problem"), 60)
+        result = check_heartbeat(beat)
+        assert result.returncode == 1 and "signed out" in result.stderr, result
+    finally:
+        await runner.stop()
 
 
 async def test_bad_input_gets_helpful_replies(bot: BotRunner, alice: TestUser) -> None:

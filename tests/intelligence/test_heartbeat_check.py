@@ -29,3 +29,11 @@ def test_fresh_missing_and_stale_heartbeat(tmp_path: Path) -> None:
     os.utime(beat, (old, old))
     stale = check(beat)
     assert stale.returncode == 1 and "200 s ago" in stale.stderr and "stuck" in stale.stderr
+
+
+def test_a_problem_the_bot_reports_fails_the_check(tmp_path: Path) -> None:
+    beat = tmp_path / "alive"
+    beat.touch()
+    (tmp_path / "alive.problem").write_text("signed out: the homeserver no longer accepts\n")
+    result = check(beat)
+    assert result.returncode == 1 and "signed out" in result.stderr
