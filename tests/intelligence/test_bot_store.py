@@ -32,14 +32,14 @@ async def _open(url: str) -> AsyncConnectionPool:
 async def test_migrations_on_empty_database(database_url: str) -> None:
     pool = await _open(database_url)
     try:
-        assert await migrate(pool) == max(MIGRATIONS) == 4
-        assert await migrate(pool) == 4  # idempotent
+        assert await migrate(pool) == max(MIGRATIONS) == 5
+        assert await migrate(pool) == 5  # idempotent
         async with pool.connection() as conn:
-            assert await schema_version(conn) == 4
+            assert await schema_version(conn) == 5
             cur = await conn.execute("SELECT version FROM schema_version ORDER BY version")
-            assert [r[0] for r in await cur.fetchall()] == [1, 2, 3, 4]
+            assert [r[0] for r in await cur.fetchall()] == [1, 2, 3, 4, 5]
             for table in ("household_memory", "shared_lists", "shared_list_items", "reminders",
-                          "sync_state", "reminder_questions"):
+                          "sync_state", "reminder_questions", "applied_events"):
                 cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
                 assert (await cur.fetchone()) == (True,), table
     finally:
@@ -55,7 +55,7 @@ async def test_migrations_upgrade_an_older_schema_keeping_data(database_url: str
         async with pool.connection() as conn:
             cur = await conn.execute("SELECT to_regclass('reminders') IS NULL")
             assert (await cur.fetchone()) == (True,)
-        assert await migrate(pool) == 4
+        assert await migrate(pool) == 5
         hits = await MemoryStore(pool, vector=False).search(ROOM, "wifi password")
         assert [h.memory.id for h in hits] == [kept.id]
         assert await ListStore(pool).add(ROOM, "shopping", ["milk"], "@alice:memu.test") == 1
