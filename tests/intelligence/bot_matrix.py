@@ -16,6 +16,11 @@ from memu_intelligence.config import Config
 DEADLINE = 20.0
 
 
+def replied_to(ev: dict[str, Any]) -> str | None:
+    """The event id a message event replies to (``m.relates_to.m.in_reply_to``), or None."""
+    return ev["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+
+
 class TestUser:
     """One logged-in (token) user; every wait has a deadline and fails with what it saw."""
 
@@ -91,13 +96,20 @@ class TestUser:
         """Send ``text`` (and ``extra`` content) and return the body of the bot's reply."""
         event_id = await self.say(room_id, text, **extra)
 
-        def is_reply(ev: dict[str, Any]) -> bool:
-            rel = ev["content"].get("m.relates_to", {}).get("m.in_reply_to", {})
-            return bool(rel.get("event_id") == event_id)
-
-        ev = await self.wait_for(room_id, is_reply, deadline=deadline,
-                                 what=f"reply to {text!r}")
+        ev = await self.wait_for(room_id, lambda e: replied_to(e) == event_id,
+                                 deadline=deadline, what=f"reply to {text!r}")
         return str(ev["content"]["body"])
+
+    async def replies(self, room_id: str, sender: str, *, limit: int = 500
+                      ) -> dict[str, list[dict[str, Any]]]:
+        """``sender``'s replies among the room's latest ``limit`` messages, by the event
+        they reply to, oldest first."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for e in await self.events(room_id, limit=limit):
+            to = replied_to(e)
+            if e["sender"] == sender and to:
+                out.setdefault(to, []).append(e)
+        return out
 
 
 class BotRunner:

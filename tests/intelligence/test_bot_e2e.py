@@ -14,7 +14,7 @@ import aiohttp
 import nio
 import psycopg
 import pytest
-from bot_matrix import BotRunner, TestUser
+from bot_matrix import BotRunner, TestUser, replied_to
 from test_heartbeat_check import check as _check
 
 from memu_dev.fake_ollama import FakeOllama
@@ -110,9 +110,7 @@ async def test_no_answers_nobody_asked_for(bot: BotRunner, alice: TestUser) -> N
     # messages above were handled by the time these replies arrive).
     assert await alice.ask(room, "Memu, when do the bins go out?")
     assert await alice.ask(room, "where are the keys?", **reply_to_bot)
-    replies_to = {e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
-                  for e in await alice.events(room) if e["sender"] == bot_id(bot)}
-    assert not replies_to & set(quiet)
+    assert not (await alice.replies(room, bot_id(bot))).keys() & set(quiet)
 
 
 async def test_memory_is_scoped_to_the_room(
@@ -237,12 +235,10 @@ async def test_a_backlog_longer_than_one_sync_is_answered(
         last = await alice.ask(room, "/list show backlog", deadline=180)
         items = last.split("backlog:\n", 1)[1].splitlines()
         assert items == [f"{i + 1}. item {i:02d}" for i in range(60)], last
-        replies = {e["content"].get("m.relates_to", {}).get("m.in_reply_to", {})
-                   .get("event_id"): e for e in await alice.events(room, limit=300)
-                   if e["sender"] == bot_id(runner)}
-        assert all(i in replies for i in sent)  # every one answered
-        assert all(replies[i]["content"]["body"].startswith(AWAY_NOTE) for i in sent)
-        stamps = [replies[i]["origin_server_ts"] for i in sent]
+        replies = await alice.replies(room, bot_id(runner))
+        assert all(len(replies.get(i, [])) == 1 for i in sent)  # every one answered, once
+        assert all(replies[i][0]["content"]["body"].startswith(AWAY_NOTE) for i in sent)
+        stamps = [replies[i][0]["origin_server_ts"] for i in sent]
         assert stamps == sorted(stamps)  # oldest first
     finally:
         await runner.stop()
@@ -291,15 +287,10 @@ async def test_a_reminder_time_question_is_answered_after_a_restart(
                      r"\(Europe/London\): pay the rent \[r\d+\]", reply), reply
     assert "pay the rent" in await alice.ask(room, "/reminders")
     # The chat before the answer, handled in order, got nothing; the question is used up.
-    events = await alice.events(room)
-    replies_to = {e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
-                  for e in events if e["sender"] == bot_id(bot)}
-    assert chat not in replies_to
+    assert chat not in await alice.replies(room, bot_id(bot))
     later = await alice.say(room, "28/2 at 10am")
     assert "/remember" in await alice.ask(room, "/help")  # handled after `later`, in order
-    replies_to = {e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
-                  for e in await alice.events(room) if e["sender"] == bot_id(bot)}
-    assert later not in replies_to
+    assert later not in await alice.replies(room, bot_id(bot))
 
 
 async def test_a_bare_hour_is_the_next_one_and_easy_to_change(
@@ -334,12 +325,10 @@ async def test_a_slow_model_answer_holds_up_no_other_command(
         assert "/remember" in await alice.ask(b, "/help", deadline=60)
         assert "/remember" in await alice.ask(a, "/help", deadline=60)
         assert "(3 to get)" in await alice.ask(a, "/list add shopping milk, eggs, bread")
-        replies = [e for e in await alice.events(a) if e["sender"] == bot_id(runner)]
-        assert not [e for e in replies if e["content"].get("m.relates_to", {}).get(
-            "m.in_reply_to", {}).get("event_id") == recall]
+        assert recall not in await alice.replies(a, bot_id(runner))
         fake_ollama.release()
-        answer = await alice.wait_for(a, lambda e: e["content"].get("m.relates_to", {}).get(
-            "m.in_reply_to", {}).get("event_id") == recall, what="the held answer")
+        answer = await alice.wait_for(a, lambda e: replied_to(e) == recall,
+                                      what="the held answer")
         assert "4321" in answer["content"]["body"]
     finally:
         fake_ollama.release()
@@ -440,12 +429,11 @@ async def test_bad_input_is_not_an_outage(
     sent = {await alice.say(room, f"{command} {args}"): f"{command} {args}"
             for command in EVERY_COMMAND for args in NASTY}
     await alice.ask(room, "/help", deadline=240)  # the room's messages are handled in order
-    replies = {e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id"):
-               e["content"]["body"] for e in await alice.events(room, limit=1000)
-               if e["sender"] == bot_id(bot)}
+    replies = await alice.replies(room, bot_id(bot), limit=1000)
     for event_id, text in sent.items():
         assert event_id in replies, f"no reply to {text!r}"
-        assert replies[event_id] not in (DB_APOLOGY, GENERIC_APOLOGY), (text, replies[event_id])
+        body = replies[event_id][0]["content"]["body"]
+        assert body not in (DB_APOLOGY, GENERIC_APOLOGY), (text, body)
     crashes = [r for r in caplog.records if r.exc_info and r.name.startswith("memu_")]
     assert not crashes, [r.getMessage() for r in crashes]
 
