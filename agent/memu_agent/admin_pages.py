@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from memu_agent import claim_api, stack
+from memu_agent import assistant, claim_api, stack
 from memu_agent.appkeys import CONFIG, PATHS
 from memu_agent.auth import AUTH, WAIT_WORDS, on_refusal, told_to_wait, wait_s
 from memu_agent.pages import form_page, photos_url, see_other, sentence
@@ -260,6 +260,7 @@ async def _render(request: web.Request, *, status: int = 200, done: str = "",
     return form_page(request, "admin.html", status=status,
                      update=request.app[UPDATER].snapshot(),
                      services=dict(sorted(services.items())), stack_error=stack_error,
+                     assistant=request.app[assistant.WATCH].snapshot(),
                      members=members, members_error=members_error,
                      me=admin.user_id if admin else "", bot=BOT_USERNAME, done=done,
                      photos_admin=photos.recorded(request.app[CONFIG].state_dir) or "",

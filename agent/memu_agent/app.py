@@ -22,6 +22,7 @@ from aiohttp import web
 
 from memu_agent import (
     admin_pages,
+    assistant,
     claim_api,
     front_door,
     recover_pages,
@@ -115,6 +116,7 @@ async def status(request: web.Request) -> web.Response:
          "hostname": "memu",
          "update": {...},                     # see memu_ota.updater.Updater.snapshot
          "stack": {...},                      # see stack_status
+         "assistant": {...},                  # its chat session: memu_agent.assistant
          "storage": {"state": "ok" | "low" | "full" | "unknown", "total_bytes": int,
                      "free_bytes": int, "message": str}}   # memu_agent.storage
 
@@ -136,6 +138,7 @@ async def status(request: web.Request) -> web.Response:
         "hostname": hostname(paths),
         "update": request.app[UPDATER].snapshot(),
         "stack": await stack_status(paths),
+        "assistant": request.app[assistant.WATCH].snapshot(),
         "storage": asdict(storage.measure(paths.data)),
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
@@ -157,6 +160,7 @@ def make_app(
     recoverer: recover_pages.Recoverer | None = None,
     immich_url: str = photos.IMMICH_URL,
     tailnet: Tailnet | None = None,
+    assistant_watch: assistant.Watch | None = None,
 ) -> web.Application:
     """Build the agent's web application.
 
@@ -182,6 +186,8 @@ def make_app(
             administrator (:mod:`memu_firstboot.photos`).
         tailnet: where the box's tailnet address comes from (default: the stack's
             tailscaled, :mod:`memu_agent.tailnet`).
+        assistant_watch: checks the assistant's chat session and signs it back in
+            (default: ``paths.stack_config`` and Synapse at ``synapse_url``).
     """
     paths = paths or HostPaths()
     facts = facts or read_boot_facts(paths)
@@ -203,6 +209,7 @@ def make_app(
     claim_api.add_routes(app, updater.reset_source)
     front_door.add_routes(app, stack_url)
     add_tailnet(app, tailnet)
+    assistant.add(app, assistant_watch or assistant.Watch(paths.stack_config, synapse_url))
     firstboot_web.add_routes(
         app,
         firstboot_web.PageInfo(

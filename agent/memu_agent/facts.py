@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from memu_firstboot.stack_config import CONFIG_DIR as STACK_CONFIG_DIR
+
 log = logging.getLogger(__name__)
 
 # systemd-boot's vendor GUID (systemd docs/BOOT_LOADER_INTERFACE.md).
@@ -34,6 +36,8 @@ class HostPaths:
             (:func:`memu_agent.stack.prepare_data`).
         docker_socket: the Docker Engine API's socket.
         data: a path on the writable partition, whose fullness ``/api/status`` reports.
+        stack_config: the stack's configuration, where the assistant's account is
+            (:mod:`memu_agent.assistant`).
     """
 
     os_release: tuple[Path, ...] = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
@@ -47,6 +51,7 @@ class HostPaths:
     stack_data_status: Path = Path("/run/memu-stack/data.json")
     docker_socket: Path = Path("/run/docker.sock")
     data: Path = Path("/var")
+    stack_config: Path = STACK_CONFIG_DIR
 
 
 @dataclass(frozen=True)

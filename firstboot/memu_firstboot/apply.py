@@ -70,8 +70,6 @@ from memu_firstboot.state import API_TOKEN_FILE, SETUP_DONE_MARKER, STATE_DIR
 log = logging.getLogger(__name__)
 
 REQUEST_FILE = "setup-request.json"
-#: The assistant's Matrix password, generated once with the stack's other secrets.
-BOT_SECRET = "memu-bot-password"
 
 
 @dataclass(frozen=True)
@@ -173,7 +171,7 @@ class Run:
 
 
 async def _secrets(run: Run) -> str:
-    made = stack_config.ensure_secrets(run.box.config_dir, (BOT_SECRET,))
+    made = stack_config.ensure_secrets(run.box.config_dir, (stack_config.BOT_SECRET,))
     token = run.box.state_dir / API_TOKEN_FILE
     if not token.exists():  # for the family's scripts; /admin shows it
         write_atomic(token, secrets.token_urlsafe(32).encode() + b"\n", mode=0o600)
@@ -251,13 +249,13 @@ async def _chat_server(run: Run) -> str:
 
 
 async def _accounts(run: Run) -> str:
-    secret = stack_config.load_secrets(run.box.config_dir, (BOT_SECRET,))
+    secret = stack_config.load_secrets(run.box.config_dir, (stack_config.BOT_SECRET,))
     form = run.request.form
     hs = run.homeserver
     run.admin = await hs.ensure_account(secret["synapse-registration"], form.admin_username,
                                         form.admin_password, admin=True)
     run.bot = await hs.ensure_account(secret["synapse-registration"], BOT_USERNAME,
-                                      secret[BOT_SECRET])
+                                      secret[stack_config.BOT_SECRET])
     return f"{run.admin.user_id} (admin) and {run.bot.user_id} (the assistant)"
 
 

@@ -61,6 +61,9 @@ SECRET_NAMES = ("postgres-superuser", "synapse-db", "synapse-registration",
 TAILSCALE_KEY = "secrets/tailscale-authkey"
 #: Synapse's registration shared secret (the admin password recovery reads it too).
 REGISTRATION_SECRET = "secrets/synapse-registration"
+#: The assistant's Matrix password, made at setup (the box signs it back in with it).
+BOT_SECRET = "memu-bot-password"
+BOT_PASSWORD = f"secrets/{BOT_SECRET}"
 #: The assistant's Matrix account (user ID, access token, device), written at setup.
 BOT_ACCOUNT = "intelligence/account.env"
 

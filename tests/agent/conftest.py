@@ -92,4 +92,5 @@ def host(tmp_path: Path) -> HostPaths:
         pull_status=preload.with_name("pull.json"),  # the pull has not run
         docker_socket=root / "run" / "docker.sock",  # nothing listens
         data=root,
+        stack_config=etc / "memu" / "stack",  # not set up
     )

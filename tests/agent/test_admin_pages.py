@@ -98,6 +98,26 @@ async def test_sign_in_page_and_sign_out(
     assert (await client.get("/admin", allow_redirects=False)).status == 401
 
 
+async def test_the_page_says_how_the_assistants_chat_session_is(
+    aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
+) -> None:
+    """Not set up: nothing about it. Its account recorded but the chat server silent (as
+    here): the page says the box cannot tell (memu_agent.assistant; signing back in is
+    tested against the real Synapse in tests/intelligence/test_assistant_signin.py)."""
+    client, _ = await open_box(aiohttp_client, config, host)
+    assert (await sign_in(client, "ada", "purple-kettle-sings")).status == 303
+    assert 'id="assistant"' not in await (await client.get("/admin")).text()
+    stack_config.write_bot_account(host.stack_config, "@memu:memu.local", "token", "DEV")
+    client, _ = await open_box(aiohttp_client, config, host)
+    assert (await sign_in(client, "ada", "purple-kettle-sings")).status == 303
+    text = " ".join((await (await client.get("/admin")).text()).split())
+    found = re.search(r'<p id="assistant" class="error">([^<]*)</p>', text)
+    assert found and found.group(1).startswith((
+        "The box has not checked the assistant yet.",
+        "The box could not ask the chat server about the assistant: the chat server did "
+        "not answer (checking a session)")), text
+
+
 async def test_the_page_lists_configuration_kept_because_it_was_edited(
     aiohttp_client: AiohttpClient, config: AgentConfig, host: HostPaths
 ) -> None:

@@ -33,6 +33,7 @@ async def test_status_json_from_fake_host(
     update = body.pop("update")
     docker_error = body["stack"].pop("error")
     assert docker_error.startswith("Docker does not answer"), docker_error
+    assert body["assistant"].pop("checked_at") >= 0  # 0 before the watch's first check
     storage = body.pop("storage")  # of the test's own disk (memu_agent.storage)
     assert storage["state"] in ("ok", "low", "full") and storage["total_bytes"] > 0
     assert update["state"] == "idle" and update["running"] == "0.3.1"
@@ -49,6 +50,8 @@ async def test_status_json_from_fake_host(
                   "images": {"postgres": {"state": "loaded", "seconds": 12.5}},
                   "data": {"step": "not started"}, "model": {"state": "not started"},
                   "services": {}},
+        "assistant": {"session": "not-set-up", "message": "The assistant is not set up yet.",
+                      "signed_in_again_at": None},
     }
 
 
