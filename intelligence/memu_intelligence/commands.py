@@ -21,14 +21,12 @@ from memu_intelligence.memory import MemoryStore
 from memu_intelligence.recall import Recaller
 from memu_intelligence.reminders import ReminderScheduler, ReminderStore
 from memu_intelligence.text import Command, extract_tags, one_line, parse_short_id
+from memu_intelligence.timefmt import format_full, format_time, other_phrase
 from memu_intelligence.timeparse import (
     Question,
     Reading,
     Unclear,
     check_future,
-    format_full,
-    format_time,
-    other_phrase,
     parse_reminder,
     read_when,
 )

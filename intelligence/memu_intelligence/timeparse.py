@@ -32,6 +32,7 @@ import dateparser
 
 from memu_intelligence.conventions import Locale
 from memu_intelligence.errors import UserFacingError
+from memu_intelligence.timefmt import format_time
 
 MAX_TIME_WORDS = 9  # the longest time phrase we try ("next friday at quarter past 5 in the…")
 DEFAULT_HOUR = 9  # a date without a time ("on friday") means 09:00, not midnight
@@ -113,18 +114,18 @@ _AMPM = r"(?P<ap>am|pm)"
 _PART = r"(?:in the (?P<part>morning|afternoon|evening)|at (?P<part2>night))"
 _TIME_FORMS = [
     # noon / midnight
-    (r"(?:at )?(?P<named>noon|midday|midnight)"),
+    r"(?:at )?(?P<named>noon|midday|midnight)",
     # half past 5, quarter to 6, 20 past 4, ten to 7 (am/pm or a day part may follow)
-    (rf"(?:at )?(?P<amount>half|quarter|a quarter|{_NUM})(?: minutes?)? "
-               rf"(?P<rel>past|after|to|before) (?P<h>{_HOUR})(?: ?{_AMPM})?(?: {_PART})?"),
+    rf"(?:at )?(?P<amount>half|quarter|a quarter|{_NUM})(?: minutes?)? "
+    rf"(?P<rel>past|after|to|before) (?P<h>{_HOUR})(?: ?{_AMPM})?(?: {_PART})?",
     # 7:30, 19:30, 7.30pm, 25:00 (said impossible below)
-    (r"(?:at |@ ?)?(?P<h>\d{1,2}):(?P<m>\d{1,2})(?: ?" + _AMPM + rf")?(?: {_PART})?"),
-    (r"(?:at |@ ?)?(?P<h>\d{1,2})\.(?P<m>\d{2}) ?" + _AMPM + rf"(?: {_PART})?"),
-    (r"at (?P<h>\d{1,2})\.(?P<m>\d{2})" + rf"(?: {_PART})?"),
+    r"(?:at |@ ?)?(?P<h>\d{1,2}):(?P<m>\d{1,2})(?: ?" + _AMPM + rf")?(?: {_PART})?",
+    r"(?:at |@ ?)?(?P<h>\d{1,2})\.(?P<m>\d{2}) ?" + _AMPM + rf"(?: {_PART})?",
+    r"at (?P<h>\d{1,2})\.(?P<m>\d{2})" + rf"(?: {_PART})?",
     # 7pm, 7 pm, 7 o'clock, at 7, at seven (in the evening)
-    (rf"(?:at |@ ?)?(?P<h>{_HOUR}) ?{_AMPM}(?: {_PART})?"),
-    (rf"(?:at )?(?P<h>{_HOUR}) o'?clock(?: ?{_AMPM})?(?: {_PART})?"),
-    (rf"(?:at |@ ?)(?P<h>{_HOUR})(?: {_PART})?"),
+    rf"(?:at |@ ?)?(?P<h>{_HOUR}) ?{_AMPM}(?: {_PART})?",
+    rf"(?:at )?(?P<h>{_HOUR}) o'?clock(?: ?{_AMPM})?(?: {_PART})?",
+    rf"(?:at |@ ?)(?P<h>{_HOUR})(?: {_PART})?",
 ]
 #: The forms as whole words: "at 10:00" inside "sat 10:00" is not one.
 _TIME_PATTERNS = [re.compile(rf"(?:^|(?<= ))(?:{form})(?= |$)") for form in _TIME_FORMS]
@@ -370,12 +371,12 @@ def read_english(phrase: str, tz: dt.tzinfo, now: dt.datetime,
             _TOO_FAR)
     found = _find_clock(s, locale)
     clock, rest = found if found else (None, s)
-    if isinstance(clock, Question):
-        return clock if _day(rest, now.date(), locale) is not None else None
     today = now.astimezone(tz).date()
     day = _day(rest, today, locale)
     if day is None:
-        return None
+        return None  # words that are not a day: not a time phrase, whatever the clock says
+    if isinstance(clock, Question):
+        return clock
     if isinstance(day, Question):
         return day
     if clock is None:
@@ -543,33 +544,3 @@ def check_future(when: Reading, tz: dt.tzinfo, now: dt.datetime) -> None:
 def warm_up() -> None:
     """Load dateparser's data now (its first call takes seconds), not at a first reminder."""
     dateparser.parse("tomorrow 8am")
-
-
-def format_time(when: dt.datetime, tz: dt.tzinfo, now: dt.datetime) -> str:
-    """A short local rendering: ``today 08:00``, ``tomorrow 08:00`` or ``Fri 6 Jun 2025 08:00``."""
-    local = when.astimezone(tz)
-    days = (local.date() - now.astimezone(tz).date()).days
-    clock = local.strftime("%H:%M:%S") if abs((when - now).total_seconds()) < 120 else (
-        local.strftime("%H:%M"))
-    if days == 0:
-        return f"today {clock}"
-    if days == 1:
-        return f"tomorrow {clock}"
-    return f"{local.strftime('%a')} {local.day} {local.strftime('%b %Y')} {clock}"
-
-
-def format_full(when: dt.datetime, tz: dt.tzinfo, now: dt.datetime) -> str:
-    """The whole date, time and zone: ``tomorrow, Saturday 5 December 2026 at 07:00 GMT
-    (Europe/London)``; seconds when it is less than two minutes away."""
-    local = when.astimezone(tz)
-    days = (local.date() - now.astimezone(tz).date()).days
-    near = {0: "today, ", 1: "tomorrow, "}.get(days, "")
-    clock = local.strftime("%H:%M:%S" if abs((when - now).total_seconds()) < 120 else "%H:%M")
-    return (f"{near}{local:%A} {local.day} {local:%B} {local.year} at {clock} "
-            f"{local.tzname()} ({tz})")
-
-
-def other_phrase(when: dt.datetime, tz: dt.tzinfo) -> str:
-    """A phrase this module reads back as exactly ``when``: ``5 December 07:00``."""
-    local = when.astimezone(tz)
-    return f"{local.day} {local:%B} {local:%H:%M}"

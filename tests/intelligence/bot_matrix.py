@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import nio
+from test_heartbeat_check import check
 
 from memu_dev.services import MatrixUser
 from memu_intelligence.bot import Bot
@@ -19,6 +21,25 @@ DEADLINE = 20.0
 def replied_to(ev: dict[str, Any]) -> str | None:
     """The event id a message event replies to (``m.relates_to.m.in_reply_to``), or None."""
     return ev["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+
+
+def check_heartbeat(path: str) -> Any:
+    """The container's health check (image/intelligence/…/intelligence-alive) on ``path``:
+    the finished process (``returncode``, ``stderr``)."""
+    return check(Path(path))
+
+
+def wait_for_file(path: Path, deadline_s: float) -> None:
+    """Wait until ``path`` exists; fail after ``deadline_s`` seconds."""
+    end = time.monotonic() + deadline_s
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} did not appear within {deadline_s} s"
+        time.sleep(0.3)
+
+
+def bot_id(bot: BotRunner) -> str:
+    """The running bot's Matrix user ID."""
+    return bot.cfg.user_id
 
 
 class TestUser:

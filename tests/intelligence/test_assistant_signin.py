@@ -14,8 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from bot_matrix import BotRunner, TestUser
-from test_bot_e2e import _wait_for_file, check_heartbeat
+from bot_matrix import BotRunner, TestUser, check_heartbeat, wait_for_file
 
 from memu_agent.assistant import Session, Watch
 from memu_common.files import read_env_file, write_atomic
@@ -23,6 +22,8 @@ from memu_dev.services import Synapse
 from memu_firstboot import stack_config
 from memu_firstboot.provision import Account, Homeserver
 from memu_intelligence.config import Config
+
+pytestmark = pytest.mark.services
 
 
 def _write_secret(config_dir: Path, name: str, value: str) -> None:
@@ -72,7 +73,7 @@ async def test_a_signed_out_assistant_is_signed_back_in_by_the_box(
                 headers={"Authorization": f"Bearer {made.access_token}"}) as r:
             assert r.status == 200
         beat = Path(bot_config.heartbeat_file)
-        await asyncio.to_thread(_wait_for_file, beat.with_name(beat.name + ".problem"), 60)
+        await asyncio.to_thread(wait_for_file, beat.with_name(beat.name + ".problem"), 60)
         assert "signed out" in check_heartbeat(str(beat)).stderr
         verdict = await watch.check()
         assert verdict.session is Session.SIGNED_IN and reloads == 1, verdict

@@ -7,18 +7,14 @@ import json
 import os
 import re
 import time
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import nio
 import psycopg
 import pytest
-from bot_matrix import BotRunner, TestUser, replied_to
-from test_heartbeat_check import check as _check
+from bot_matrix import BotRunner, TestUser, bot_id, replied_to
 
 from memu_dev.fake_ollama import FakeOllama
-from memu_dev.services import Synapse
 from memu_intelligence.callbacks import (
     AWAY_NOTE,
     DB_APOLOGY,
@@ -30,22 +26,6 @@ from memu_intelligence.config import Config
 from memu_intelligence.recall import DOWNLOADING, UNAVAILABLE
 
 pytestmark = pytest.mark.services
-
-
-def check_heartbeat(path: str) -> Any:
-    """The container's health check on ``path``."""
-    return _check(Path(path))
-
-
-def _wait_for_file(path: Path, deadline_s: float) -> None:
-    end = time.monotonic() + deadline_s
-    while not path.exists():
-        assert time.monotonic() < end, f"{path} did not appear within {deadline_s} s"
-        time.sleep(0.3)
-
-
-def bot_id(bot: BotRunner) -> str:
-    return bot.cfg.user_id
 
 
 async def test_remember_then_recall_cites_memory_and_history(
@@ -169,25 +149,6 @@ async def test_lists(bot: BotRunner, alice: TestUser) -> None:
     assert "no list called shopping" in await alice.ask(room, "/list show shopping")
 
 
-def _reminder(text: str) -> Any:
-    return lambda e: e["content"].get("body", "").startswith("⏰") and text in e["content"]["body"]
-
-
-async def _make_due(bot: BotRunner, reminder: str) -> None:
-    """Move reminder ``r<id>`` to a second ago: the test decides when it falls due, so no
-    step of it races the wall clock (a slow host once took 5 s for one reply)."""
-    async with await psycopg.AsyncConnection.connect(bot.cfg.database_url,
-                                                     autocommit=True) as conn:
-        await conn.execute("UPDATE reminders SET due_at = now() - interval '1 second' "
-                           "WHERE id = %s", (int(reminder[1:]),))
-
-
-def _rid(reply: str) -> str:
-    m = re.search(r"\[(r\d+)\]", reply)
-    assert m, reply
-    return m.group(1)
-
-
 async def _sync_token(bot: BotRunner, value: str | None = None) -> str:
     """The bot's stored sync token; with ``value``, set it first (the bot is stopped)."""
     async with await psycopg.AsyncConnection.connect(bot.cfg.database_url,
@@ -242,68 +203,6 @@ async def test_a_backlog_longer_than_one_sync_is_answered(
         assert stamps == sorted(stamps)  # oldest first
     finally:
         await runner.stop()
-
-
-async def test_reminder_delivered_once_across_restart(bot: BotRunner, alice: TestUser) -> None:
-    room = await alice.room_with_bot(bot_id(bot))
-    reply = await alice.ask(room, "/remind in 1 hour put the bins out")
-    assert "put the bins out" in await alice.ask(room, "/reminders")
-    await bot.stop()  # the bot is down when the reminder falls due
-    await _make_due(bot, _rid(reply))
-    await bot.start()
-    await alice.wait_for(room, _reminder("put the bins out"), what="reminder")
-    assert bot.bot and bot.bot.scheduler
-    assert await bot.bot.scheduler.run_once() == 0  # one more pass of its own: nothing left
-    assert "No reminders pending" in await alice.ask(room, "/reminders")
-    events = await alice.events(room)
-    assert sum(_reminder("put the bins out")(e) for e in events) == 1
-
-
-async def test_reminder_cancel(bot: BotRunner, alice: TestUser) -> None:
-    room = await alice.room_with_bot(bot_id(bot))
-    cancelled = _rid(await alice.ask(room, "/remind in 1 hour water the plants"))
-    assert "Cancelled" in await alice.ask(room, f"/remind cancel {cancelled}")
-    await _make_due(bot, cancelled)
-    # A later one, due now: once it is delivered, the cancelled one (due earlier) would
-    # have been delivered before it.
-    sentinel = _rid(await alice.ask(room, "/remind in 1 hour feed the cat"))
-    await _make_due(bot, sentinel)
-    bot.bot.scheduler.poke()  # type: ignore[union-attr]
-    await alice.wait_for(room, _reminder("feed the cat"), what="the later reminder")
-    assert not any(_reminder("water the plants")(e) for e in await alice.events(room))
-
-
-async def test_a_reminder_time_question_is_answered_after_a_restart(
-    bot: BotRunner, alice: TestUser
-) -> None:
-    room = await alice.room_with_bot(bot_id(bot))
-    asked = await alice.ask(room, "/remind on the 31st of February pay the rent")
-    assert "There is no 31 February" in asked and "pay the rent" in asked, asked
-    chat = await alice.say(room, "sounds good")  # ordinary chat is not an answer
-    await bot.stop()
-    await bot.start()  # the question is kept in the database, not in the bot's memory
-    reply = await alice.ask(room, "28/2 at 9am")
-    assert re.search(r"I'll remind this room \w+ 28 February \d{4} at 09:00 GMT "
-                     r"\(Europe/London\): pay the rent \[r\d+\]", reply), reply
-    assert "pay the rent" in await alice.ask(room, "/reminders")
-    # The chat before the answer, handled in order, got nothing; the question is used up.
-    assert chat not in await alice.replies(room, bot_id(bot))
-    later = await alice.say(room, "28/2 at 10am")
-    assert "/remember" in await alice.ask(room, "/help")  # handled after `later`, in order
-    assert later not in await alice.replies(room, bot_id(bot))
-
-
-async def test_a_bare_hour_is_the_next_one_and_easy_to_change(
-    bot: BotRunner, alice: TestUser
-) -> None:
-    room = await alice.room_with_bot(bot_id(bot))
-    reply = await alice.ask(room, "/remind at 7 call mum")
-    assert "GMT (Europe/London)" in reply or "BST (Europe/London)" in reply, reply
-    change = re.search(r"(/remind change r\d+ \d+ \w+ \d\d:\d\d)", reply)
-    assert change, reply
-    moved = await alice.ask(room, change.group(1))
-    assert moved.startswith("OK, r") and "call mum" in moved, moved
-    assert change.group(1).split()[-1] in moved  # the other reading's hour, e.g. 07:00
 
 
 async def test_a_slow_model_answer_holds_up_no_other_command(
@@ -377,28 +276,6 @@ async def test_a_room_that_turned_encrypted_gets_no_memories(
     bodies = [e["content"].get("body", "") for e in await alice.events(room)
               if e["sender"] == bot_id(bot)]
     assert not [b for b in bodies[1:] if "4321" in b]  # only the /remember confirmation
-
-
-async def test_a_revoked_token_fails_the_health_check(
-    bot_config: Config, synapse: Synapse
-) -> None:
-    account = synapse.register(f"memu-{os.urandom(3).hex()}")
-    runner = BotRunner(bot_config.replace(user_id=account.user_id,
-                                          access_token=account.access_token,
-                                          device_id=account.device_id))
-    await runner.start()
-    try:
-        beat = bot_config.heartbeat_file
-        assert check_heartbeat(beat).returncode == 0
-        async with aiohttp.ClientSession() as http, http.post(
-                f"{synapse.url}/_matrix/client/v3/logout",
-                headers={"Authorization": f"Bearer {account.access_token}"}) as r:
-            assert r.status == 200
-        await asyncio.to_thread(_wait_for_file, Path(beat + ".problem"), 60)
-        result = check_heartbeat(beat)
-        assert result.returncode == 1 and "signed out" in result.stderr, result
-    finally:
-        await runner.stop()
 
 
 async def test_bad_input_gets_helpful_replies(bot: BotRunner, alice: TestUser) -> None:

@@ -26,7 +26,7 @@ from memu_intelligence.text import (
     parse_short_id,
     strip_mention,
 )
-from memu_intelligence.timeparse import format_time
+from memu_intelligence.timefmt import format_time
 
 LONDON = zoneinfo.ZoneInfo("Europe/London")
 NOW = dt.datetime(2025, 6, 2, 14, 0, tzinfo=LONDON)  # a Monday afternoon (BST)

@@ -16,13 +16,12 @@ import pytest
 
 from memu_intelligence.conventions import Locale
 from memu_intelligence.errors import UserFacingError
+from memu_intelligence.timefmt import format_full, other_phrase
 from memu_intelligence.timeparse import (
     Parsed,
     Question,
     Reading,
     Unclear,
-    format_full,
-    other_phrase,
     parse_reminder,
     read_when,
 )
