@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from memu_agent import admin_pages, model, recover_pages, stack
+from memu_agent import admin_pages, assistant, model, recover_pages, stack
 from memu_agent.admin_pages import SignIn
 from memu_agent.app import make_app
 from memu_agent.config import AgentConfig
@@ -190,10 +191,44 @@ def test_setup_apply_makes_the_family_room_where_the_assistant_answers(
                                            f"#family:{hoststack.SERVER_NAME}",
                                            account["MEMU_BOT_USER_ID"], "/help"))
     assert "/remember" in reply, reply
+    _signed_out_and_back(engine, family, admin, account)
 
     # Immich's own port, past nginx (a restarted container has a new random one here).
     immich = f"http://127.0.0.1:{engine.port(family.by_service['immich-server'], '2283/tcp')}"
     asyncio.run(_admin_manages_a_member(family, immich, tmp_path))
+
+
+def _signed_out_and_back(engine: Engine, family: hoststack.Chat, admin: matrix.Registered,
+                         account: dict[str, str]) -> None:
+    """The assistant's session ends (its token revoked): its container's health check says
+    "signed out"; the box's watch (memu_agent.assistant) signs it back in and reloads the
+    stack, which re-creates the container with the new account; /help is answered again."""
+    name = "memu-test-family-intelligence-1"
+    old_id = engine.inspect("container", name)["Id"]
+    matrix.sign_out(family.inside, account["MEMU_BOT_ACCESS_TOKEN"])
+    deadline = time.monotonic() + 60
+    while "signed out" not in _last_health_output(engine, name):
+        assert time.monotonic() < deadline, _last_health_output(engine, name)
+        time.sleep(0.5)
+
+    async def reload_stack() -> None:
+        await asyncio.to_thread(hoststack.start_assistant, engine, family, "memu-test-family")
+
+    verdict = asyncio.run(assistant.Watch(family.config, family.inside, reload_stack).check())
+    assert verdict.session is assistant.Session.SIGNED_IN, verdict
+    assert "signed it back in" in verdict.message
+    fresh = read_env_file(family.config / stack_config.BOT_ACCOUNT)
+    assert fresh["MEMU_BOT_ACCESS_TOKEN"] != account["MEMU_BOT_ACCESS_TOKEN"]
+    assert engine.inspect("container", name)["Id"] != old_id  # re-created, new environment
+    reply = asyncio.run(matrix.ask_in_room(family.base, admin,
+                                           f"#family:{hoststack.SERVER_NAME}",
+                                           fresh["MEMU_BOT_USER_ID"], "/help"))
+    assert "/remember" in reply, reply
+
+
+def _last_health_output(engine: Engine, container: str) -> str:
+    log = (engine.inspect("container", container)["State"].get("Health") or {}).get("Log")
+    return str(log[-1].get("Output", "")) if log else ""
 
 
 async def _check_the_family_room(family: hoststack.Chat, bot_id: str) -> None:

@@ -68,6 +68,19 @@ def sign_in(base_url: str, username: str, password: str, *, timeout: float = 30
     return Registered(data["user_id"], data["access_token"], data["device_id"])
 
 
+def sign_out(base_url: str, access_token: str, *, timeout: float = 30) -> None:
+    """End the session of ``access_token`` (``POST /_matrix/client/v3/logout``): the token
+    is refused from then on (401 ``M_UNKNOWN_TOKEN``).
+
+    Raises:
+        urllib.error.HTTPError: the homeserver refused (an unknown token: 401).
+    """
+    req = urllib.request.Request(f"{base_url}/_matrix/client/v3/logout", data=b"{}",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {access_token}"})
+    _json(req, timeout)
+
+
 def login(base_url: str, username: str, password: str, *, timeout: float = 30) -> str:
     """:func:`sign_in`'s access token."""
     return sign_in(base_url, username, password, timeout=timeout).access_token
