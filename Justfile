@@ -31,6 +31,11 @@ lock-synapse: _dev
     {{py}} -m pip install -q uv
     {{py}} -m uv pip compile image/synapse/requirements.in --universal --python-version 3.13 --generate-hashes --only-binary :all: -q -o image/synapse/requirements.txt
 
+# Build twice (the second from a clean cache) and compare /usr, verity and the UKI byte for byte; diffoscope on a difference.
+[group('build')]
+check-reproducible *args: _dev
+    {{py}} -m memu_dev.reproducible --board {{board}} {{args}}
+
 # Add a built version to a release channel (stable or beta) under mkosi.output/channels, signed.
 [group('build')]
 release version channel="stable": _dev
