@@ -83,6 +83,11 @@ bench-ota: _dev
 bench-stack *args: _dev _services
     {{py}} -m memu_dev.bench_stack {{args}}
 
+# Image size: the disk image as xz with and without container archives, /usr by directory, the largest packages.
+[group('bench')]
+bench-size *args: _dev
+    {{py}} -m memu_dev.bench_size {{args}}
+
 # First boot: median seconds from pressing "Set up" to ready in QEMU, and each step's share, vs boot-to-READY.
 [group('bench')]
 bench-setup n="3": _dev
