@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memu_dev.bench_size import by_directory, source_packages
+from memu_dev.bench_size import by_directory, data_extents, source_packages, xz_bytes
 
 
 def test_files_are_summed_two_levels_deep(tmp_path: Path) -> None:
@@ -15,25 +15,43 @@ def test_files_are_summed_two_levels_deep(tmp_path: Path) -> None:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x" * size)
     (tmp_path / "bin/python").symlink_to("python3")  # a link weighs nothing
+    (tmp_path / "lib/python3").hardlink_to(tmp_path / "bin/python3")  # counted once
     assert by_directory(tmp_path) == {"lib/modules": 500, "lib/firmware": 50, "bin": 70,
                                       "share/locale": 9}
 
 
-def test_sizes_by_source_package_from_mkosis_report() -> None:
-    report = """Packages: 3
-Size:     9000
---------------------------------------------------------------------------------
-SourcePackage: linux-signed-amd64
-Packages:      linux-image-6.12.57+deb13-amd64
-Size:          8000
+def test_sizes_by_source_package_from_dpkgs_status() -> None:
+    status = """Package: linux-image-6.12.57+deb13-amd64
+Status: install ok installed
+Source: linux-signed-amd64 (6.12.57+deb13)
+Installed-Size: 8000
+Description: Linux
+ Installed-Size: 99 is a description line here
 
---------------------------------------------------------------------------------
-SourcePackage: python3.13
-Packages:      python3.13 libpython3.13-stdlib
-Size:          1000
+Package: libpython3.13-stdlib
+Status: install ok installed
+Source: python3.13
+Installed-Size: 600
 
-Changelog:
-python3.13 (3.13.5-2) unstable; urgency=medium
-  * Size: 12 is not a field here
-""".splitlines()
-    assert source_packages(report) == {"linux-signed-amd64": 8000, "python3.13": 1000}
+Package: python3.13
+Status: install ok installed
+Installed-Size: 400
+
+Package: gone
+Status: deinstall ok config-files
+Installed-Size: 5000
+"""
+    assert source_packages(status) == {"linux-signed-amd64": 8000 * 1024,
+                                       "python3.13": 1000 * 1024}
+
+
+def test_a_sparse_files_data_extents_leave_its_holes_out(tmp_path: Path) -> None:
+    img = tmp_path / "disk.raw"
+    with img.open("wb") as f:
+        f.truncate(64 << 20)
+        f.seek(8 << 20)
+        f.write(b"d" * (1 << 20))
+    extents = data_extents(img)
+    assert sum(length for _, length in extents) < 4 << 20  # the hole is not read
+    assert any(start <= 8 << 20 < start + length for start, length in extents)
+    assert xz_bytes(img) < 10_000  # 1 MiB of one byte, the holes not fed at all
