@@ -118,6 +118,7 @@ class Watch:
         self._again_at: float | None = None
         self._failures = 0
         self._removed_token = ""
+        self._restart_pending = False
 
     def snapshot(self) -> dict[str, object]:
         """``/api/status``'s ``assistant`` object: ``{"session": "signed-in" | …,
@@ -150,6 +151,8 @@ class Watch:
             hs = Homeserver(http, self.synapse_url)
             try:
                 if await hs.whoami(token) is not None:
+                    if self._restart_pending:  # signed in, but the bot still has the old one
+                        return await self._restart(now)
                     self._failures = 0
                     return self._signed_in(now)
             except MatrixError as e:
@@ -170,6 +173,13 @@ class Watch:
                                now, self._again_at)
         await asyncio.to_thread(stack_config.write_bot_account, self.config_dir,
                                 fresh.user_id, fresh.access_token, fresh.device_id)
+        log.info("the assistant has a new session (device %s)", fresh.device_id)
+        self._restart_pending = True
+        return await self._restart(now)
+
+    async def _restart(self, now: float) -> Verdict:
+        """Reload the stack so the assistant runs with the recorded session; until that
+        works, every check tries again (the recorded token is valid by then)."""
         try:
             await self._reload()
         except (MemuError, OSError) as e:
@@ -178,9 +188,9 @@ class Watch:
             return Verdict(Session.SIGNED_OUT, "The box signed the assistant back in, but "
                            f"could not restart it ({e}); it tries again in "
                            f"{self.next_wait_s() / 60:.0f} minutes.", now, self._again_at)
+        self._restart_pending = False
         self._failures = 0
         self._again_at = now
-        log.info("the assistant is signed in again (device %s)", fresh.device_id)
         return self._signed_in(now)
 
     def _token(self) -> str:

@@ -17,6 +17,7 @@ import pytest
 from bot_matrix import BotRunner, TestUser, check_heartbeat, wait_for_file
 
 from memu_agent.assistant import Session, Watch
+from memu_common import MemuError
 from memu_common.files import read_env_file, write_atomic
 from memu_dev.services import Synapse
 from memu_firstboot import stack_config
@@ -123,6 +124,38 @@ async def test_before_setup_and_without_the_chat_server(tmp_path: Path) -> None:
     stack_config.write_bot_account(tmp_path, "@memu:memu.test", "token", "DEV")
     verdict = await watch.check()
     assert verdict.session is Session.UNKNOWN and "could not ask" in verdict.message
+
+
+async def test_a_failed_restart_is_tried_again_though_the_new_token_works(
+    synapse: Synapse, tmp_path: Path
+) -> None:
+    """The box made a new session but the stack's reload failed: the recorded token is
+    valid, yet the running assistant still has the old one, so the next check reloads."""
+    password = os.urandom(12).hex()
+    async with aiohttp.ClientSession() as http:
+        made = await Homeserver(http, synapse.url).register(
+            synapse.secret, f"memu-{os.urandom(3).hex()}", password)
+    _write_secret(tmp_path, stack_config.BOT_PASSWORD, password)
+    _write_secret(tmp_path, stack_config.REGISTRATION_SECRET, synapse.secret)
+    stack_config.write_bot_account(tmp_path, made.user_id, made.access_token, made.device_id)
+    attempts = []
+
+    async def reload_stack() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise MemuError("reloading the stack failed: Docker is not running")
+
+    watch = Watch(tmp_path, synapse.url, reload_stack)
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{synapse.url}/_matrix/client/v3/logout",
+            headers={"Authorization": f"Bearer {made.access_token}"}) as r:
+        assert r.status == 200
+    failed = await watch.check()
+    assert failed.session is Session.SIGNED_OUT and "could not restart" in failed.message
+    assert watch.next_wait_s() == 120
+    again = await watch.check()
+    assert again.session is Session.SIGNED_IN and len(attempts) == 2, again
+    assert (await watch.check()).session is Session.SIGNED_IN and len(attempts) == 2
 
 
 @pytest.mark.parametrize(("failures", "wait_s"), [(0, 60), (1, 120), (5, 1800), (30, 1800)])
