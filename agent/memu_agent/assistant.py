@@ -31,17 +31,17 @@ Matrix client-server API: https://spec.matrix.org/latest/client-server-api/.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from memu_agent import background
 from memu_common import MemuError
 from memu_common.files import read_env_file
 from memu_common.run import run_async
@@ -252,25 +252,8 @@ async def _systemctl_reload() -> None:
 WATCH: web.AppKey[Watch] = web.AppKey("memu_agent.assistant.watch", Watch)
 
 
-async def _poll(app: web.Application) -> AsyncIterator[None]:
-    watch = app[WATCH]
-
-    async def loop() -> None:
-        while True:
-            try:
-                await watch.check()
-            except Exception:  # a surprise must not end the watch for the agent's life
-                log.exception("checking the assistant's chat session")
-            await asyncio.sleep(watch.next_wait_s())
-
-    task = asyncio.create_task(loop())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def add(app: web.Application, watch: Watch) -> None:
     """Run ``watch`` while ``app`` runs; ``/api/status`` shows its verdict."""
     app[WATCH] = watch
-    app.cleanup_ctx.append(_poll)
+    background.repeat(app, "checking the assistant's chat session", watch.check,
+                      watch.next_wait_s)

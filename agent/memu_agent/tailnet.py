@@ -21,16 +21,14 @@ Nothing changes while remote access is off: no socket, no address.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
+from memu_agent import background
 from memu_agent.auth import host_name
 from memu_agent.front_door import BASE_URL
 from memu_common.access import Handler
@@ -107,27 +105,10 @@ def remote_url(request: web.Request) -> str:
     return address.url if address else ""
 
 
-async def _poll(app: web.Application) -> AsyncIterator[None]:
-    tailnet = app[TAILNET]
-
-    async def loop() -> None:
-        while True:
-            try:
-                await tailnet.refresh()
-            except Exception:  # a surprise must not end the polling for the agent's life
-                log.exception("asking Tailscale for the box's address")
-            await asyncio.sleep(tailnet.poll_s)
-
-    task = asyncio.create_task(loop())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def add(app: web.Application, tailnet: Tailnet) -> None:
     """Keep ``tailnet``'s address fresh while ``app`` runs and let the front door use it."""
     app[TAILNET] = tailnet
     app[BASE_URL] = base_url_for
-    app.cleanup_ctx.append(_poll)
+    background.repeat(app, "asking Tailscale for the box's address", tailnet.refresh,
+                      lambda: tailnet.poll_s)
 
