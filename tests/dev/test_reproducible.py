@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from memu_common import MemuError
-from memu_dev.reproducible import differing, keep, release_artifacts, role
+from memu_dev.reproducible import differing, digests, keep, release_artifacts, role
 
 STEM = "memu-os_0.1.0_x86-64"
 UUID_A, UUID_B = "9fb08bd57109e3a71d4ec985ddc209e0", "1a455c4504221a0981cc8766cede9969"
@@ -40,10 +40,10 @@ def test_a_missing_artifact_is_named(tmp_path: Path) -> None:
 
 
 def test_only_what_differs_is_named_whatever_the_uuid_in_the_name(tmp_path: Path) -> None:
-    first = keep(_build(tmp_path / "a", b"usr", UUID_A), tmp_path / "kept-a")
-    same = _build(tmp_path / "b", b"usr", UUID_B)
+    first = digests(keep(_build(tmp_path / "a", b"usr", UUID_A), tmp_path / "kept-a"))
+    same = digests(_build(tmp_path / "b", b"usr", UUID_B))
     assert differing(first, same) == []
-    other = _build(tmp_path / "c", b"usr, one byte more", UUID_A)
+    other = digests(_build(tmp_path / "c", b"usr, one byte more", UUID_A))
     assert differing(first, other) == [f"{STEM}.usr.raw"]
     del other[f"{STEM}.efi"]
     assert differing(first, other) == [f"{STEM}.efi", f"{STEM}.usr.raw"]

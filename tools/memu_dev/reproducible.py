@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from memu_common import MemuError, run
@@ -87,11 +88,15 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def differing(first: dict[str, Path], second: dict[str, Path]) -> list[str]:
-    """The roles whose files differ (or exist in one set only), sorted."""
-    roles = sorted(set(first) | set(second))
-    return [r for r in roles
-            if r not in first or r not in second or sha256(first[r]) != sha256(second[r])]
+def digests(files: Mapping[str, Path]) -> dict[str, str]:
+    """Each file's SHA-256 (:func:`sha256`), by the same names."""
+    return {name: sha256(path) for name, path in files.items()}
+
+
+def differing(first: Mapping[str, str], second: Mapping[str, str]) -> list[str]:
+    """The names whose digests (:func:`digests`) differ, or that are in one set only,
+    sorted."""
+    return sorted(n for n in set(first) | set(second) if first.get(n) != second.get(n))
 
 
 def keep(artifacts: dict[str, Path], dest: Path) -> dict[str, Path]:
@@ -158,8 +163,8 @@ def explain(name: str, a: Path, b: Path, work: Path) -> Difference:
         uki_sections(a, sa)
         uki_sections(b, sb)
         sections = sorted({p.name for p in [*sa.iterdir(), *sb.iterdir()]})
-        changed = [s for s in sections if not (sa / s).exists() or not (sb / s).exists()
-                   or sha256(sa / s) != sha256(sb / s)]
+        changed = differing(digests({p.name: p for p in sa.iterdir()}),
+                            digests({p.name: p for p in sb.iterdir()}))
         if changed and set(changed) <= set(KNOWN_UKI_DIFFERENCES):
             why = "; ".join(f".{s}: {KNOWN_UKI_DIFFERENCES[s]}" for s in changed)
             return Difference(name, f"{name}: known difference, {why}", known=True)
@@ -195,9 +200,10 @@ def check(board: str, work: Path) -> list[Difference]:
     first = keep(release_artifacts(OUTPUT, stem), work / "build-1")
     build.build(board, clean=True)
     second = keep(release_artifacts(OUTPUT, stem), work / "build-2")
-    changed = differing(first, second)
+    first_digests = digests(first)
+    changed = differing(first_digests, digests(second))
     for name in sorted(first):
-        log.info("%-40s %s %s", name, sha256(first[name])[:16],
+        log.info("%-40s %s %s", name, first_digests[name][:16],
                  "differs" if name in changed else "identical")
     return [explain(n, first[n], second[n], work) for n in changed]
 
