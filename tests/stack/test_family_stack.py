@@ -207,8 +207,8 @@ def _signed_out_and_back(engine: Engine, family: hoststack.Chat, admin: matrix.R
     old_id = engine.inspect("container", name)["Id"]
     matrix.sign_out(family.inside, account["MEMU_BOT_ACCESS_TOKEN"])
     deadline = time.monotonic() + 60
-    while "signed out" not in _last_health_output(engine, name):
-        assert time.monotonic() < deadline, _last_health_output(engine, name)
+    while "signed out" not in engine.last_health_output(name):
+        assert time.monotonic() < deadline, engine.last_health_output(name)
         time.sleep(0.5)
 
     async def reload_stack() -> None:
@@ -224,11 +224,6 @@ def _signed_out_and_back(engine: Engine, family: hoststack.Chat, admin: matrix.R
                                            f"#family:{hoststack.SERVER_NAME}",
                                            fresh["MEMU_BOT_USER_ID"], "/help"))
     assert "/remember" in reply, reply
-
-
-def _last_health_output(engine: Engine, container: str) -> str:
-    log = (engine.inspect("container", container)["State"].get("Health") or {}).get("Log")
-    return str(log[-1].get("Output", "")) if log else ""
 
 
 async def _check_the_family_room(family: hoststack.Chat, bot_id: str) -> None:

@@ -82,12 +82,15 @@ class Engine:
             if not state.get("Running") or health == "unhealthy":
                 break
             time.sleep(0.5)
-        checks = (state.get("Health") or {}).get("Log") or [{}]
         tail = self.docker("logs", "--tail", "30", container, check=False)
         raise MemuError(
             f"{container} is not healthy (state {state.get('Status')}, health "
             f"{(state.get('Health') or {}).get('Status')}); last check: "
-            f"{str(checks[-1].get('Output', '')).strip()!r}; log:\n{tail.stdout}{tail.stderr}")
+            f"{_latest_check_output(state).strip()!r}; log:\n{tail.stdout}{tail.stderr}")
+
+    def last_health_output(self, container: str) -> str:
+        """What the container's latest health check printed ("" before the first)."""
+        return _latest_check_output(self.inspect("container", container)["State"])
 
     def stop(self) -> None:
         """Stop the daemon this object started (containers are left to ``--rm``/tests)."""
@@ -98,6 +101,13 @@ class Engine:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _latest_check_output(state: dict[str, Any]) -> str:
+    """The output of the latest health check in a container's ``State`` (Docker Engine API,
+    ``State.Health.Log``), or "" when none has run."""
+    checks = (state.get("Health") or {}).get("Log") or [{}]
+    return str(checks[-1].get("Output", ""))
 
 
 def load_built(engine: Engine) -> dict[str, lock.LockEntry]:
