@@ -14,7 +14,7 @@ agent asks Synapse whose token it is (``GET /_matrix/client/v3/account/whoami``:
    password``; ``POST /_matrix/client/v3/login``);
 2. when that password no longer works (someone changed it), resets it through Synapse's
    admin API first, as the forgotten-admin-password route does
-   (:meth:`memu_firstboot.provision.Homeserver.recover_password`, registration shared
+   (:func:`memu_agent.recover_pages.synapse_recoverer`, registration shared
    secret) — the box owns this account;
 3. records the new session in ``account.env`` and reloads the stack (``systemctl reload
    memu-stack.service``), which re-creates the container with the new token (Compose
@@ -42,6 +42,7 @@ import aiohttp
 from aiohttp import web
 
 from memu_agent import background
+from memu_agent.recover_pages import synapse_recoverer
 from memu_common import MemuError
 from memu_common.files import read_env_file
 from memu_common.run import run_async
@@ -113,8 +114,10 @@ class Watch:
         self.synapse_url = synapse_url
         self.check_s = check_s
         self._reload = reload_stack or _systemctl_reload
-        self._verdict = (Verdict(Session.UNKNOWN, "The box has not checked the assistant yet.",
-                                 0.0) if self._token() else self._not_set_up(0.0))
+        self._verdict = self._not_set_up(0.0)
+        if self._account().get("MEMU_BOT_ACCESS_TOKEN"):
+            self._verdict = Verdict(Session.UNKNOWN, "The box has not checked the assistant "
+                                    "yet.", 0.0)
         self._again_at: float | None = None
         self._failures = 0
         self._removed_token = ""
@@ -141,12 +144,12 @@ class Watch:
 
     async def _check(self) -> Verdict:
         now = time.time()
-        account = read_env_file(self.config_dir / stack_config.BOT_ACCOUNT)
+        account = self._account()
         token = account.get("MEMU_BOT_ACCESS_TOKEN", "")
         if not token:
             return self._not_set_up(now)
-        if token == self._removed_token and self._verdict.session is Session.REMOVED:
-            return dataclasses.replace(self._verdict, checked_at=now)  # asks nobody again
+        if token == self._removed_token:  # the verdict stays "removed": asks nobody again
+            return dataclasses.replace(self._verdict, checked_at=now)
         async with aiohttp.ClientSession() as http:
             hs = Homeserver(http, self.synapse_url)
             try:
@@ -193,9 +196,9 @@ class Watch:
         self._again_at = now
         return self._signed_in(now)
 
-    def _token(self) -> str:
-        account = read_env_file(self.config_dir / stack_config.BOT_ACCOUNT)
-        return account.get("MEMU_BOT_ACCESS_TOKEN", "")
+    def _account(self) -> dict[str, str]:
+        """The recorded account.env ({} before setup's assistant step)."""
+        return read_env_file(self.config_dir / stack_config.BOT_ACCOUNT)
 
     @staticmethod
     def _not_set_up(now: float) -> Verdict:
@@ -221,9 +224,9 @@ class Watch:
         # Synapse also forgets a deactivated account's password, so this path is taken for
         # one too: the reset sets a password, and the sign-in after it says "deactivated".
         log.warning("the assistant's password was refused: resetting it to the box's")
-        registration = (await asyncio.to_thread(
-            (self.config_dir / stack_config.REGISTRATION_SECRET).read_text)).strip()
-        await hs.recover_password(registration, user_id, password)
+        await synapse_recoverer(self.synapse_url,
+                                self.config_dir / stack_config.REGISTRATION_SECRET)(
+            user_id, password)
         return await _login(hs, name, password)
 
 
