@@ -19,6 +19,7 @@ from bot_matrix import BotRunner, TestUser, check_heartbeat, wait_for_file
 from memu_agent.assistant import Session, Watch
 from memu_common import MemuError
 from memu_common.files import read_env_file, write_atomic
+from memu_dev import matrix
 from memu_dev.services import Synapse
 from memu_firstboot import stack_config
 from memu_firstboot.provision import Account, Homeserver
@@ -27,22 +28,27 @@ from memu_intelligence.config import Config
 pytestmark = pytest.mark.services
 
 
-def _write_secret(config_dir: Path, name: str, value: str) -> None:
-    write_atomic(config_dir / name, value.encode(), mode=0o600)
+async def _set_up_assistant(synapse: Synapse, config_dir: Path) -> tuple[Account, str]:
+    """An assistant account as setup leaves it in ``config_dir``: its password and the
+    registration secret under ``secrets/``, its session in ``account.env``; returns the
+    session and the password."""
+    password = os.urandom(12).hex()
+    async with aiohttp.ClientSession() as http:
+        made = await Homeserver(http, synapse.url).register(
+            synapse.secret, f"memu-{os.urandom(3).hex()}", password)
+    for name, value in ((stack_config.BOT_PASSWORD, password),
+                        (stack_config.REGISTRATION_SECRET, synapse.secret)):
+        write_atomic(config_dir / name, value.encode(), mode=0o600)
+    stack_config.write_bot_account(config_dir, made.user_id, made.access_token,
+                                   made.device_id)
+    return made, password
 
 
 async def test_a_signed_out_assistant_is_signed_back_in_by_the_box(
     bot_config: Config, synapse: Synapse, alice: TestUser, tmp_path: Path
 ) -> None:
     config_dir = tmp_path / "stack"
-    password = os.urandom(12).hex()
-    async with aiohttp.ClientSession() as http:
-        hs = Homeserver(http, synapse.url)
-        made = await hs.register(synapse.secret, f"memu-{os.urandom(3).hex()}", password)
-    _write_secret(config_dir, stack_config.BOT_PASSWORD, password)
-    _write_secret(config_dir, stack_config.REGISTRATION_SECRET, synapse.secret)
-    stack_config.write_bot_account(config_dir, made.user_id, made.access_token,
-                                   made.device_id)
+    made, password = await _set_up_assistant(synapse, config_dir)
 
     def recorded() -> Config:
         account = read_env_file(config_dir / stack_config.BOT_ACCOUNT)
@@ -69,10 +75,7 @@ async def test_a_signed_out_assistant_is_signed_back_in_by_the_box(
         assert verdict.session is Session.SIGNED_IN and reloads == 0, verdict
 
         # Signed out (its session ended, e.g. "sign out all sessions" in a client).
-        async with aiohttp.ClientSession() as http, http.post(
-                f"{synapse.url}/_matrix/client/v3/logout",
-                headers={"Authorization": f"Bearer {made.access_token}"}) as r:
-            assert r.status == 200
+        await asyncio.to_thread(matrix.sign_out, synapse.url, made.access_token)
         beat = Path(bot_config.heartbeat_file)
         await asyncio.to_thread(wait_for_file, beat.with_name(beat.name + ".problem"), 60)
         assert "signed out" in check_heartbeat(str(beat)).stderr
@@ -131,13 +134,7 @@ async def test_a_failed_restart_is_tried_again_though_the_new_token_works(
 ) -> None:
     """The box made a new session but the stack's reload failed: the recorded token is
     valid, yet the running assistant still has the old one, so the next check reloads."""
-    password = os.urandom(12).hex()
-    async with aiohttp.ClientSession() as http:
-        made = await Homeserver(http, synapse.url).register(
-            synapse.secret, f"memu-{os.urandom(3).hex()}", password)
-    _write_secret(tmp_path, stack_config.BOT_PASSWORD, password)
-    _write_secret(tmp_path, stack_config.REGISTRATION_SECRET, synapse.secret)
-    stack_config.write_bot_account(tmp_path, made.user_id, made.access_token, made.device_id)
+    made, _ = await _set_up_assistant(synapse, tmp_path)
     attempts = []
 
     async def reload_stack() -> None:
@@ -146,10 +143,7 @@ async def test_a_failed_restart_is_tried_again_though_the_new_token_works(
             raise MemuError("reloading the stack failed: Docker is not running")
 
     watch = Watch(tmp_path, synapse.url, reload_stack)
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{synapse.url}/_matrix/client/v3/logout",
-            headers={"Authorization": f"Bearer {made.access_token}"}) as r:
-        assert r.status == 200
+    await asyncio.to_thread(matrix.sign_out, synapse.url, made.access_token)
     failed = await watch.check()
     assert failed.session is Session.SIGNED_OUT and "could not restart" in failed.message
     assert watch.next_wait_s() == 120
