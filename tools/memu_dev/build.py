@@ -35,7 +35,8 @@ _NO_FIT = re.compile(r"Partition (\d+)'s contents \(([^)]+)\) don't fit in the p
                      r"\(([^)]+)\)")
 
 #: What goes into an image; a change to any of these makes a built image stale.
-IMAGE_INPUTS = ("mkosi.conf", "mkosi.conf.d", "mkosi.version", "image", "overlays",
+IMAGE_INPUTS = ("mkosi.conf", "mkosi.conf.d", "mkosi.images", "mkosi.version", "image",
+                "overlays",
                 "pyproject.toml", "common", "agent", "firstboot", "ota", "intelligence")
 
 
