@@ -5,9 +5,12 @@
 For the built N100 image (``just build``) it prints:
 
 - the whole disk image compressed with ``xz -6`` (how images are usually published; Home
-  Assistant OS's Pi 5 image is 347 MB as ``.xz``), with our container archives, and without
-  them: the archives are compressed already (xz gains nothing on them), so their bytes are
-  subtracted — an estimate, said as one;
+  Assistant OS's Pi 5 image is 347 MB as ``.xz``), with our container archives;
+- the OS without them: the ``/usr`` slot made again from its own files minus the archives
+  (:func:`lean_usr`, erofs with zstd like ``image/repart/12-usr.conf``), plus the UKI, the
+  verity hashes and their signature, each with ``xz -6`` (the disk's ESP and root partition
+  add under 1 MB of metadata beside the UKI, not counted; the verity partition is the real
+  one, which also hashes the archives: a few MB too many);
 - the ``/usr`` slot's content by directory, two levels deep, largest first (extracted from the
   erofs, see :func:`memu_dev.reproducible.extract_usr`);
 - the largest Debian source packages by installed size (``Installed-Size``, before
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,11 +35,11 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from memu_common import MemuError
-from memu_dev.paths import REPO, image_path
+from memu_common import MemuError, run
+from memu_dev.paths import REPO, image_path, mkosi_cmd
 from memu_dev.reproducible import extract_usr, release_artifacts
 
-#: The goal, bytes of xz, for the OS image without container archives.
+#: The goal, bytes of xz, for the OS without container archives.
 GOAL_BYTES = 250 * 10**6
 #: Home Assistant OS's Raspberry Pi 5 image, .xz, for comparison (not measured here).
 HAOS_BYTES = 347 * 10**6
@@ -95,6 +99,20 @@ def xz_bytes(*paths: Path, threads: int = 2) -> int:
     return counted[0]
 
 
+def lean_usr(tree: Path, dest: Path) -> Path:
+    """Make the ``/usr`` slot's erofs again from its extracted ``tree`` without the container
+    archives (deleted from ``tree``), compressed as the image's is (zstd, mkfs.erofs(1) from
+    mkosi's tools tree); returns ``dest``.
+
+    Raises:
+        MemuError: mkfs.erofs failed.
+    """
+    shutil.rmtree(tree / ARCHIVES, ignore_errors=True)
+    run([*mkosi_cmd(), "sandbox", "--", "mkfs.erofs", "-zzstd", str(dest), str(tree)],
+        hint="is mkosi's tools tree built? run `just build` once")
+    return dest
+
+
 def _count(stream: IO[bytes]) -> int:
     total = 0
     while chunk := stream.read(1 << 20):
@@ -149,28 +167,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not img.exists():
             raise MemuError(f"{img} does not exist", hint="run `just build` first")
-        usr = release_artifacts(img.parent, img.stem)[f"{img.stem}.usr.raw"]
+        artifacts = release_artifacts(img.parent, img.stem)
+        usr = artifacts[f"{img.stem}.usr.raw"]
+        rest = [artifacts[f"{img.stem}.{r}"] for r in ("efi", "usr-verity.raw",
+                                                         "usr-verity-sig.raw")]
         with tempfile.TemporaryDirectory(prefix="memu-size-", dir=img.parent) as tmp:
             extract_usr(usr, Path(tmp) / "usr")
             dirs = by_directory(Path(tmp) / "usr")
             archives = sorted(f for f in (Path(tmp) / "usr" / ARCHIVES).iterdir()
                               if f.is_file())
             archives_bytes = sum(a.stat().st_size for a in archives)
-            archives_xz = None if args.no_xz else xz_bytes(*archives)
+            lean = lean_usr(Path(tmp) / "usr", Path(tmp) / "usr.erofs")
+            lean_xz = None if args.no_xz else xz_bytes(lean)
+        rest_xz = None if args.no_xz else xz_bytes(*rest)
         image_xz = None if args.no_xz else xz_bytes(img)
     except MemuError as e:
         print(f"error: {e.message}" + (f"\nhint: {e.hint}" if e.hint else ""), file=sys.stderr)
         return 1
-    total = sum(dirs.values())
     print(f"image {img.name}")
-    if image_xz is not None and archives_xz is not None:
-        without = image_xz - archives_xz
-        print(f"  disk image, xz -6 (its data extents): {_mb(image_xz)}")
-        print(f"  container archives in /usr, xz -6:    {_mb(archives_xz)}  "
-              f"({len(archives)} docker-archives, {_mb(archives_bytes)} as files)")
-        print(f"  without them (estimate):             {_mb(without)}  "
+    if image_xz is not None and lean_xz is not None and rest_xz is not None:
+        without = lean_xz + rest_xz
+        print(f"  disk image, xz -6 (its data extents):  {_mb(image_xz)}  "
+              f"({len(archives)} container archives inside, {_mb(archives_bytes)} as files)")
+        print(f"  the OS without the archives, xz -6:    {_mb(without)}  "
               f"= {without / GOAL_BYTES:.2f}x the 250 MB goal, "
               f"{without / HAOS_BYTES:.2f}x HAOS's 347 MB")
+        print(f"    /usr slot without archives:         {_mb(lean_xz)}")
+        print(f"    UKI, verity hashes, signature:      {_mb(rest_xz)}")
+    total = sum(dirs.values())
     print(f"\n/usr content: {_mb(total)} (files, uncompressed); largest directories:")
     for name, size in sorted(dirs.items(), key=lambda kv: -kv[1])[:args.top]:
         print(f"  {_mb(size)}  {size / total:5.1%}  {name}")
