@@ -88,3 +88,20 @@ def test_release_refuses_a_cut_that_would_lose_data(tmp_path: Path) -> None:
     (tmp_path / "junk.usr.cc33.raw").write_bytes(b"\0" * 4096)
     with pytest.raises(MemuError, match="no erofs"):
         release.erofs_bytes(tmp_path / "junk.usr.cc33.raw")
+
+
+def test_a_release_carries_the_builds_package_manifest(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    stem = "memu-os_0.4.0_x86-64"
+    monkeypatch.setattr(release, "OUTPUT", tmp_path)
+    for part in release.PARTITIONS:
+        (tmp_path / f"{stem}.{part}.cc33.raw").write_bytes(b"p")
+    (tmp_path / f"{stem}.efi").write_bytes(b"uki")
+    with pytest.raises(MemuError, match=rf"{stem}\.manifest"):
+        release.artifacts("0.4.0", "n100")  # a build without its manifest is not released
+    (tmp_path / f"{stem}.manifest").write_text('{"packages": []}')
+    found = release.artifacts("0.4.0", "n100")
+    assert found[f"{stem}.manifest"] == tmp_path / f"{stem}.manifest"
+    assert sorted(found) == sorted([f"{stem}.usr.cc33.raw.gz", f"{stem}.usr-verity.cc33.raw.gz",
+                                    f"{stem}.usr-verity-sig.cc33.raw.gz", f"{stem}.efi",
+                                    f"{stem}.manifest"])

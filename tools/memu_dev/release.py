@@ -10,7 +10,9 @@ and a detached OpenPGP signature ``SHA256SUMS.gpg`` made with the release key
 Artifacts of version V for an x86-64 board (names match overlays/.../sysupdate.d):
 ``memu-os_V_x86-64.usr.UUID.raw.gz``, ``.usr-verity.UUID.raw.gz``,
 ``.usr-verity-sig.UUID.raw.gz`` (the slot's three partitions as mkosi split them out, each
-named with its GPT partition UUID) and ``memu-os_V_x86-64.efi`` (the UKI).
+named with its GPT partition UUID), ``memu-os_V_x86-64.efi`` (the UKI) and
+``memu-os_V_x86-64.manifest`` (the build's package set, mkosi's JSON manifest; not fetched by
+devices).
 
 gzip, not xz: the erofs ``/usr`` is zstd-compressed inside already, so xz saves only ~9 % of
 the bytes (372 vs 410 MB for 0.2.0) while a device unpacks gzip twice as fast (systemd-pull in
@@ -70,10 +72,14 @@ def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
             continue
         src = matches[-1]
         found[src.name + COMPRESSED_SUFFIX] = src
-    uki = OUTPUT / f"{stem}.efi"
-    if not uki.exists():
-        missing.append(uki.name)
-    found[uki.name] = uki
+    # The UKI, and mkosi's manifest of the build (ManifestFormat=json: every package's name
+    # and version), so that anyone can see, and a rebuild can install, a release's exact
+    # package set. Covered by the signed SHA256SUMS like the rest; sysupdate's patterns do
+    # not match it, so devices never download it.
+    for extra in (OUTPUT / f"{stem}.efi", OUTPUT / f"{stem}.manifest"):
+        if not extra.exists():
+            missing.append(extra.name)
+        found[extra.name] = extra
     if missing:
         raise MemuError(f"build outputs for {version} are missing: {', '.join(missing)}",
                         hint=f"build it first: MEMU_VERSION={version} just build, "
