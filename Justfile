@@ -78,6 +78,11 @@ bench-boot n="3": _dev
 bench-ota: _dev
     {{py}} -m memu_dev.bench_ota
 
+# What a delta update would fetch (4/16/64 KiB block indexes) between two releases.
+[group('bench')]
+bench-delta *ARGS: _dev
+    {{py}} -m memu_dev.bench_delta {{ARGS}}
+
 # Idle memory of the stack's images built here (host Docker), against the 1.5 GiB budget.
 [group('bench')]
 bench-stack *args: _dev _services

@@ -1,0 +1,94 @@
+"""`just bench-delta`: what a delta update would download, on two of our own releases.
+
+    python -m memu_dev.bench_delta [OLD] [NEW]
+
+Builds (when missing) 0.1.0 from the tree and 0.3.0 from the same tree plus one changed file
+(tests/qemu/trees/v-marker; the QEMU update tests build the same 0.3.0). Takes each version's
+release artifacts uncompressed and cut as `just release` cuts them (the ``/usr`` erofs, the
+verity hash tree, the UKI) and, for block sizes of 4, 16 and 64 KiB, plans the rebuild of
+every NEW artifact from all of OLD's (memu_ota.blockindex.plan: the device's running slot and
+UKI). Prints the bytes to fetch plus the block indexes the device downloads first, the number
+of HTTP ranges (runs closer than 64 KiB merged), and the ratio against the full update (the
+release's gzip artifacts plus the UKI, what a device downloads today).
+
+The goal of the updates issue: a one-file update fetches at most 5 % of the full one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from memu_common import MemuError
+from memu_dev import release
+from memu_dev.build import ensure_built
+from memu_dev.paths import REPO
+from memu_ota.blockindex import BlockIndex, plan
+
+MARKER_TREE = REPO / "tests/qemu/trees/v-marker"
+BLOCK_SIZES = (4096, 16384, 65536)
+MERGE_GAP = 65536
+GOAL = 0.05
+
+
+def release_inputs(version: str) -> list[tuple[Path, int | None, int]]:
+    """``(artifact, bytes the release keeps or None for all, bytes of the full download)``
+    for each artifact of ``version`` a device downloads (release.artifacts, without the
+    manifest), the full download being the release's gzip file (cached, see
+    release.compressed) or the UKI itself.
+
+    Raises:
+        MemuError: the version is not built.
+    """
+    files = release.artifacts(version)
+    slot = {release.partition_of(src): src for name, src in files.items()
+            if name.endswith(release.COMPRESSED_SUFFIX)}
+    out = []
+    for name, src in files.items():
+        if name.endswith(release.COMPRESSED_SUFFIX):
+            size = release.used_bytes(src, slot)
+            out.append((src, size, release.compressed(src, size).stat().st_size))
+        elif name.endswith(".efi"):
+            out.append((src, None, src.stat().st_size))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    ap = argparse.ArgumentParser(prog="bench-delta", description=__doc__.splitlines()[0])
+    ap.add_argument("old", nargs="?", default="0.1.0")
+    ap.add_argument("new", nargs="?", default="0.3.0")
+    args = ap.parse_args(argv)
+    try:
+        ensure_built(args.old)
+        ensure_built(args.new, [MARKER_TREE])
+        old, new = release_inputs(args.old), release_inputs(args.new)
+    except MemuError as e:
+        print(f"error: {e.message}" + (f"\nhint: {e.hint}" if e.hint else ""), file=sys.stderr)
+        return 1
+    full = sum(download for _, _, download in new)
+    print(f"{args.old} -> {args.new}: the full update downloads {full / 2**20:.1f} MiB "
+          f"(gzip slot artifacts and the UKI)")
+    for block in BLOCK_SIZES:
+        have = [BlockIndex.of_file(path, block, size) for path, size, _ in old]
+        fetch = index_bytes = ranges = 0
+        rows = []
+        for path, size, _ in new:
+            target = BlockIndex.of_file(path, block, size)
+            how = plan(target, have, merge_gap=MERGE_GAP)
+            index_bytes += len(target.to_bytes())
+            fetch += how.fetch_bytes
+            ranges += len(how.fetch)
+            rows.append(f"{path.name.split('.')[1]} {how.fetch_bytes / 2**20:.2f} MiB "
+                        f"of {target.size / 2**20:.1f}")
+        total = fetch + index_bytes
+        print(f"  {block // 1024:2d} KiB blocks: fetch {fetch / 2**20:7.2f} MiB in {ranges} "
+              f"ranges + indexes {index_bytes / 2**20:5.2f} MiB = {total / 2**20:7.2f} MiB "
+              f"= {total / full:6.2%} of the full update (goal {GOAL:.0%})  "
+              f"[{'; '.join(rows)}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
