@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             index_bytes += len(target.to_bytes())
             fetch += how.fetch_bytes
             ranges += len(how.fetch)
-            rows.append(f"{path.name.split('.')[1]} {how.fetch_bytes / 2**20:.2f} MiB "
-                        f"of {target.size / 2**20:.1f}")
+            what = "UKI" if path.suffix == ".efi" else release.partition_of(path)
+            rows.append(f"{what} {how.fetch_bytes / 2**20:.2f} MiB of {target.size / 2**20:.1f}")
         total = fetch + index_bytes
         print(f"  {block // 1024:2d} KiB blocks: fetch {fetch / 2**20:7.2f} MiB in {ranges} "
               f"ranges + indexes {index_bytes / 2**20:5.2f} MiB = {total / 2**20:7.2f} MiB "
