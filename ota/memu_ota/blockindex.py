@@ -153,10 +153,7 @@ def plan(target: BlockIndex, sources: Sequence[BlockIndex], merge_gap: int = 0) 
         off, length = i * target.block, target.length(i)
         found = where.get(target.digest(i)) if length == target.block else None
         if found is None:
-            if fetch and fetch[-1][0] + fetch[-1][1] == off:
-                fetch[-1] = (fetch[-1][0], fetch[-1][1] + length)
-            else:
-                fetch.append((off, length))
+            fetch.append((off, length))  # adjacent blocks become one run in merged()
             continue
         s, src_off = found
         last = copies[-1] if copies else None
