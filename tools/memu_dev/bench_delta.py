@@ -42,16 +42,10 @@ def release_inputs(version: str) -> list[tuple[Path, int | None, int]]:
         MemuError: the version is not built.
     """
     files = release.artifacts(version)
-    slot = {release.partition_of(src): src for name, src in files.items()
-            if name.endswith(release.COMPRESSED_SUFFIX)}
-    out = []
-    for name, src in files.items():
-        if name.endswith(release.COMPRESSED_SUFFIX):
-            size = release.used_bytes(src, slot)
-            out.append((src, size, release.compressed(src, size).stat().st_size))
-        elif name.endswith(".efi"):
-            out.append((src, None, src.stat().st_size))
-    return out
+    out = [(files[name], size, release.compressed(files[name], size).stat().st_size)
+           for name, size in release.cuts(files).items()]
+    uki = next(src for name, src in files.items() if name.endswith(".efi"))
+    return [*out, (uki, None, uki.stat().st_size)]
 
 
 def main(argv: list[str] | None = None) -> int:

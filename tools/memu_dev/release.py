@@ -171,6 +171,18 @@ def used_bytes(src: Path, slot: dict[str, Path]) -> int | None:
     return size
 
 
+def cuts(files: dict[str, Path]) -> dict[str, int | None]:
+    """For each slot artifact of :func:`artifacts`' ``files`` (release name -> built file),
+    the bytes the release keeps of it (:func:`used_bytes`; None: all of it).
+
+    Raises:
+        MemuError: as :func:`used_bytes`.
+    """
+    slot = {name: src for name, src in files.items() if name.endswith(COMPRESSED_SUFFIX)}
+    by_part = {partition_of(src): src for src in slot.values()}
+    return {name: used_bytes(src, by_part) for name, src in slot.items()}
+
+
 def compressed(src: Path, size: int | None = None) -> Path:
     """The first ``size`` bytes of ``src`` (all of it when None) compressed with gzip (no
     name or time stamp in the header: the same input gives the same bytes), cached in
@@ -240,15 +252,14 @@ def release(version: str, channel: str, root: Path, board: str = DEFAULT_BOARD) 
     if channel not in CHANNELS:
         raise MemuError(f"unknown channel {channel!r}", hint=f"use one of {', '.join(CHANNELS)}")
     files = artifacts(version, board)
-    slot = {partition_of(src): src for name, src in files.items()
-            if name.endswith(COMPRESSED_SUFFIX)}
+    sizes = cuts(files)
     keys = build_keys()
     channel_dir = root / channel
     channel_dir.mkdir(parents=True, exist_ok=True)
     for name, src in files.items():
         dest = channel_dir / name
-        if name.endswith(COMPRESSED_SUFFIX):
-            size = used_bytes(src, slot)
+        if name in sizes:
+            size = sizes[name]
             shutil.copyfile(compressed(src, size), dest)
             log.info("memu: %s (%d bytes; %s of the %d-byte partition)", dest,
                      dest.stat().st_size, "all" if size is None else f"first {size}",
