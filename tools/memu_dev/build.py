@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from memu_common import MemuError, run
-from memu_dev import wheelhouse
+from memu_dev import paths, wheelhouse
 from memu_dev.keys import build_keys
 from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, REPO, image_path, mkosi_cmd
 
@@ -168,15 +168,24 @@ def slot_overflow(output: Iterable[str], definitions: Path = REPART_DIR) -> Memu
 
 def ensure_built(version: str, extra_trees: Sequence[Path] = (), board: str = DEFAULT_BOARD
                  ) -> Path:
-    """Build ``version`` (with ``extra_trees``) when its image is missing or older than its
-    inputs or trees; return the raw image. Used for test and benchmark builds."""
+    """Build ``version`` (with ``extra_trees``) when its UKI is missing or older than its
+    inputs or trees; return the UKI (``<stem>.efi``), which stands for the build's split
+    artifacts. Used for test and benchmark builds, which need only what a release carries.
+
+    A version other than ``mkosi.version``'s is a trial: its combined disk image (a second
+    copy of /usr, 0.75 GB on disk) is deleted after the build, since only a release is made of
+    it; a test run builds four such versions."""
     img = image_path(board, version)
+    uki = img.with_suffix(".efi")
     newest = max([newest_input_mtime()] + [f.stat().st_mtime for t in extra_trees
                                            for f in t.rglob("*")])
-    if not img.exists() or img.stat().st_mtime < newest:
+    if not uki.exists() or uki.stat().st_mtime < newest:
         ensure_host(board)
         build(board, version=version, extra_trees=extra_trees)
-    return img
+        if version != paths.version():
+            img.unlink()
+            img.with_suffix("").unlink(missing_ok=True)  # mkosi's symlink to it
+    return uki
 
 
 def main(argv: list[str] | None = None) -> int:

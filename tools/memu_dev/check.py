@@ -10,11 +10,14 @@ test count in the plain "N passed, N failed" form.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 
 from memu_dev.paths import REPO
 
@@ -37,6 +40,41 @@ def run_step(name: str, argv: list[str]) -> Step:
     t0 = time.monotonic()
     status = subprocess.call(argv, cwd=REPO)
     return Step(name, status, time.monotonic() - t0)
+
+
+class DiskWatch:
+    """The lowest free space on the file system holding ``path`` while the tests run, sampled
+    every ``interval`` seconds by a daemon thread (a run that fills the disk fails in odd
+    places, e.g. mkosi's ``cp`` of a test tree; the summary then says how close it came).
+
+    Use as a context manager; ``start_free`` and ``lowest_free`` are bytes."""
+
+    def __init__(self, path: Path = REPO, interval: float = 5.0) -> None:
+        self.path = path
+        self.interval = interval
+        self.start_free = self.lowest_free = shutil.disk_usage(path).free
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="disk-watch", daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            self.lowest_free = min(self.lowest_free, shutil.disk_usage(self.path).free)
+
+    def __enter__(self) -> DiskWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.lowest_free = min(self.lowest_free, shutil.disk_usage(self.path).free)
+
+    def summary(self) -> str:
+        """One line: free space at the start, the lowest seen, and the most the run used."""
+        gb = 1e9
+        return (f"disk   {self.start_free / gb:.1f} GB free at the start, lowest "
+                f"{self.lowest_free / gb:.1f} GB (the tests used up to "
+                f"{(self.start_free - self.lowest_free) / gb:.1f} GB)")
 
 
 def junit_counts(path: str) -> tuple[int, int, int]:
@@ -88,14 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     ]
     counts = None
     groups: dict[str, float] = {}
+    disk: DiskWatch | None = None
     if not args.lint_only:
         RESULTS.mkdir(exist_ok=True)
         junit = RESULTS / "junit.xml"
         junit.unlink(missing_ok=True)
         marker = ["-m", "not qemu"] if args.no_qemu else []
         # --durations: the slowest tests in the log, to keep CI's 90-minute budget in view.
-        steps.append(run_step("tests", [py, "-m", "pytest", *marker, f"--junitxml={junit}",
-                                        "--durations=12", *pytest_args]))
+        with DiskWatch() as disk:
+            steps.append(run_step("tests", [py, "-m", "pytest", *marker,
+                                            f"--junitxml={junit}", "--durations=12",
+                                            *pytest_args]))
         if junit.exists():
             counts = junit_counts(str(junit))
             groups = junit_groups(str(junit))
@@ -104,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {s.name:<6} {'ok' if s.status == 0 else 'FAILED':<7} {s.seconds:7.1f} s")
     for group, seconds in sorted(groups.items()):
         print(f"    {group:<26} {seconds:7.1f} s")
+    if disk:
+        print(f"  {disk.summary()}")
     if counts:
         passed, failed, skipped = counts
         print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
