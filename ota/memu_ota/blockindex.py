@@ -27,6 +27,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from memu_common import MemuError
 
@@ -178,12 +179,20 @@ def merged(runs: Iterable[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
 
 
 def rebuild(target: BlockIndex, how: Plan, sources: Sequence[Path],
-            fetch: Callable[[int, int], bytes], out: Path) -> None:
+            fetch: Callable[[int, int], bytes], out: Path, max_fetch: int = 8 << 20) -> int:
     """Write the artifact ``target`` indexes to ``out`` by ``how``: copies from the local
     ``sources`` (paths, in the plan's numbering), the rest from ``fetch(offset, length)``
-    (e.g. an HTTP Range request). Every block written is checked against ``target``; ``out``
-    is flushed to disk (fsync) before returning. The caller writes to a temporary name and
-    renames only after the whole artifact's signed checksum matched.
+    (e.g. an HTTP Range request), at most ``max_fetch`` bytes per call. Every block written
+    is checked against ``target``; ``out`` is flushed to disk (fsync) before returning. The
+    caller writes to a temporary name and renames only after the whole artifact's signed
+    checksum matched.
+
+    When ``out`` exists (an earlier rebuild was interrupted), its blocks that already match
+    ``target`` are kept and only the others are fetched: each fetched piece is written as it
+    arrives, so an interrupted rebuild loses at most one piece.
+
+    Returns:
+        The bytes fetched.
 
     Raises:
         MemuError: a copied or fetched block does not match its digest (a damaged source or
@@ -192,39 +201,68 @@ def rebuild(target: BlockIndex, how: Plan, sources: Sequence[Path],
     parts: list[tuple[int, int, int | None, int]] = sorted(
         [(c.target, c.length, c.source, c.offset) for c in how.copies]
         + [(off, length, None, 0) for off, length in how.fetch], key=lambda part: part[0])
+    resume = out.exists()
     handles = [p.open("rb") for p in sources]
+    fetched = 0
     try:
-        with out.open("wb") as f:
+        with out.open("r+b" if resume else "wb") as f:
             written = 0
             for off, length, source, src_off in parts:
                 if off + length <= written:
                     continue  # a merged fetch already covered these copied blocks
-                if source is None:
-                    data = fetch(off, length)
-                    if len(data) != length:
-                        raise MemuError(f"asked for {length} bytes at {off}, got {len(data)}",
-                                        hint="the server does not answer byte ranges right; "
-                                             "the update falls back to a full download")
-                else:
+                skip = max(0, written - off)
+                off, length, src_off = off + skip, length - skip, src_off + skip
+                written = off + length
+                if source is not None:
                     handles[source].seek(src_off)
                     data = handles[source].read(length)
                     if len(data) != length:
                         raise MemuError(f"{sources[source]} ends before byte {src_off + length}",
                                         hint="the local copy changed since it was indexed; "
                                              "the update falls back to a full download")
-                skip = written - off if off < written else 0
-                _check(target, off + skip, data[skip:])
-                f.seek(off + skip)
-                f.write(data[skip:])
-                written = off + length
+                    _check(target, off, data)
+                    f.seek(off)
+                    f.write(data)
+                    continue
+                todo = _missing(target, f, off, length) if resume else [(off, length)]
+                for run_off, run_len in todo:
+                    for piece in range(run_off, run_off + run_len, max_fetch):
+                        size = min(max_fetch, run_off + run_len - piece)
+                        data = fetch(piece, size)
+                        if len(data) != size:
+                            raise MemuError(f"asked for {size} bytes at {piece}, got {len(data)}",
+                                            hint="the server does not answer byte ranges right; "
+                                                 "the update falls back to a full download")
+                        _check(target, piece, data)
+                        f.seek(piece)
+                        f.write(data)
+                        fetched += size
             if written != target.size:
                 raise MemuError(f"the plan covers {written} of {target.size} bytes",
                                 hint="make the plan from this index")
+            f.truncate(target.size)
             f.flush()
             os.fsync(f.fileno())
     finally:
         for h in handles:
             h.close()
+    return fetched
+
+
+def _missing(target: BlockIndex, f: BinaryIO, off: int, length: int) -> list[tuple[int, int]]:
+    """The runs ``(offset, length)`` of ``[off, off + length)`` (block-aligned) whose blocks
+    in the open file ``f`` do not match ``target`` (yet)."""
+    runs: list[tuple[int, int]] = []
+    f.seek(off)
+    have = f.read(length)
+    for pos in range(off, off + length, target.block):
+        i = pos // target.block
+        size = target.length(i)
+        chunk = have[pos - off:pos - off + size]
+        if len(chunk) == size and hashlib.sha256(chunk).digest() == target.digest(i):
+            continue
+        runs.append((pos, size))
+    return merged(runs, 0)
 
 
 def _check(target: BlockIndex, off: int, data: bytes) -> None:

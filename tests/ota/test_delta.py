@@ -1,0 +1,237 @@
+"""Delta updates, device side (memu_ota.delta), against a real HTTP server on loopback (aiohttp
+serving the channel with byte ranges) and real gpg signatures: what is fetched, that a broken
+connection resumes, and that every kind of bad channel is refused with nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from memu_common import MemuError
+from memu_ota import delta
+from memu_ota.blockindex import BLOCK, BlockIndex
+
+NAME = "memu-os_0.2.0_x86-64.usr.0123.raw"
+
+
+def _gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
+    return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode",
+                           "loopback", "--passphrase", "", *args],
+                          input=data, capture_output=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two signing keys (GnuPG homes) and the keyring of the first, as a box holds it."""
+    out = {}
+    for who in ("release", "stranger"):
+        home = tmp_path_factory.mktemp(who)
+        home.chmod(0o700)
+        _gpg(home, "--quick-gen-key", f"{who}@memu.test", "ed25519", "sign", "never")
+        out[who] = home
+    out["keyring"] = out["release"] / "import-pubring.gpg"
+    out["keyring"].write_bytes(_gpg(out["release"], "--export"))
+    return out
+
+
+class Server:
+    """An HTTP server on loopback in its own thread: ``/c/`` serves ``root`` as a static
+    channel (aiohttp's FileResponse answers ``Range`` with 206), ``/flaky/`` answers each
+    range but breaks its first connection halfway, ``/norange/`` ignores ``Range``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests = 0
+        self._broken: set[str] = set()
+        self.loop = asyncio.new_event_loop()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    async def _count(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        name = request.match_info["name"]
+        if request.path.startswith("/norange/"):
+            return web.Response(body=(self.root / name).read_bytes())
+        if request.path.startswith("/flaky/") and "Range" in request.headers:
+            first, last = request.headers["Range"].removeprefix("bytes=").split("-")
+            start, end = int(first), int(last)
+            if last not in self._broken:  # the resumed request (same end) is answered
+                self._broken.add(last)
+                body = (self.root / name).read_bytes()[start:end + 1]
+                resp = web.StreamResponse(status=206, headers={
+                    "Content-Range": f"bytes {start}-{end}/{(self.root / name).stat().st_size}",
+                    "Content-Length": str(len(body))})
+                await resp.prepare(request)
+                await resp.write(body[:len(body) // 2])
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+        return web.FileResponse(self.root / name)
+
+    def __enter__(self) -> Server:
+        app = web.Application()
+        app.router.add_get("/{kind}/{name}", self._count)
+        self.runner = web.AppRunner(app)
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self.runner.setup(), self.loop).result(10)
+        site = web.SockSite(self.runner, self.sock)
+        asyncio.run_coroutine_threadsafe(site.start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _blocks(seed: int, n: int) -> bytes:
+    return random.Random(seed).randbytes(n * BLOCK)
+
+
+def _publish(root: Path, files: dict[str, bytes], signer: Path) -> None:
+    """A channel as `just release` makes it: the files, SHA256SUMS and its signature."""
+    root.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in sorted(files.items()))
+    (root / "SHA256SUMS").write_text(sums)
+    (root / "SHA256SUMS.gpg").write_bytes(_gpg(signer, "--detach-sign", "--output", "-",
+                                               str(root / "SHA256SUMS")))
+
+
+@pytest.fixture
+def channel(tmp_path: Path, keys: dict[str, Path]) -> Iterator[tuple[Server, Path, bytes]]:
+    """A served channel whose artifact is the running slot (``old``, 64 blocks) with 3 blocks
+    changed and 8 added; yields (server, the old slot's path, the new artifact)."""
+    old = _blocks(1, 64)
+    new = bytearray(old + _blocks(2, 8))
+    for i in (5, 6, 40):
+        new[i * BLOCK:(i + 1) * BLOCK] = _blocks(100 + i, 1)
+    slot = tmp_path / "slot"
+    slot.write_bytes(old)
+    root = tmp_path / "channel"
+    new_index = BlockIndex.of_file(_write(tmp_path / "new", bytes(new))).to_bytes()
+    _publish(root, {NAME: bytes(new), NAME + ".bix": new_index}, keys["release"])
+    with Server(root) as server:
+        yield server, slot, bytes(new)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _rebuild(server: Server, slot: Path, dest: Path, keyring: Path, kind: str = "c",
+             http: delta.Http | None = None) -> delta.Rebuilt:
+    http = http or delta.Http(timeout=5, retries=2)
+    url = f"{server.url}/{kind}/"
+    sums = delta.signed_sums(http, url, keyring)
+    return delta.rebuild_artifact(http, url, NAME, sums, [slot], delta.index_sources([slot]),
+                                  dest)
+
+
+def test_only_the_changed_blocks_are_fetched(channel: tuple[Server, Path, bytes],
+                                             tmp_path: Path, keys: dict[str, Path]) -> None:
+    server, slot, new = channel
+    http = delta.Http(timeout=5)
+    got = _rebuild(server, slot, tmp_path / "out", keys["keyring"], http=http)
+    assert got.path.read_bytes() == new
+    index_bytes = len((server.root / (NAME + ".bix")).read_bytes())
+    # blocks 5-6, block 40 and the 8 new blocks at the end: 11 blocks in 3 ranges (their
+    # gaps, 132 and 92 KiB, are wider than MERGE_GAP, so no known block is fetched)
+    assert got.fetched == index_bytes + 11 * BLOCK
+    assert got.local == len(new) - 11 * BLOCK
+    sums_bytes = sum(len((server.root / n).read_bytes()) for n in ("SHA256SUMS", "SHA256SUMS.gpg"))
+    assert http.received == got.fetched + sums_bytes
+    assert not list((tmp_path / "out").glob("*.partial"))
+
+
+def test_a_broken_connection_resumes_from_the_byte_it_reached(
+        channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
+    server, slot, new = channel
+    got = _rebuild(server, slot, tmp_path / "out", keys["keyring"], kind="flaky")
+    assert got.path.read_bytes() == new
+    # sums, signature, index, then 3 ranges each broken once and asked again from the middle
+    assert server.requests == 3 + 3 * 2
+
+
+def test_a_rebuild_cut_short_keeps_its_blocks_for_the_next_try(
+        channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
+    server, slot, new = channel
+    dest = tmp_path / "out"
+    dest.mkdir()
+    # what a power cut during the last range left: everything but the 8 blocks at the end
+    (dest / (NAME + delta.PARTIAL_SUFFIX)).write_bytes(new[:64 * BLOCK])
+    got = _rebuild(server, slot, dest, keys["keyring"])
+    assert got.path.read_bytes() == new
+    assert got.fetched == len((server.root / (NAME + ".bix")).read_bytes()) + 8 * BLOCK
+
+
+def test_a_channel_signed_by_another_key_is_refused(
+        channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
+    server, slot, new = channel
+    _publish(server.root, {NAME: new}, keys["stranger"])
+    with pytest.raises(MemuError, match="signature does not verify"):
+        _rebuild(server, slot, tmp_path / "out", keys["keyring"])
+
+
+def test_changed_sums_are_refused(channel: tuple[Server, Path, bytes], tmp_path: Path,
+                                  keys: dict[str, Path]) -> None:
+    server, slot, _ = channel
+    sums = server.root / "SHA256SUMS"
+    sums.write_text(sums.read_text().replace(sums.read_text()[:8], "00000000", 1))
+    with pytest.raises(MemuError, match="signature does not verify"):
+        _rebuild(server, slot, tmp_path / "out", keys["keyring"])
+
+
+def test_served_bytes_that_differ_from_the_index_are_refused_and_nothing_is_installed(
+        channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
+    server, slot, new = channel
+    damaged = bytearray(new)
+    damaged[40 * BLOCK] ^= 0xFF  # a fetched block, after the release was signed
+    (server.root / NAME).write_bytes(damaged)
+    with pytest.raises(MemuError, match=r"block 40 .* does not match the index"):
+        _rebuild(server, slot, tmp_path / "out", keys["keyring"])
+    assert not (tmp_path / "out" / NAME).exists()
+
+
+def test_an_index_that_is_not_the_signed_one_is_refused(
+        channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
+    server, slot, _ = channel
+    (server.root / (NAME + ".bix")).write_bytes(BlockIndex.of_file(slot).to_bytes())
+    with pytest.raises(MemuError, match="does not match the signed SHA256SUMS"):
+        _rebuild(server, slot, tmp_path / "out", keys["keyring"])
+    assert not (tmp_path / "out" / NAME).exists()
+
+
+def test_a_server_that_ignores_ranges_gets_a_clear_error(
+        channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
+    server, slot, _ = channel
+    with pytest.raises(MemuError, match="answered 200 to a byte range request") as e:
+        _rebuild(server, slot, tmp_path / "out", keys["keyring"], kind="norange")
+    assert "supports Range" in (e.value.hint or "")
+
+
+def test_a_release_without_delta_material_says_so(
+        channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
+    server, slot, new = channel
+    _publish(server.root, {NAME: new}, keys["release"])
+    with pytest.raises(MemuError, match="no delta material"):
+        _rebuild(server, slot, tmp_path / "out", keys["keyring"])
+
+
+def test_sums_lines_are_parsed_and_a_damaged_line_is_refused() -> None:
+    digest = "ab" * 32
+    assert delta.parse_sums(f"{digest}  a.raw\n{digest} *b.efi\n\n") == {
+        "a.raw": digest, "b.efi": digest}
+    with pytest.raises(MemuError, match="line 2"):
+        delta.parse_sums(f"{digest}  a.raw\nnot a sum\n")
