@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
+import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
+from typing import TextIO
 
 import aiohttp
 import psycopg
@@ -50,13 +55,67 @@ async def healthcheck(cfg: Config, *, deadline: float = 5.0) -> list[str]:
     return problems
 
 
-async def serve(cfg: Config) -> None:
-    """Run the bot until SIGTERM/SIGINT, then stop cleanly."""
+#: Seconds a clean stop may take before the process exits anyway: under Docker's 10 s
+#: between SIGTERM and SIGKILL, so the stack dump below reaches the log first.
+STOP_GRACE_S = 8.0
+
+
+class StopWatchdog:
+    """Exit the process (``exit(1)``, by default ``os._exit``) when a clean stop, begun by
+    :meth:`arm`, has not ended within ``grace`` seconds, after writing every thread's stack
+    and every asyncio task's to ``out``: what held the stop up.
+
+    Exiting early loses nothing: a command's effect and its reply are stored exactly once
+    across kills (tests/intelligence/test_bot_kills.py), and the batch whose token was not
+    stored is handled again after the restart."""
+
+    def __init__(self, grace: float = STOP_GRACE_S, exit: Callable[[int], object] = os._exit,
+                 out: TextIO = sys.stderr) -> None:
+        self.grace = grace
+        self._exit = exit
+        self._out = out
+        self._timer: threading.Timer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def arm(self) -> None:
+        """Start the countdown (again calls do nothing)."""
+        if self._timer is None:
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
+            self._timer = threading.Timer(self.grace, self._give_up)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        """The stop ended: cancel the countdown."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _give_up(self) -> None:
+        log.error("the bot did not stop within %.0f s; exiting anyway. Where it was:",
+                  self.grace)
+        faulthandler.dump_traceback(file=self._out, all_threads=True)
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the set of tasks changed meanwhile
+                for task in list(asyncio.all_tasks(self._loop)):
+                    task.print_stack(file=self._out)
+        self._out.flush()
+        self._exit(1)
+
+
+async def serve(cfg: Config, watchdog: StopWatchdog | None = None) -> None:
+    """Run the bot until SIGTERM/SIGINT, then stop cleanly, within ``watchdog``'s grace."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    watchdog = watchdog or StopWatchdog()
+
+    def on_signal() -> None:
+        watchdog.arm()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     async with Bot(cfg) as bot:
         task = bot.run_in_background()
         waiter = asyncio.create_task(stop.wait())
@@ -88,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             for p in problems:
                 print(f"unhealthy: {p}", file=sys.stderr)
             return 1 if problems else 0
-        asyncio.run(serve(cfg))
+        watchdog = StopWatchdog()
+        try:
+            asyncio.run(serve(cfg, watchdog))
+        finally:
+            watchdog.disarm()
     except MemuError as e:
         print(f"memu-intelligence: {e}", file=sys.stderr)
         return 2

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import threading
+import time
 import zoneinfo
 from pathlib import Path
 
 import pytest
 
 from memu_common import MemuError
-from memu_intelligence.__main__ import main
+from memu_intelligence.__main__ import StopWatchdog, main
 from memu_intelligence.callbacks import may_serve, strip_reply_fallback
 from memu_intelligence.config import Config
 from memu_intelligence.errors import UserFacingError
@@ -203,3 +206,33 @@ def test_missing_config_exits_2(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.delenv(var, raising=False)
     assert main(["--healthcheck"]) == 2
     assert "hint:" in capsys.readouterr().err
+
+
+async def test_a_stop_that_hangs_ends_in_a_stack_dump_and_exit_status_1(tmp_path: Path) -> None:
+    async def stuck() -> None:  # a task that never lets the stop end
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(stuck(), name="memu-stuck")
+    await asyncio.sleep(0)
+    codes: list[int] = []
+    exited = threading.Event()
+    with (tmp_path / "stderr").open("w+") as out:
+        dog = StopWatchdog(0.05, exit=lambda code: (codes.append(code), exited.set()), out=out)
+        dog.arm()
+        dog.arm()  # a second signal does not start a second countdown
+        assert await asyncio.to_thread(exited.wait, 10)
+        out.seek(0)
+        dump = out.read()
+    task.cancel()
+    assert codes == [1]
+    assert "most recent call first" in dump  # every thread's stack (faulthandler)
+    assert "memu-stuck" in dump and "in stuck" in dump  # and the task that held it up
+
+
+def test_a_stop_in_time_does_not_exit() -> None:
+    codes: list[int] = []
+    dog = StopWatchdog(0.05, exit=codes.append)
+    dog.arm()
+    dog.disarm()
+    time.sleep(0.3)
+    assert codes == []
