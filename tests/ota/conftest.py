@@ -1,12 +1,12 @@
 """Fixtures for the OTA tests: a config under tmp_path with shipped templates and a fake
-systemd-sysupdate."""
+systemd-sysupdate; release signing keys made with real gpg."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from ota_fixtures import TEMPLATE, write_fake
+from ota_fixtures import TEMPLATE, gpg, write_fake
 
 from memu_ota.config import OtaConfig
 
@@ -29,3 +29,18 @@ def ota_config(tmp_path: Path) -> OtaConfig:
         check_interval_s=3600,
         jitter_s=0,
     )
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two signing keys, ``release`` and ``stranger`` (GnuPG homes), and ``keyring``: the
+    release key's public keyring as a box holds it (/usr/lib/systemd/import-pubring.gpg)."""
+    out = {}
+    for who in ("release", "stranger"):
+        home = tmp_path_factory.mktemp(who)
+        home.chmod(0o700)
+        gpg(home, "--quick-gen-key", f"{who}@memu.test", "ed25519", "sign", "never")
+        out[who] = home
+    out["keyring"] = out["release"] / "import-pubring.gpg"
+    out["keyring"].write_bytes(gpg(out["release"], "--export"))
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,10 @@ def calls(directory: Path) -> list[str]:
         return (directory / "calls.log").read_text().splitlines()
     except FileNotFoundError:
         return []
+
+
+def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
+    """Run gpg on the GnuPG home ``home`` (batch, no passphrase); return its stdout."""
+    return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode",
+                           "loopback", "--passphrase", "", *args],
+                          input=data, capture_output=True, check=True).stdout

@@ -8,39 +8,19 @@ import asyncio
 import hashlib
 import random
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from ota_fixtures import gpg
 
 from memu_common import MemuError
 from memu_ota import delta
 from memu_ota.blockindex import BLOCK, BlockIndex
 
 NAME = "memu-os_0.2.0_x86-64.usr.0123.raw"
-
-
-def _gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
-    return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode",
-                           "loopback", "--passphrase", "", *args],
-                          input=data, capture_output=True, check=True).stdout
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two signing keys (GnuPG homes) and the keyring of the first, as a box holds it."""
-    out = {}
-    for who in ("release", "stranger"):
-        home = tmp_path_factory.mktemp(who)
-        home.chmod(0o700)
-        _gpg(home, "--quick-gen-key", f"{who}@memu.test", "ed25519", "sign", "never")
-        out[who] = home
-    out["keyring"] = out["release"] / "import-pubring.gpg"
-    out["keyring"].write_bytes(_gpg(out["release"], "--export"))
-    return out
 
 
 class Server:
@@ -104,7 +84,7 @@ def _publish(root: Path, files: dict[str, bytes], signer: Path) -> None:
         (root / name).write_bytes(data)
     sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in sorted(files.items()))
     (root / "SHA256SUMS").write_text(sums)
-    (root / "SHA256SUMS.gpg").write_bytes(_gpg(signer, "--detach-sign", "--output", "-",
+    (root / "SHA256SUMS.gpg").write_bytes(gpg(signer, "--detach-sign", "--output", "-",
                                                str(root / "SHA256SUMS")))
 
 

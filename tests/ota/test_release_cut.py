@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from memu_common import MemuError
 from memu_dev import release
+from memu_dev.paths import REPO
+from memu_ota import delta
+from memu_ota.blockindex import BlockIndex
 
+TEMPLATES = REPO / "overlays/common/usr/lib/memu/sysupdate.d"
 BLOCK = 4096
+
 
 
 def _usr(path: Path, blocks: int, partition: int) -> None:
@@ -105,3 +112,51 @@ def test_a_release_carries_the_builds_package_manifest(tmp_path: Path,
     assert sorted(found) == sorted([f"{stem}.usr.cc33.raw.gz", f"{stem}.usr-verity.cc33.raw.gz",
                                     f"{stem}.usr-verity-sig.cc33.raw.gz", f"{stem}.efi",
                                     f"{stem}.manifest"])
+
+
+def _pattern(match: str, version: str) -> re.Pattern[str]:
+    """A sysupdate.d(5) MatchPattern as a regex (``@v`` the version, ``@u`` a UUID)."""
+    text = re.escape(match.replace("%a", "x86-64"))
+    return re.compile(text.replace("@v", re.escape(version)).replace("@u", "[0-9a-f]+") + "$")
+
+
+def _source_patterns() -> list[str]:
+    """Every ``[Source] MatchPattern=`` of the image's transfer templates."""
+    found = []
+    for template in sorted(TEMPLATES.glob("*.transfer.in")):
+        section = ""
+        for line in template.read_text().splitlines():
+            if line.startswith("["):
+                section = line.strip()
+            elif section == "[Source]" and line.startswith("MatchPattern="):
+                found.append(line.split("=", 1)[1].strip())
+    return found
+
+
+def test_a_release_carries_delta_material_that_sysupdate_never_fetches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: dict[str, Path]) -> None:
+    stem = "memu-os_1.2.3_x86-64"
+    monkeypatch.setattr(release, "OUTPUT", tmp_path)
+    monkeypatch.setattr(release, "build_keys", lambda: SimpleNamespace(gnupghome=keys["release"]))
+    _usr(tmp_path / f"{stem}.usr.aa11.raw", 300, 8 << 20)
+    _verity(tmp_path / f"{stem}.usr-verity.bb22.raw", 300, 1 << 20)
+    (tmp_path / f"{stem}.usr-verity-sig.cc33.raw").write_bytes(b'{"rootHash": "00"}')
+    (tmp_path / f"{stem}.efi").write_bytes(b"MZ" + bytes(9000))
+    (tmp_path / f"{stem}.manifest").write_text('{"packages": []}')
+    chan = release.release("1.2.3", "stable", tmp_path / "channels")
+
+    plain = chan / f"{stem}.usr.aa11.raw"
+    assert plain.read_bytes() == (tmp_path / plain.name).read_bytes()[:300 * BLOCK]
+    sums = delta.parse_sums((chan / "SHA256SUMS").read_text())
+    delta.verify_signature((chan / "SHA256SUMS").read_bytes(),
+                           (chan / "SHA256SUMS.gpg").read_bytes(), keys["keyring"])
+    for name in (plain.name, f"{stem}.usr-verity.bb22.raw", f"{stem}.usr-verity-sig.cc33.raw",
+                 f"{stem}.efi"):
+        index = BlockIndex.from_bytes((chan / (name + ".bix")).read_bytes())
+        assert index == BlockIndex.of_file(chan / name)
+        assert {name, name + ".bix"} <= sums.keys()
+
+    patterns = [_pattern(m, "1.2.3") for m in _source_patterns()]
+    fetched = {n for n in sums if any(p.match(n) for p in patterns)}
+    assert fetched == {f"{stem}.usr.aa11.raw.gz", f"{stem}.usr-verity.bb22.raw.gz",
+                       f"{stem}.usr-verity-sig.cc33.raw.gz", f"{stem}.efi"}

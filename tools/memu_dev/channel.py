@@ -50,9 +50,10 @@ class Channel:
     def dir(self) -> Path:
         return self.root / "stable"
 
-    def add(self, version: str) -> None:
-        """Release a built version into this channel (artifacts + signed SHA256SUMS)."""
-        release(version, "stable", self.root)
+    def add(self, version: str, *, delta: bool = False) -> None:
+        """Release a built version into this channel (artifacts + signed SHA256SUMS); with
+        ``delta``, also its delta material (release.release)."""
+        release(version, "stable", self.root, delta=delta)
 
     def close(self) -> None:
         self.server.shutdown()
