@@ -7,10 +7,16 @@ channel URL (``<base_url><channel>/``) and ``@BOOT_TRIES@`` (the UKI's ``TriesLe
 systemd-boot's boot counting) by the configured number of tries; the agent always runs
 sysupdate with ``--definitions=<runtime_dir>/sysupdate.d``. Each file is replaced
 atomically and stale ``*.transfer`` files are removed, so sysupdate never sees half a set.
+
+:func:`render_local` writes the same transfers for a directory on the box instead: the
+artifacts a delta update rebuilt (memu_ota.delta), uncompressed and already checked against
+the channel's signed ``SHA256SUMS``, installed by the same sysupdate run from a ``file://``
+URL.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from memu_common import MemuError
@@ -56,13 +62,46 @@ def render(template_dir: Path, out_dir: Path, base_url: str, channel: str,
             or the output directory cannot be written.
     """
     url = source_url(base_url, channel)
+    return _write(out_dir, {
+        name: text.replace(PLACEHOLDER, url).replace(TRIES_PLACEHOLDER, str(boot_tries))
+        for name, text in _templates(template_dir).items()})
+
+
+def render_local(template_dir: Path, out_dir: Path, directory: Path,
+                 boot_tries: int = 3) -> list[Path]:
+    """Render the templates for the local channel ``directory`` (absolute), as
+    :func:`render` does for a remote one, with three changes: ``Path=file://<directory>/``;
+    ``Verify=no``, since every file there was checked against the remote channel's signed
+    ``SHA256SUMS`` before (memu_ota.delta) and the local ``SHA256SUMS`` is not signed; and
+    each source ``MatchPattern=`` for a ``.raw.gz`` artifact matches the uncompressed
+    ``.raw`` file instead.
+
+    Raises:
+        MemuError: as :func:`render`.
+    """
+    url = f"file://{directory.absolute()}/"
+    rendered = {}
+    for name, text in _templates(template_dir).items():
+        text = text.replace(PLACEHOLDER, url).replace(TRIES_PLACEHOLDER, str(boot_tries))
+        text = re.sub(r"^Verify=yes$", "Verify=no", text, flags=re.MULTILINE)
+        rendered[name] = re.sub(r"^(MatchPattern=\S+\.raw)\.gz$", r"\1", text,
+                                flags=re.MULTILINE)
+    return _write(out_dir, rendered)
+
+
+def _templates(template_dir: Path) -> dict[str, str]:
+    """``<name>.transfer`` -> the text of ``<name>.transfer.in``, for every template.
+
+    Raises:
+        MemuError: no templates, or one without the placeholder.
+    """
     templates = sorted(template_dir.glob(f"*{TEMPLATE_SUFFIX}"))
     if not templates:
         raise MemuError(
             f"no update definitions found in {template_dir} (*{TEMPLATE_SUFFIX})",
             hint="this image was built without OTA support; updates are off",
         )
-    rendered: dict[str, str] = {}
+    texts: dict[str, str] = {}
     for template in templates:
         text = template.read_text("utf-8")
         if PLACEHOLDER not in text:
@@ -70,9 +109,17 @@ def render(template_dir: Path, out_dir: Path, base_url: str, channel: str,
                 f"{template} has no {PLACEHOLDER}; refusing to use it",
                 hint="the image's transfer templates are broken; rebuild the image",
             )
-        name = template.name.removesuffix(TEMPLATE_SUFFIX) + ".transfer"
-        rendered[name] = text.replace(PLACEHOLDER, url).replace(TRIES_PLACEHOLDER,
-                                                                 str(boot_tries))
+        texts[template.name.removesuffix(TEMPLATE_SUFFIX) + ".transfer"] = text
+    return texts
+
+
+def _write(out_dir: Path, rendered: dict[str, str]) -> list[Path]:
+    """Write ``rendered`` (name -> text) into ``out_dir`` and remove other ``*.transfer``
+    files; return the written paths, sorted.
+
+    Raises:
+        MemuError: the directory cannot be written.
+    """
     try:
         out_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         for name, text in rendered.items():

@@ -30,8 +30,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.client
+import logging
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -52,6 +54,12 @@ PARTIAL_SUFFIX = ".partial"
 #: more bytes than separate ranges and needs a tenth of the requests).
 MERGE_GAP = 65536
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+#: ``uname -m`` -> the architecture name sysupdate's ``%a`` and our artifact names use.
+ARCH = {"x86_64": "x86-64", "aarch64": "arm64"}
+#: Free space a rebuild leaves on the file system it writes to (logs, the stack's data).
+RESERVE = 256 << 20
+
+log = logging.getLogger(__name__)
 
 
 def parse_sums(text: str) -> dict[str, str]:
@@ -220,7 +228,8 @@ def rebuild_artifact(http: Http, channel_url: str, name: str, sums: dict[str, st
 
     Raises:
         MemuError: the channel has no delta material for ``name``, the index or the result
-            does not match the signed sums, a block does not match, or the fetch failed.
+            does not match the signed sums, ``dest`` has not room for the artifact plus
+            :data:`RESERVE`, a block does not match, or the fetch failed.
             ``dest/name`` is then absent; a ``.partial`` file may stay for the next try.
     """
     index_name = name + INDEX_SUFFIX
@@ -237,6 +246,13 @@ def rebuild_artifact(http: Http, channel_url: str, name: str, sums: dict[str, st
     how = blockindex.plan(target, source_indexes, merge_gap=MERGE_GAP)
     dest.mkdir(parents=True, exist_ok=True)
     partial = dest / (name + PARTIAL_SUFFIX)
+    need = target.size - (partial.stat().st_size if partial.exists() else 0)
+    free = shutil.disk_usage(dest).free
+    if free - need < RESERVE:
+        raise MemuError(f"{name} needs {need >> 20} MiB in {dest}, which has {free >> 20} MiB "
+                        f"free (and keeps {RESERVE >> 20} MiB)",
+                        hint="free space on /var; the update falls back to a full download, "
+                             "which needs none")
     fetched = blockindex.rebuild(
         target, how, list(sources),
         lambda off, length: http.get_range(channel_url + name, off, length), partial)
@@ -248,3 +264,93 @@ def rebuild_artifact(http: Http, channel_url: str, name: str, sums: dict[str, st
     final = dest / name
     os.replace(partial, final)
     return Rebuilt(final, target.size, len(raw) + fetched, target.size - fetched)
+
+
+def artifact_names(sums: dict[str, str], version: str, arch: str) -> list[str]:
+    """The names, uncompressed, of the artifacts sysupdate would fetch for ``version``: every
+    ``memu-os_<version>_<arch>.<partition>.<uuid>.raw.gz`` of the sums without ``.gz``, and
+    the UKI ``memu-os_<version>_<arch>.efi``; sorted. Empty when the channel lacks either."""
+    prefix = f"memu-os_{version}_{arch}."
+    slot = sorted(n.removesuffix(".gz") for n in sums
+                  if n.startswith(prefix) and n.endswith(".raw.gz"))
+    uki = f"{prefix}efi"
+    return [*slot, uki] if slot and uki in sums else []
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A local channel ``directory`` holding a version's artifacts, rebuilt by delta;
+    ``fetched`` bytes were downloaded for it (sums, signature, indexes and ranges) and
+    ``size`` bytes is what it holds."""
+
+    directory: Path
+    fetched: int
+    size: int
+
+
+def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequence[Path],
+            dest: Path, keyring: Path = KEYRING) -> Prepared:
+    """Rebuild ``version``'s artifacts from the channel at ``channel_url`` into ``dest`` (a
+    local channel: the uncompressed artifacts and a ``SHA256SUMS`` listing them), copying
+    what ``sources`` (the running slot's devices and UKI) hold.
+
+    Files in ``dest`` that belong to no artifact of ``version`` are removed first; the
+    ``.partial`` files of ``version`` stay, so an interrupted update resumes.
+
+    Raises:
+        MemuError: the channel is not signed right, offers no delta material for
+            ``version``, or a rebuild failed (see :func:`rebuild_artifact`). The caller falls back to the full download.
+    """
+    before = http.received
+    sums = signed_sums(http, channel_url, keyring)
+    names = artifact_names(sums, version, arch)
+    if not names:
+        raise MemuError(f"the channel offers no artifacts of {version} for {arch}",
+                        hint="the update falls back to a full download")
+    dest.mkdir(parents=True, exist_ok=True)
+    keep = {*names, *(n + PARTIAL_SUFFIX for n in names)}
+    for old in dest.iterdir():
+        if old.name not in keep:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    indexes = index_sources(sources)
+    size = 0
+    for name in names:
+        done = dest / name
+        if done.exists() and sha256_file(done) == sums.get(name):
+            size += done.stat().st_size  # rebuilt by an earlier try
+            continue
+        got = rebuild_artifact(http, channel_url, name, sums, sources, indexes, dest)
+        log.info("delta: %s: %d of %d bytes fetched", name, got.fetched, got.size)
+        size += got.size
+    (dest / "SHA256SUMS").write_text("".join(f"{sums[n]}  {n}\n" for n in names))
+    return Prepared(dest, http.received - before, size)
+
+
+def running_sources(esp_dirs: Sequence[Path], running: str, *,
+                    cmdline: Path = Path("/proc/cmdline"), dev: Path = Path("/dev")
+                    ) -> list[Path]:
+    """The local files a delta to a new version can copy from, those that exist: the
+    running ``/usr`` through its verity device (``/dev/mapper/usr``: every block read is
+    verified), the running slot's verity partition (found by its partition UUID, the last
+    128 bits of the ``usrhash=`` on the kernel command line, as the Discoverable Partitions
+    Specification and systemd-repart derive it) and the running version's newest UKI in the
+    first of ``esp_dirs`` that exists."""
+    found = [dev / "mapper/usr"]
+    m = re.search(r"(?:^|\s)usrhash=([0-9a-f]{64})(?:\s|$)", _read(cmdline))
+    if m:
+        h = m[1][32:]
+        found.append(dev / "disk/by-partuuid" /
+                     f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    esp = next((d for d in esp_dirs if d.is_dir()), None)
+    if esp is not None:
+        ukis = sorted([*esp.glob(f"memu-os_{running}.efi"), *esp.glob(f"memu-os_{running}+*.efi")],
+                      key=lambda p: p.stat().st_mtime)
+        found += ukis[-1:]
+    return [p for p in found if p.exists()]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

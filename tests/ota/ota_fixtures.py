@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: The image's sysupdate transfer templates.
+TEMPLATES = Path(__file__).parents[2] / "overlays/common/usr/lib/memu/sysupdate.d"
 
 TEMPLATE = """[Transfer]
 ProtectVersion=%A
@@ -89,3 +92,23 @@ def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
     return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode",
                            "loopback", "--passphrase", "", *args],
                           input=data, capture_output=True, check=True).stdout
+
+
+def source_pattern(match: str, version: str) -> re.Pattern[str]:
+    """A sysupdate.d(5) MatchPattern as a regex (``@v`` the version, ``@u`` a UUID)."""
+    text = re.escape(match.replace("%a", "x86-64"))
+    return re.compile(text.replace("@v", re.escape(version)).replace("@u", "[0-9a-f]+") + "$")
+
+
+def source_patterns(directory: Path, glob: str = "*.transfer.in") -> list[str]:
+    """Every ``[Source] MatchPattern=`` of the transfer files (templates by default) in
+    ``directory``."""
+    found = []
+    for template in sorted(directory.glob(glob)):
+        section = ""
+        for line in template.read_text().splitlines():
+            if line.startswith("["):
+                section = line.strip()
+            elif section == "[Source]" and line.startswith("MatchPattern="):
+                found.append(line.split("=", 1)[1].strip())
+    return found

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import socket
 import threading
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from ota_fixtures import gpg
+from ota_fixtures import TEMPLATES, gpg, source_pattern, source_patterns
 
 from memu_common import MemuError
-from memu_ota import delta
+from memu_ota import definitions, delta
 from memu_ota.blockindex import BLOCK, BlockIndex
 
 NAME = "memu-os_0.2.0_x86-64.usr.0123.raw"
@@ -215,3 +216,71 @@ def test_sums_lines_are_parsed_and_a_damaged_line_is_refused() -> None:
         "a.raw": digest, "b.efi": digest}
     with pytest.raises(MemuError, match="line 2"):
         delta.parse_sums(f"{digest}  a.raw\nnot a sum\n")
+
+
+def test_a_version_becomes_a_local_channel_the_transfers_read(
+        tmp_path: Path, keys: dict[str, Path]) -> None:
+    stem = "memu-os_0.2.0_x86-64"
+    slot, uki = _blocks(1, 64), _blocks(3, 10)
+    old_slot, old_uki = _write(tmp_path / "slot", slot), _write(tmp_path / "uki", uki)
+    files = {f"{stem}.usr.0123.raw": slot[:60 * BLOCK] + _blocks(4, 2),
+             f"{stem}.usr-verity.4567.raw": _blocks(5, 2),
+             f"{stem}.usr-verity-sig.89ab.raw": b'{"rootHash": "00"}',
+             f"{stem}.efi": uki[:9 * BLOCK] + b"new cmdline"}
+    for name, data in list(files.items()):
+        files[name + ".bix"] = BlockIndex.of_file(_write(tmp_path / name, data)).to_bytes()
+        if name.endswith(".raw"):
+            files[name + ".gz"] = b"what sysupdate fetches on a full update"
+    files["memu-os_0.1.0_x86-64.efi"] = uki  # another version in the channel
+    _publish(tmp_path / "channel", files, keys["release"])
+    dest = tmp_path / "var" / "delta"
+    dest.mkdir(parents=True)
+    (dest / "memu-os_0.1.9_x86-64.efi").write_bytes(b"an older try")
+    with Server(tmp_path / "channel") as server:
+        got = delta.prepare(delta.Http(timeout=5), f"{server.url}/c/", "0.2.0", "x86-64",
+                            [old_slot, old_uki], dest, keys["keyring"])
+
+    names = sorted(n for n in files if n.startswith(stem) and n.endswith((".raw", ".efi")))
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*names, "SHA256SUMS"])
+    for name in names:
+        assert (dest / name).read_bytes() == files[name]
+    assert delta.parse_sums((dest / "SHA256SUMS").read_text()) == {
+        n: hashlib.sha256(files[n]).hexdigest() for n in names}
+    assert got.size == sum(len(files[n]) for n in names)
+    new_blocks = 2 + 2 + 1 + 1  # usr tail, verity, signature, the UKI's last block
+    assert got.fetched < sum(len(files[n + ".bix"]) for n in names) + new_blocks * BLOCK + 4096
+
+    defs = definitions.render_local(TEMPLATES, tmp_path / "defs", dest)
+    for transfer in defs:
+        text = transfer.read_text()
+        assert f"Path=file://{dest}/" in text and "Verify=no" in text, transfer.name
+    patterns = [source_pattern(m, "0.2.0") for m in source_patterns(tmp_path / "defs",
+                                                                    "*.transfer")]
+    for name in names:
+        assert sum(bool(p.match(name)) for p in patterns) == 1, name
+
+
+def test_a_channel_without_the_version_is_refused(channel: tuple[Server, Path, bytes],
+                                                  tmp_path: Path, keys: dict[str, Path]) -> None:
+    server, slot, _ = channel
+    with pytest.raises(MemuError, match=r"offers no artifacts of 0\.3\.0"):
+        delta.prepare(delta.Http(timeout=5), f"{server.url}/c/", "0.3.0", "x86-64", [slot],
+                      tmp_path / "dest", keys["keyring"])
+
+
+def test_the_running_slot_and_uki_are_the_sources(tmp_path: Path) -> None:
+    roothash = "11" * 16 + "0123456789abcdef0123456789abcdef"
+    cmdline = _write(tmp_path / "cmdline", f"quiet usrhash={roothash} rw\n".encode())
+    dev = tmp_path / "dev"
+    usr = dev / "mapper/usr"
+    verity = dev / "disk/by-partuuid/01234567-89ab-cdef-0123-456789abcdef"
+    esp = tmp_path / "esp"
+    for path in (usr, verity, esp / "memu-os_0.1.0+3-0.efi", esp / "memu-os_0.1.0.efi",
+                 esp / "memu-os_0.0.9.efi", esp / "memu-os_0.1.01.efi"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    newest = esp / "memu-os_0.1.0.efi"
+    os.utime(newest, (2e9, 2e9))
+    found = delta.running_sources([tmp_path / "no-efi", esp], "0.1.0", cmdline=cmdline, dev=dev)
+    assert found == [usr, verity, newest]
+    assert delta.running_sources([esp], "0.2.0", cmdline=tmp_path / "none", dev=dev) == [usr]

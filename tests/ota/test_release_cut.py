@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import gzip
 import math
-import re
 import struct
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ota_fixtures import TEMPLATES, source_pattern, source_patterns
 
 from memu_common import MemuError
 from memu_dev import release
-from memu_dev.paths import REPO
 from memu_ota import delta
 from memu_ota.blockindex import BlockIndex
 
-TEMPLATES = REPO / "overlays/common/usr/lib/memu/sysupdate.d"
 BLOCK = 4096
 
 
@@ -114,25 +112,6 @@ def test_a_release_carries_the_builds_package_manifest(tmp_path: Path,
                                     f"{stem}.manifest"])
 
 
-def _pattern(match: str, version: str) -> re.Pattern[str]:
-    """A sysupdate.d(5) MatchPattern as a regex (``@v`` the version, ``@u`` a UUID)."""
-    text = re.escape(match.replace("%a", "x86-64"))
-    return re.compile(text.replace("@v", re.escape(version)).replace("@u", "[0-9a-f]+") + "$")
-
-
-def _source_patterns() -> list[str]:
-    """Every ``[Source] MatchPattern=`` of the image's transfer templates."""
-    found = []
-    for template in sorted(TEMPLATES.glob("*.transfer.in")):
-        section = ""
-        for line in template.read_text().splitlines():
-            if line.startswith("["):
-                section = line.strip()
-            elif section == "[Source]" and line.startswith("MatchPattern="):
-                found.append(line.split("=", 1)[1].strip())
-    return found
-
-
 def test_a_release_carries_delta_material_that_sysupdate_never_fetches(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: dict[str, Path]) -> None:
     stem = "memu-os_1.2.3_x86-64"
@@ -156,7 +135,7 @@ def test_a_release_carries_delta_material_that_sysupdate_never_fetches(
         assert index == BlockIndex.of_file(chan / name)
         assert {name, name + ".bix"} <= sums.keys()
 
-    patterns = [_pattern(m, "1.2.3") for m in _source_patterns()]
+    patterns = [source_pattern(m, "1.2.3") for m in source_patterns(TEMPLATES)]
     fetched = {n for n in sums if any(p.match(n) for p in patterns)}
     assert fetched == {f"{stem}.usr.aa11.raw.gz", f"{stem}.usr-verity.bb22.raw.gz",
                        f"{stem}.usr-verity-sig.cc33.raw.gz", f"{stem}.efi"}
