@@ -299,7 +299,8 @@ def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequ
 
     Raises:
         MemuError: the channel is not signed right, offers no delta material for
-            ``version``, or a rebuild failed (see :func:`rebuild_artifact`). The caller falls back to the full download.
+            ``version``, or a rebuild failed (see :func:`rebuild_artifact`). The caller
+            falls back to the full download.
     """
     before = http.received
     sums = signed_sums(http, channel_url, keyring)
