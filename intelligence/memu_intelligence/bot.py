@@ -126,8 +126,7 @@ class Bot:
                 since = resp.next_batch
                 self._beat()
         finally:
-            committer.cancel()
-            await asyncio.gather(committer, return_exceptions=True)
+            await cancel_and_wait(committer)
             await self.handler.close()
 
     async def _commit_tokens(self, handled: asyncio.Queue[tuple[str, asyncio.Future[Any]]]
@@ -206,8 +205,7 @@ class Bot:
     async def stop(self) -> None:
         """Undo ``start()`` in reverse order: sync task, scheduler, Matrix client, pool."""
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
         if self.scheduler:
             await self.scheduler.stop()
@@ -222,3 +220,16 @@ class Bot:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], every: float = 1.0) -> None:
+    """Cancel ``task`` and wait until it ended, cancelling it again every ``every`` seconds.
+
+    Once is not always enough: a cancellation that races a library's own timeout can be
+    swallowed (``asyncio.wait_for`` before Python 3.12, bpo-42130), and the task then syncs
+    on as if nothing had happened. Seen in the kill tests: the sync task stayed "cancelling"
+    until the stop watchdog ended the process."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    await asyncio.gather(task, return_exceptions=True)

@@ -13,6 +13,7 @@ import pytest
 
 from memu_common import MemuError
 from memu_intelligence.__main__ import StopWatchdog, main
+from memu_intelligence.bot import cancel_and_wait
 from memu_intelligence.callbacks import may_serve, strip_reply_fallback
 from memu_intelligence.config import Config
 from memu_intelligence.errors import UserFacingError
@@ -236,3 +237,22 @@ def test_a_stop_in_time_does_not_exit() -> None:
     dog.disarm()
     time.sleep(0.3)
     assert codes == []
+
+
+async def test_a_swallowed_cancellation_is_repeated_until_the_task_ends() -> None:
+    swallowed = 0
+
+    async def deaf() -> None:  # eats the first two cancellations, as a racing timeout may
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed == 3:
+                    raise
+
+    task = asyncio.create_task(deaf())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(task, every=0.01), timeout=10)
+    assert task.cancelled() and swallowed == 3
