@@ -57,6 +57,10 @@ class OtaConfig:
         boot_tries: boots a new version gets to pass the health gate before systemd-boot
             falls back to the previous slot (the UKI's ``TriesLeft=``).
         core_units: units that must be active for a boot to count as healthy.
+        delta: try a delta update first (memu_ota.delta: only the changed blocks are
+            downloaded), falling back to the full download when it cannot be done.
+        keyring: the public keys a channel's ``SHA256SUMS.gpg`` must verify against (the
+            one sysupdate uses).
     """
 
     channel: Channel = Channel.STABLE
@@ -72,6 +76,8 @@ class OtaConfig:
     health_deadline_s: float = 300.0
     boot_tries: int = 3
     core_units: tuple[str, ...] = ("memu-agent.service", "docker.service")
+    delta: bool = True
+    keyring: Path = Path("/usr/lib/systemd/import-pubring.gpg")
 
     @property
     def definitions_dir(self) -> Path:
@@ -97,6 +103,8 @@ OTA_SETTINGS: tuple[Setting, ...] = (
     Setting("health_deadline_s", settings.seconds(10.0)),
     Setting("boot_tries", settings.positive(int)),
     Setting("core_units", settings.unit_names),
+    Setting("delta", settings.boolean),
+    Setting("keyring", settings.abs_path),
 )
 check_table(OtaConfig, OTA_SETTINGS)
 #: The rows the pages may override at run time (``settings.json``).

@@ -31,6 +31,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from memu_common import MemuError
@@ -218,13 +219,16 @@ def _json_object(stdout: str) -> dict[str, Any]:
 class Sysupdate:
     """Runs sysupdate verbs for one :class:`OtaConfig` (see the module docstring)."""
 
-    def __init__(self, config: OtaConfig) -> None:
+    def __init__(self, config: OtaConfig, definitions: Path | None = None) -> None:
+        """``definitions``: the transfer files to use instead of the channel's
+        (``config.definitions_dir``), e.g. a delta update's local channel."""
         self._config = config
+        self._definitions = definitions or config.definitions_dir
 
     def argv(self, *args: str) -> list[str]:
         """The full command line for ``systemd-sysupdate <args>``."""
         tool = [str(self._config.sysupdate), "--no-pager",
-                f"--definitions={self._config.definitions_dir}", *args]
+                f"--definitions={self._definitions}", *args]
         if not self._config.isolate:
             return tool
         return ["systemd-run", f"--unit={UNIT}", "--quiet", "--wait", "--pipe", "--collect",

@@ -28,7 +28,7 @@ from typing import Any
 
 from memu_common import MemuError, run
 from memu_common.settings import base_url as parse_base_url
-from memu_ota import definitions, report
+from memu_ota import definitions, delta_update, report
 from memu_ota.config import (
     OtaConfig,
     apply_overrides,
@@ -124,6 +124,8 @@ class Updater:
         self._periodic: asyncio.Task[None] | None = None
         self._reboot_handle: asyncio.TimerHandle | None = None
         self.reboot_at: float | None = None
+        #: The last install by delta in this run: version, bytes fetched, bytes rebuilt.
+        self.delta: dict[str, Any] | None = None
         if self._state.pending and self._state.pending.phase is PendingPhase.WRITTEN:
             self.phase, self.target = Phase.READY, self._state.pending.to_version
 
@@ -212,6 +214,7 @@ class Updater:
             "blocked": list(s.blocked),
             "reboot_at": _iso(self.reboot_at) if self.reboot_at else None,
             "message": self.message,
+            "delta": self.delta,
         }
 
     def _set(self, phase: Phase, message: str | None, progress: int | None = None) -> None:
@@ -360,7 +363,13 @@ class Updater:
                 self._running, version, self._clock(), PendingPhase.DOWNLOADING,
                 self._boot_id)))
             self._set(Phase.DOWNLOADING, f"downloading {version}", 0)
-            await driver.update(version, self._on_progress)
+            by_delta = await delta_update.install(self._config, self._running, version,
+                                                  self._on_progress)
+            if by_delta is None:
+                await driver.update(version, self._on_progress)
+            self.delta = ({"version": version, "fetched": by_delta.fetched,
+                           "size": by_delta.size} if by_delta else None)
+            delta_update.discard(self._config)
         except MemuError as e:
             if self._state.pending is not None:
                 self._save(replace(self._state, pending=None, last_result=Outcome(

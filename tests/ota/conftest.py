@@ -28,6 +28,7 @@ def ota_config(tmp_path: Path) -> OtaConfig:
         esp_dirs=(tmp_path / "esp",),
         check_interval_s=3600,
         jitter_s=0,
+        delta=False,  # the delta path has its own tests (test_delta_update.py)
     )
 
 

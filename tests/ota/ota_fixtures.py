@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import re
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: The image's sysupdate transfer templates.
@@ -112,3 +118,64 @@ def source_patterns(directory: Path, glob: str = "*.transfer.in") -> list[str]:
             elif section == "[Source]" and line.startswith("MatchPattern="):
                 found.append(line.split("=", 1)[1].strip())
     return found
+
+
+class Server:
+    """An HTTP server on loopback in its own thread: ``/c/`` serves ``root`` as a static
+    channel (aiohttp's FileResponse answers ``Range`` with 206), ``/flaky/`` answers each
+    range but breaks its first connection halfway, ``/norange/`` ignores ``Range``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests = 0
+        self._broken: set[str] = set()
+        self.loop = asyncio.new_event_loop()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    async def _count(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        name = request.match_info["name"]
+        if request.path.startswith("/norange/"):
+            return web.Response(body=(self.root / name).read_bytes())
+        if request.path.startswith("/flaky/") and "Range" in request.headers:
+            first, last = request.headers["Range"].removeprefix("bytes=").split("-")
+            start, end = int(first), int(last)
+            if last not in self._broken:  # the resumed request (same end) is answered
+                self._broken.add(last)
+                body = (self.root / name).read_bytes()[start:end + 1]
+                resp = web.StreamResponse(status=206, headers={
+                    "Content-Range": f"bytes {start}-{end}/{(self.root / name).stat().st_size}",
+                    "Content-Length": str(len(body))})
+                await resp.prepare(request)
+                await resp.write(body[:len(body) // 2])
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+        return web.FileResponse(self.root / name)
+
+    def __enter__(self) -> Server:
+        app = web.Application()
+        app.router.add_get("/{kind}/{name}", self._count)
+        self.runner = web.AppRunner(app)
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self.runner.setup(), self.loop).result(10)
+        site = web.SockSite(self.runner, self.sock)
+        asyncio.run_coroutine_threadsafe(site.start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def publish(root: Path, files: dict[str, bytes], signer: Path) -> None:
+    """A channel as `just release` makes it: the files, SHA256SUMS and its signature."""
+    root.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in sorted(files.items()))
+    (root / "SHA256SUMS").write_text(sums)
+    (root / "SHA256SUMS.gpg").write_bytes(gpg(signer, "--detach-sign", "--output", "-",
+                                               str(root / "SHA256SUMS")))

@@ -4,18 +4,14 @@ connection resumes, and that every kind of bad channel is refused with nothing l
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import random
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from ota_fixtures import TEMPLATES, gpg, source_pattern, source_patterns
+from ota_fixtures import TEMPLATES, Server, publish, source_pattern, source_patterns
 
 from memu_common import MemuError
 from memu_ota import definitions, delta
@@ -24,69 +20,8 @@ from memu_ota.blockindex import BLOCK, BlockIndex
 NAME = "memu-os_0.2.0_x86-64.usr.0123.raw"
 
 
-class Server:
-    """An HTTP server on loopback in its own thread: ``/c/`` serves ``root`` as a static
-    channel (aiohttp's FileResponse answers ``Range`` with 206), ``/flaky/`` answers each
-    range but breaks its first connection halfway, ``/norange/`` ignores ``Range``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.requests = 0
-        self._broken: set[str] = set()
-        self.loop = asyncio.new_event_loop()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    async def _count(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
-        name = request.match_info["name"]
-        if request.path.startswith("/norange/"):
-            return web.Response(body=(self.root / name).read_bytes())
-        if request.path.startswith("/flaky/") and "Range" in request.headers:
-            first, last = request.headers["Range"].removeprefix("bytes=").split("-")
-            start, end = int(first), int(last)
-            if last not in self._broken:  # the resumed request (same end) is answered
-                self._broken.add(last)
-                body = (self.root / name).read_bytes()[start:end + 1]
-                resp = web.StreamResponse(status=206, headers={
-                    "Content-Range": f"bytes {start}-{end}/{(self.root / name).stat().st_size}",
-                    "Content-Length": str(len(body))})
-                await resp.prepare(request)
-                await resp.write(body[:len(body) // 2])
-                assert request.transport is not None
-                request.transport.close()
-                return resp
-        return web.FileResponse(self.root / name)
-
-    def __enter__(self) -> Server:
-        app = web.Application()
-        app.router.add_get("/{kind}/{name}", self._count)
-        self.runner = web.AppRunner(app)
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self.runner.setup(), self.loop).result(10)
-        site = web.SockSite(self.runner, self.sock)
-        asyncio.run_coroutine_threadsafe(site.start(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
 def _blocks(seed: int, n: int) -> bytes:
     return random.Random(seed).randbytes(n * BLOCK)
-
-
-def _publish(root: Path, files: dict[str, bytes], signer: Path) -> None:
-    """A channel as `just release` makes it: the files, SHA256SUMS and its signature."""
-    root.mkdir(exist_ok=True)
-    for name, data in files.items():
-        (root / name).write_bytes(data)
-    sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in sorted(files.items()))
-    (root / "SHA256SUMS").write_text(sums)
-    (root / "SHA256SUMS.gpg").write_bytes(gpg(signer, "--detach-sign", "--output", "-",
-                                               str(root / "SHA256SUMS")))
 
 
 @pytest.fixture
@@ -101,7 +36,7 @@ def channel(tmp_path: Path, keys: dict[str, Path]) -> Iterator[tuple[Server, Pat
     slot.write_bytes(old)
     root = tmp_path / "channel"
     new_index = BlockIndex.of_file(_write(tmp_path / "new", bytes(new))).to_bytes()
-    _publish(root, {NAME: bytes(new), NAME + ".bix": new_index}, keys["release"])
+    publish(root, {NAME: bytes(new), NAME + ".bix": new_index}, keys["release"])
     with Server(root) as server:
         yield server, slot, bytes(new)
 
@@ -160,7 +95,7 @@ def test_a_rebuild_cut_short_keeps_its_blocks_for_the_next_try(
 def test_a_channel_signed_by_another_key_is_refused(
         channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
     server, slot, new = channel
-    _publish(server.root, {NAME: new}, keys["stranger"])
+    publish(server.root, {NAME: new}, keys["stranger"])
     with pytest.raises(MemuError, match="signature does not verify"):
         _rebuild(server, slot, tmp_path / "out", keys["keyring"])
 
@@ -205,7 +140,7 @@ def test_a_server_that_ignores_ranges_gets_a_clear_error(
 def test_a_release_without_delta_material_says_so(
         channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
     server, slot, new = channel
-    _publish(server.root, {NAME: new}, keys["release"])
+    publish(server.root, {NAME: new}, keys["release"])
     with pytest.raises(MemuError, match="no delta material"):
         _rebuild(server, slot, tmp_path / "out", keys["keyring"])
 
@@ -232,7 +167,7 @@ def test_a_version_becomes_a_local_channel_the_transfers_read(
         if name.endswith(".raw"):
             files[name + ".gz"] = b"what sysupdate fetches on a full update"
     files["memu-os_0.1.0_x86-64.efi"] = uki  # another version in the channel
-    _publish(tmp_path / "channel", files, keys["release"])
+    publish(tmp_path / "channel", files, keys["release"])
     dest = tmp_path / "var" / "delta"
     dest.mkdir(parents=True)
     (dest / "memu-os_0.1.9_x86-64.efi").write_bytes(b"an older try")
