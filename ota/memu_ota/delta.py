@@ -308,6 +308,11 @@ def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequ
     if not names:
         raise MemuError(f"the channel offers no artifacts of {version} for {arch}",
                         hint="the update falls back to a full download")
+    lacking = [n for n in names if n not in sums or n + INDEX_SUFFIX not in sums]
+    if lacking:  # before reading the sources: indexing the running slot takes a while
+        raise MemuError(f"the channel has no delta material for {', '.join(lacking)}",
+                        hint="the release was published without it; the update falls back "
+                             "to a full download")
     dest.mkdir(parents=True, exist_ok=True)
     keep = {*names, *(n + PARTIAL_SUFFIX for n in names)}
     for old in dest.iterdir():

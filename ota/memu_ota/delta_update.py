@@ -2,27 +2,39 @@
 blocks (:mod:`memu_ota.delta`), then let systemd-sysupdate install them from that local
 channel with the image's own transfers (:func:`memu_ota.definitions.render_local`).
 
+The rebuild reads the running slot's block devices, which the agent's sandbox hides
+(``PrivateDevices=yes``), so it runs as its own command, ``python3 -m
+memu_ota.delta_update``, in a transient unit as sysupdate does (``[ota] isolate``); it
+prints what it made as one JSON object.
+
 The updater tries this first and downloads the whole update as before when it returns None:
-updates off by setting (``[ota] delta = false``), an architecture without artifacts, a
+delta off by setting (``[ota] delta = false``), an architecture without artifacts, a
 channel without delta material, a damaged block or index, no room on ``/var``, or a failed
 local install. What went wrong is logged; the full download needs none of it.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
+import json
 import logging
 import platform
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from memu_common import MemuError
+from memu_common.run import run_async
 from memu_ota import definitions, delta
 from memu_ota.config import OtaConfig
-from memu_ota.sysupdate import Progress, Sysupdate
+from memu_ota.sysupdate import Progress, Sysupdate, transient
 
 log = logging.getLogger(__name__)
+
+UNIT = "memu-delta"
+#: Seconds the rebuild may take (indexing the running slot, then the fetch).
+REBUILD_TIMEOUT_S = 3 * 3600.0
 
 
 def workdir(config: OtaConfig) -> Path:
@@ -35,6 +47,16 @@ def discard(config: OtaConfig) -> None:
     shutil.rmtree(workdir(config), ignore_errors=True)
 
 
+def command(config: OtaConfig, running: str, version: str) -> list[str]:
+    """The rebuild's command line (in a transient unit when ``config.isolate``)."""
+    argv = [sys.executable, "-m", "memu_ota.delta_update",
+            "--channel-url", definitions.source_url(config.base_url, config.channel),
+            "--running", running, "--version", version, "--dest", str(workdir(config)),
+            "--keyring", str(config.keyring),
+            *[f"--esp={d}" for d in config.esp_dirs]]
+    return transient(argv, UNIT) if config.isolate else argv
+
+
 async def install(config: OtaConfig, running: str, version: str,
                   on_progress: Callable[[Progress], None]) -> delta.Prepared | None:
     """Install ``version`` by delta; return what it cost, or None when it could not be done
@@ -42,25 +64,58 @@ async def install(config: OtaConfig, running: str, version: str,
     :class:`MemuError`."""
     if not config.delta:
         return None
-    arch = delta.ARCH.get(platform.machine())
-    if arch is None:
-        log.warning("delta updates: no artifacts for %s", platform.machine())
-        return None
     try:
-        url = definitions.source_url(config.base_url, config.channel)
-        sources = delta.running_sources(config.esp_dirs, running)
-        prepared = await asyncio.to_thread(delta.prepare, delta.Http(), url, version, arch,
-                                           sources, workdir(config), config.keyring)
+        done = await run_async(command(config, running, version),
+                               time_limit_s=REBUILD_TIMEOUT_S)
+        if done.returncode != 0:
+            said = done.stderr.strip().splitlines()
+            raise MemuError(said[-1] if said else f"exit status {done.returncode}")
+        made = json.loads(done.stdout)
+        prepared = delta.Prepared(Path(made["directory"]), int(made["fetched"]),
+                                  int(made["size"]))
         local = config.runtime_dir / "sysupdate-delta.d"
         definitions.render_local(config.template_dir, local, prepared.directory,
                                  config.boot_tries)
         await Sysupdate(config, local).update(version, on_progress)
-    except MemuError as e:
-        log.warning("delta update to %s not possible (%s); downloading it whole",
-                    version, e.message)
+    except (MemuError, ValueError, KeyError) as e:
+        log.warning("delta update to %s not possible (%s); downloading it whole", version,
+                    e.message if isinstance(e, MemuError) else f"bad report: {e}")
         return None
     discard(config)
     log.info("delta update to %s: %d bytes downloaded for %d bytes of artifacts (%.1f %%)",
              version, prepared.fetched, prepared.size,
              100.0 * prepared.fetched / max(prepared.size, 1))
     return prepared
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 -m memu_ota.delta_update``: rebuild a version into a local channel; print
+    ``{"directory", "fetched", "size"}`` as JSON. Exit status 1 with the reason on stderr
+    when it cannot."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    ap = argparse.ArgumentParser(prog="memu-delta", description=main.__doc__)
+    ap.add_argument("--channel-url", required=True)
+    ap.add_argument("--running", required=True)
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--dest", type=Path, required=True)
+    ap.add_argument("--keyring", type=Path, default=delta.KEYRING)
+    ap.add_argument("--esp", type=Path, action="append", default=[])
+    args = ap.parse_args(argv)
+    arch = delta.ARCH.get(platform.machine())
+    try:
+        if arch is None:
+            raise MemuError(f"no artifacts for {platform.machine()}")
+        sources = delta.running_sources(args.esp, args.running)
+        log.info("delta: sources %s", ", ".join(map(str, sources)) or "none")
+        got = delta.prepare(delta.Http(), args.channel_url, args.version, arch, sources,
+                            args.dest, args.keyring)
+    except MemuError as e:
+        print(f"delta: {e.message}", file=sys.stderr)
+        return 1
+    print(json.dumps({"directory": str(got.directory), "fetched": got.fetched,
+                      "size": got.size}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

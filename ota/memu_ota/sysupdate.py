@@ -216,6 +216,16 @@ def _json_object(stdout: str) -> dict[str, Any]:
     return data
 
 
+def transient(argv: list[str], unit: str) -> list[str]:
+    """``argv`` run in a transient service ``unit`` by ``systemd-run`` (systemd-run(1)):
+    outside the agent's sandbox, with the privileges it lacks (block devices, partitions),
+    at low CPU and idle I/O priority, its output piped back and its sd_notify messages sent
+    to the caller's socket (:data:`NOTIFY_PLACEHOLDER`)."""
+    return ["systemd-run", f"--unit={unit}", "--quiet", "--wait", "--pipe", "--collect",
+            "--service-type=exec", "-p", "Nice=10", "-p", "IOSchedulingClass=idle",
+            f"--setenv=NOTIFY_SOCKET={NOTIFY_PLACEHOLDER}", "--", *argv]
+
+
 class Sysupdate:
     """Runs sysupdate verbs for one :class:`OtaConfig` (see the module docstring)."""
 
@@ -229,11 +239,7 @@ class Sysupdate:
         """The full command line for ``systemd-sysupdate <args>``."""
         tool = [str(self._config.sysupdate), "--no-pager",
                 f"--definitions={self._definitions}", *args]
-        if not self._config.isolate:
-            return tool
-        return ["systemd-run", f"--unit={UNIT}", "--quiet", "--wait", "--pipe", "--collect",
-                "--service-type=exec", "-p", "Nice=10", "-p", "IOSchedulingClass=idle",
-                f"--setenv=NOTIFY_SOCKET={NOTIFY_PLACEHOLDER}", "--", *tool]
+        return transient(tool, UNIT) if self._config.isolate else tool
 
     async def _run(self, *args: str, time_limit_s: float,
                    on_notify: Callable[[dict[str, str]], None] | None = None) -> Completed:

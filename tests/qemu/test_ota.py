@@ -150,8 +150,20 @@ def test_update_to_slot_b_and_back_to_a_keeps_data(
     _, st = api(vm, "GET", "/api/status")
     assert st["update"]["last_result"] == "updated from 0.1.0 to 0.2.0", st["update"]
 
-    served.add("0.3.0")
-    install_and_wait_ready(vm, "0.3.0")
+    # The second hop goes by delta: the channel carries 0.3.0's delta material, the box
+    # rebuilds slot A's artifacts from the running slot B and the changed blocks.
+    served.add("0.3.0", delta=True)
+    with step("delta update to 0.3.0"):
+        install_and_wait_ready(vm, "0.3.0")
+    _, st = api(vm, "GET", "/api/status")
+    cost = st["update"]["delta"]
+    assert cost and cost["version"] == "0.3.0", st["update"]  # not the full download
+    full = sum(p.stat().st_size for p in served.dir.glob("memu-os_0.3.0_x86-64*")
+               if p.name.endswith((".raw.gz", ".efi")))
+    print(f"delta 0.2.0 -> 0.3.0: {cost['fetched']} bytes fetched, the full update is {full} "
+          f"({cost['fetched'] / full:.2%})")
+    assert cost["fetched"] < 0.05 * full, cost
+    assert vm.sh("ls /var/lib/memu/ota/delta 2>/dev/null | wc -l").strip() == "0"
     assert [labels(vm)[n] for n in SLOT_A][2] == "memu-os_0.3.0"
     st = reboot_into(vm, "0.3.0")
     assert st["boot"]["slot"] == "a"

@@ -1,33 +1,36 @@
 """Serving a release channel to a QEMU guest and driving the agent's update API from the
 host: used by the update tests and `just bench-ota`.
 
-The channel is served by a threaded HTTP server on 127.0.0.1; QEMU's user network shows the
-host to the guest as 10.0.2.2. The agent API is reached through the VM's forwarded port.
+The channel is served by an HTTP server on 127.0.0.1 that answers byte ranges; QEMU's user
+network shows the host to the guest as 10.0.2.2. The agent API is reached through the VM's
+forwarded port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import functools
 import json
 import shutil
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pexpect
+from aiohttp import web
 
 from memu_dev.release import release
 from memu_dev.vm import VM
 
 
 class Channel:
-    """A release channel directory served by a threaded HTTP server on 127.0.0.1.
+    """A release channel directory served over HTTP on 127.0.0.1 by aiohttp's static files
+    (which answer byte ranges, as a CDN does: delta updates fetch ranges), in a thread.
 
     ``guest_base`` is the base URL as the guest sees it; the channel is ``stable``.
     """
@@ -36,11 +39,20 @@ class Channel:
         self.root = root
         shutil.rmtree(root, ignore_errors=True)
         (root / "stable").mkdir(parents=True)
-        handler = functools.partial(_QuietHandler, directory=str(root))
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = int(sock.getsockname()[1])
+        app = web.Application()
+        app.router.add_static("/", root)
+        self.runner = web.AppRunner(app, access_log=None)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        self._call(self.runner.setup())
+        self._call(web.SockSite(self.runner, sock).start())
+
+    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
     @property
     def guest_base(self) -> str:
@@ -56,13 +68,9 @@ class Channel:
         release(version, "stable", self.root, delta=delta)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self._call(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 @contextlib.contextmanager
