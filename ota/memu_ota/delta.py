@@ -332,16 +332,23 @@ def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequ
     return Prepared(dest, http.received - before, size)
 
 
-def running_sources(esp_dirs: Sequence[Path], running: str, *,
-                    cmdline: Path = Path("/proc/cmdline"), dev: Path = Path("/dev")
-                    ) -> list[Path]:
-    """The local files a delta to a new version can copy from, those that exist: the
-    running ``/usr`` through its verity device (``/dev/mapper/usr``: every block read is
-    verified), the running slot's verity partition (found by its partition UUID, the last
-    128 bits of the ``usrhash=`` on the kernel command line, as the Discoverable Partitions
-    Specification and systemd-repart derive it) and the running version's newest UKI in the
-    first of ``esp_dirs`` that exists."""
-    found = [dev / "mapper/usr"]
+def running_sources(esp_dirs: Sequence[Path], running: str, *, usr: Path = Path("/usr"),
+                    cmdline: Path = Path("/proc/cmdline"), sysfs: Path = Path("/sys"),
+                    dev: Path = Path("/dev")) -> list[Path]:
+    """The local files a delta to a new version can copy from, those that exist: the block
+    device the running ``/usr`` is mounted from (its dm-verity device, so every block read
+    is verified; found from ``/usr``'s device number through sysfs, since the image has no
+    device-mapper udev rules for ``/dev/mapper/usr``), the running slot's verity partition
+    (by its partition UUID: the last 128 bits of the ``usrhash=`` on the kernel command
+    line, as the Discoverable Partitions Specification and systemd-repart derive it) and the
+    running version's newest UKI in the first of ``esp_dirs`` that exists."""
+    found = []
+    number = os.stat(usr).st_dev
+    m = re.search(r"^DEVNAME=(\S+)$",
+                  _read(sysfs / f"dev/block/{os.major(number)}:{os.minor(number)}/uevent"),
+                  re.MULTILINE)
+    if m:
+        found.append(dev / m[1])
     m = re.search(r"(?:^|\s)usrhash=([0-9a-f]{64})(?:\s|$)", _read(cmdline))
     if m:
         h = m[1][32:]

@@ -207,7 +207,11 @@ def test_the_running_slot_and_uki_are_the_sources(tmp_path: Path) -> None:
     roothash = "11" * 16 + "0123456789abcdef0123456789abcdef"
     cmdline = _write(tmp_path / "cmdline", f"quiet usrhash={roothash} rw\n".encode())
     dev = tmp_path / "dev"
-    usr = dev / "mapper/usr"
+    usr = dev / "dm-0"
+    number = os.stat(tmp_path).st_dev  # /usr's device: here the file system of tmp_path
+    uevent = tmp_path / f"sys/dev/block/{os.major(number)}:{os.minor(number)}/uevent"
+    uevent.parent.mkdir(parents=True)
+    uevent.write_text("MAJOR=254\nMINOR=0\nDEVNAME=dm-0\nDEVTYPE=disk\n")
     verity = dev / "disk/by-partuuid/01234567-89ab-cdef-0123-456789abcdef"
     esp = tmp_path / "esp"
     for path in (usr, verity, esp / "memu-os_0.1.0+3-0.efi", esp / "memu-os_0.1.0.efi",
@@ -216,6 +220,8 @@ def test_the_running_slot_and_uki_are_the_sources(tmp_path: Path) -> None:
         path.write_bytes(b"x")
     newest = esp / "memu-os_0.1.0.efi"
     os.utime(newest, (2e9, 2e9))
-    found = delta.running_sources([tmp_path / "no-efi", esp], "0.1.0", cmdline=cmdline, dev=dev)
+    found = delta.running_sources([tmp_path / "no-efi", esp], "0.1.0", usr=tmp_path,
+                                  cmdline=cmdline, sysfs=tmp_path / "sys", dev=dev)
     assert found == [usr, verity, newest]
-    assert delta.running_sources([esp], "0.2.0", cmdline=tmp_path / "none", dev=dev) == [usr]
+    assert delta.running_sources([esp], "0.2.0", usr=tmp_path, cmdline=tmp_path / "none",
+                                 sysfs=tmp_path / "sys", dev=dev) == [usr]
