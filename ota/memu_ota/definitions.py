@@ -70,11 +70,11 @@ def render(template_dir: Path, out_dir: Path, base_url: str, channel: str,
 def render_local(template_dir: Path, out_dir: Path, directory: Path,
                  boot_tries: int = 3) -> list[Path]:
     """Render the templates for the local channel ``directory`` (absolute), as
-    :func:`render` does for a remote one, with three changes: ``Path=file://<directory>/``;
-    ``Verify=no``, since every file there was checked against the remote channel's signed
-    ``SHA256SUMS`` before (memu_ota.delta) and the local ``SHA256SUMS`` is not signed; and
-    each source ``MatchPattern=`` for a ``.raw.gz`` artifact matches the uncompressed
-    ``.raw`` file instead.
+    :func:`render` does for a remote one, with two changes: ``Path=file://<directory>/``,
+    and each source ``MatchPattern=`` for a ``.raw.gz`` artifact matches the uncompressed
+    ``.raw`` file instead. ``Verify=yes`` stays: the directory holds the remote channel's
+    signed ``SHA256SUMS`` and signature, which list the ``.raw`` files too, so sysupdate
+    checks the signature and every file as it does for a remote channel.
 
     Raises:
         MemuError: as :func:`render`.
@@ -83,7 +83,6 @@ def render_local(template_dir: Path, out_dir: Path, directory: Path,
     rendered = {}
     for name, text in _templates(template_dir).items():
         text = text.replace(PLACEHOLDER, url).replace(TRIES_PLACEHOLDER, str(boot_tries))
-        text = re.sub(r"^Verify=yes$", "Verify=no", text, flags=re.MULTILINE)
         rendered[name] = re.sub(r"^(MatchPattern=\S+\.raw)\.gz$", r"\1", text,
                                 flags=re.MULTILINE)
     return _write(out_dir, rendered)

@@ -192,15 +192,26 @@ class Http:
         return bytes(buf)
 
 
-def signed_sums(http: Http, channel_url: str, keyring: Path = KEYRING) -> dict[str, str]:
-    """The channel's ``SHA256SUMS`` as name -> hex digest, after verifying its signature.
+@dataclasses.dataclass(frozen=True)
+class SignedSums:
+    """A channel's ``SHA256SUMS`` (``data``) and its detached signature (``signature``),
+    verified, and the sums parsed (``sums``: name -> hex digest)."""
+
+    data: bytes
+    signature: bytes
+    sums: dict[str, str]
+
+
+def signed_sums(http: Http, channel_url: str, keyring: Path = KEYRING) -> SignedSums:
+    """The channel's ``SHA256SUMS`` and its signature, after verifying the signature.
 
     Raises:
         MemuError: either file is missing or damaged, or the signature does not verify.
     """
     data = http.get(channel_url + "SHA256SUMS")
-    verify_signature(data, http.get(channel_url + "SHA256SUMS.gpg"), keyring)
-    return parse_sums(data.decode("utf-8", errors="replace"))
+    signature = http.get(channel_url + "SHA256SUMS.gpg")
+    verify_signature(data, signature, keyring)
+    return SignedSums(data, signature, parse_sums(data.decode("utf-8", errors="replace")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,8 +302,9 @@ class Prepared:
 def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequence[Path],
             dest: Path, keyring: Path = KEYRING) -> Prepared:
     """Rebuild ``version``'s artifacts from the channel at ``channel_url`` into ``dest`` (a
-    local channel: the uncompressed artifacts and a ``SHA256SUMS`` listing them), copying
-    what ``sources`` (the running slot's devices and UKI) hold.
+    local channel: the uncompressed artifacts beside the channel's signed ``SHA256SUMS`` and
+    ``SHA256SUMS.gpg``, which list them), copying what ``sources`` (the running slot's
+    devices and UKI) hold.
 
     Files in ``dest`` that belong to no artifact of ``version`` are removed first; the
     ``.partial`` files of ``version`` stay, so an interrupted update resumes.
@@ -303,7 +315,8 @@ def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequ
             falls back to the full download.
     """
     before = http.received
-    sums = signed_sums(http, channel_url, keyring)
+    signed = signed_sums(http, channel_url, keyring)
+    sums = signed.sums
     names = artifact_names(sums, version, arch)
     if not names:
         raise MemuError(f"the channel offers no artifacts of {version} for {arch}",
@@ -314,7 +327,7 @@ def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequ
                         hint="the release was published without it; the update falls back "
                              "to a full download")
     dest.mkdir(parents=True, exist_ok=True)
-    keep = {*names, *(n + PARTIAL_SUFFIX for n in names)}
+    keep = {*names, *(n + PARTIAL_SUFFIX for n in names), "SHA256SUMS", "SHA256SUMS.gpg"}
     for old in dest.iterdir():
         if old.name not in keep:
             shutil.rmtree(old) if old.is_dir() else old.unlink()
@@ -328,7 +341,10 @@ def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequ
         got = rebuild_artifact(http, channel_url, name, sums, sources, indexes, dest)
         log.info("delta: %s: %d of %d bytes fetched", name, got.fetched, got.size)
         size += got.size
-    (dest / "SHA256SUMS").write_text("".join(f"{sums[n]}  {n}\n" for n in names))
+    # The channel's own signed sums, byte for byte: sysupdate verifies the signature and
+    # every file's checksum again when it installs from here.
+    (dest / "SHA256SUMS").write_bytes(signed.data)
+    (dest / "SHA256SUMS.gpg").write_bytes(signed.signature)
     return Prepared(dest, http.received - before, size)
 
 
@@ -344,10 +360,9 @@ def running_sources(esp_dirs: Sequence[Path], running: str, *, usr: Path = Path(
     running version's newest UKI in the first of ``esp_dirs`` that exists."""
     found = []
     number = os.stat(usr).st_dev
-    m = re.search(r"^DEVNAME=(\S+)$",
-                  _read(sysfs / f"dev/block/{os.major(number)}:{os.minor(number)}/uevent"),
-                  re.MULTILINE)
-    if m:
+    block = sysfs / f"dev/block/{os.major(number)}:{os.minor(number)}"
+    m = re.search(r"^DEVNAME=(\S+)$", _read(block / "uevent"), re.MULTILINE)
+    if m and (block / "dm").is_dir():  # a device-mapper (verity) device, never a whole disk
         found.append(dev / m[1])
     m = re.search(r"(?:^|\s)usrhash=([0-9a-f]{64})(?:\s|$)", _read(cmdline))
     if m:

@@ -4,7 +4,6 @@ connection resumes, and that every kind of bad channel is refused with nothing l
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from collections.abc import Iterator
@@ -50,7 +49,7 @@ def _rebuild(server: Server, slot: Path, dest: Path, keyring: Path, kind: str = 
              http: delta.Http | None = None) -> delta.Rebuilt:
     http = http or delta.Http(timeout=5, retries=2)
     url = f"{server.url}/{kind}/"
-    sums = delta.signed_sums(http, url, keyring)
+    sums = delta.signed_sums(http, url, keyring).sums
     return delta.rebuild_artifact(http, url, NAME, sums, [slot], delta.index_sources([slot]),
                                   dest)
 
@@ -176,11 +175,12 @@ def test_a_version_becomes_a_local_channel_the_transfers_read(
                             [old_slot, old_uki], dest, keys["keyring"])
 
     names = sorted(n for n in files if n.startswith(stem) and n.endswith((".raw", ".efi")))
-    assert sorted(p.name for p in dest.iterdir()) == sorted([*names, "SHA256SUMS"])
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [*names, "SHA256SUMS", "SHA256SUMS.gpg"])
     for name in names:
         assert (dest / name).read_bytes() == files[name]
-    assert delta.parse_sums((dest / "SHA256SUMS").read_text()) == {
-        n: hashlib.sha256(files[n]).hexdigest() for n in names}
+    for signed in ("SHA256SUMS", "SHA256SUMS.gpg"):  # the channel's, for sysupdate to verify
+        assert (dest / signed).read_bytes() == (tmp_path / "channel" / signed).read_bytes()
     assert got.size == sum(len(files[n]) for n in names)
     new_blocks = 2 + 2 + 1 + 1  # usr tail, verity, signature, the UKI's last block
     assert got.fetched < sum(len(files[n + ".bix"]) for n in names) + new_blocks * BLOCK + 4096
@@ -188,7 +188,7 @@ def test_a_version_becomes_a_local_channel_the_transfers_read(
     defs = definitions.render_local(TEMPLATES, tmp_path / "defs", dest)
     for transfer in defs:
         text = transfer.read_text()
-        assert f"Path=file://{dest}/" in text and "Verify=no" in text, transfer.name
+        assert f"Path=file://{dest}/" in text and "Verify=yes" in text, transfer.name
     patterns = [source_pattern(m, "0.2.0") for m in source_patterns(tmp_path / "defs",
                                                                     "*.transfer")]
     for name in names:
@@ -210,7 +210,7 @@ def test_the_running_slot_and_uki_are_the_sources(tmp_path: Path) -> None:
     usr = dev / "dm-0"
     number = os.stat(tmp_path).st_dev  # /usr's device: here the file system of tmp_path
     uevent = tmp_path / f"sys/dev/block/{os.major(number)}:{os.minor(number)}/uevent"
-    uevent.parent.mkdir(parents=True)
+    (uevent.parent / "dm").mkdir(parents=True)
     uevent.write_text("MAJOR=254\nMINOR=0\nDEVNAME=dm-0\nDEVTYPE=disk\n")
     verity = dev / "disk/by-partuuid/01234567-89ab-cdef-0123-456789abcdef"
     esp = tmp_path / "esp"
@@ -225,3 +225,6 @@ def test_the_running_slot_and_uki_are_the_sources(tmp_path: Path) -> None:
     assert found == [usr, verity, newest]
     assert delta.running_sources([esp], "0.2.0", usr=tmp_path, cmdline=tmp_path / "none",
                                  sysfs=tmp_path / "sys", dev=dev) == [usr]
+    (uevent.parent / "dm").rmdir()  # /usr on a plain disk (a developer's machine): not read
+    assert delta.running_sources([esp], "0.2.0", usr=tmp_path, cmdline=tmp_path / "none",
+                                 sysfs=tmp_path / "sys", dev=dev) == []
