@@ -72,8 +72,8 @@ def render_local(template_dir: Path, out_dir: Path, directory: Path,
     """Render the templates for the local channel ``directory`` (absolute), as
     :func:`render` does for a remote one, with two changes: ``Path=file://<directory>/``,
     and each source ``MatchPattern=`` for a ``.raw.gz`` artifact matches the uncompressed
-    ``.raw`` file instead. ``Verify=yes`` stays: the directory holds the remote channel's
-    signed ``SHA256SUMS`` and signature, which list the ``.raw`` files too, so sysupdate
+    ``.img`` file instead. ``Verify=yes`` stays: the directory holds the remote channel's
+    signed ``SHA256SUMS`` and signature, which list the ``.img`` files too, so sysupdate
     checks the signature and every file as it does for a remote channel.
 
     Raises:
@@ -83,7 +83,7 @@ def render_local(template_dir: Path, out_dir: Path, directory: Path,
     rendered = {}
     for name, text in _templates(template_dir).items():
         text = text.replace(PLACEHOLDER, url).replace(TRIES_PLACEHOLDER, str(boot_tries))
-        rendered[name] = re.sub(r"^(MatchPattern=\S+\.raw)\.gz$", r"\1", text,
+        rendered[name] = re.sub(r"^(MatchPattern=\S+)\.raw\.gz$", r"\1.img", text,
                                 flags=re.MULTILINE)
     return _write(out_dir, rendered)
 

@@ -3,10 +3,13 @@ holds plus byte ranges fetched from the release channel.
 
 A release publishes, next to each artifact sysupdate downloads, its delta material
 (tools/memu_dev/release.py): the artifact uncompressed and cut as the slot holds it
-(``memu-os_V_x86-64.usr.UUID.raw``; the UKI ``.efi`` is published uncompressed already) and
-its block index (``<that name>.bix``, :mod:`memu_ota.blockindex`). Both are listed in the
-channel's signed ``SHA256SUMS``. sysupdate's transfers never match them (they match
-``.raw.gz``, ``.raw.xz`` and ``.efi``), so a box that does not take deltas is not affected.
+(``memu-os_V_x86-64.usr.UUID.img`` for ``….usr.UUID.raw.gz``; the UKI ``.efi`` is published
+uncompressed already) and its block index (:func:`index_name`, :mod:`memu_ota.blockindex`).
+All are listed in the channel's signed ``SHA256SUMS``. No name of them begins with the name
+of an artifact sysupdate's transfers fetch: systemd-sysupdate 257 (Debian's) accepts a name
+that only begins with what a ``MatchPattern=`` describes (the check for the name's end came
+later), so ``memu-os_V_x86-64.efi.bix`` would pass for the UKI and ``….raw.bix`` for a
+slot partition. A box that does not take deltas is not affected.
 
 The steps, each checked:
 
@@ -49,6 +52,8 @@ from memu_ota.blockindex import BlockIndex
 #: The keyring systemd-sysupdate (systemd-pull) verifies channel signatures against.
 KEYRING = Path("/usr/lib/systemd/import-pubring.gpg")
 INDEX_SUFFIX = ".bix"
+#: The suffix of a slot artifact published uncompressed (``.raw.gz`` becomes ``.img``).
+PLAIN_SUFFIX = ".img"
 PARTIAL_SUFFIX = ".partial"
 #: Fetched runs closer than this are fetched as one range (bench-delta: 64 KiB costs 0.01 %
 #: more bytes than separate ranges and needs a tenth of the requests).
@@ -243,14 +248,14 @@ def rebuild_artifact(http: Http, channel_url: str, name: str, sums: dict[str, st
             :data:`RESERVE`, a block does not match, or the fetch failed.
             ``dest/name`` is then absent; a ``.partial`` file may stay for the next try.
     """
-    index_name = name + INDEX_SUFFIX
-    if name not in sums or index_name not in sums:
+    index = index_name(name)
+    if name not in sums or index not in sums:
         raise MemuError(f"the channel has no delta material for {name}",
                         hint="the release was published without it; the update falls back "
                              "to a full download")
-    raw = http.get(channel_url + index_name)
-    if hashlib.sha256(raw).hexdigest() != sums[index_name]:
-        raise MemuError(f"{index_name} does not match the signed SHA256SUMS",
+    raw = http.get(channel_url + index)
+    if hashlib.sha256(raw).hexdigest() != sums[index]:
+        raise MemuError(f"{index} does not match the signed SHA256SUMS",
                         hint="the channel is damaged or was changed; the update falls back "
                              "to a full download")
     target = BlockIndex.from_bytes(raw)
@@ -277,12 +282,22 @@ def rebuild_artifact(http: Http, channel_url: str, name: str, sums: dict[str, st
     return Rebuilt(final, target.size, len(raw) + fetched, target.size - fetched)
 
 
+def index_name(artifact: str) -> str:
+    """The block index's name for a delta artifact: ``<stem>.<part>.<uuid>.img`` ->
+    ``<stem>.<part>.<uuid>.bix``, ``<stem>.efi`` -> ``<stem>.uki.bix`` (never the
+    artifact's own name plus a suffix: see the module docstring)."""
+    if artifact.endswith(".efi"):
+        return artifact.removesuffix(".efi") + ".uki" + INDEX_SUFFIX
+    return artifact.removesuffix(PLAIN_SUFFIX) + INDEX_SUFFIX
+
+
 def artifact_names(sums: dict[str, str], version: str, arch: str) -> list[str]:
-    """The names, uncompressed, of the artifacts sysupdate would fetch for ``version``: every
-    ``memu-os_<version>_<arch>.<partition>.<uuid>.raw.gz`` of the sums without ``.gz``, and
-    the UKI ``memu-os_<version>_<arch>.efi``; sorted. Empty when the channel lacks either."""
+    """The delta names of the artifacts sysupdate would fetch for ``version``: for every
+    ``memu-os_<version>_<arch>.<partition>.<uuid>.raw.gz`` of the sums the ``.img`` of the
+    same stem, and the UKI ``memu-os_<version>_<arch>.efi``; sorted. Empty when the channel
+    lacks either."""
     prefix = f"memu-os_{version}_{arch}."
-    slot = sorted(n.removesuffix(".gz") for n in sums
+    slot = sorted(n.removesuffix(".raw.gz") + PLAIN_SUFFIX for n in sums
                   if n.startswith(prefix) and n.endswith(".raw.gz"))
     uki = f"{prefix}efi"
     return [*slot, uki] if slot and uki in sums else []
@@ -321,7 +336,7 @@ def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequ
     if not names:
         raise MemuError(f"the channel offers no artifacts of {version} for {arch}",
                         hint="the update falls back to a full download")
-    lacking = [n for n in names if n not in sums or n + INDEX_SUFFIX not in sums]
+    lacking = [n for n in names if n not in sums or index_name(n) not in sums]
     if lacking:  # before reading the sources: indexing the running slot takes a while
         raise MemuError(f"the channel has no delta material for {', '.join(lacking)}",
                         hint="the release was published without it; the update falls back "

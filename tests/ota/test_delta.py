@@ -16,7 +16,8 @@ from memu_common import MemuError
 from memu_ota import definitions, delta
 from memu_ota.blockindex import BLOCK, BlockIndex
 
-NAME = "memu-os_0.2.0_x86-64.usr.0123.raw"
+NAME = "memu-os_0.2.0_x86-64.usr.0123.img"
+INDEX = delta.index_name(NAME)
 
 
 def _blocks(seed: int, n: int) -> bytes:
@@ -35,7 +36,7 @@ def channel(tmp_path: Path, keys: dict[str, Path]) -> Iterator[tuple[Server, Pat
     slot.write_bytes(old)
     root = tmp_path / "channel"
     new_index = BlockIndex.of_file(_write(tmp_path / "new", bytes(new))).to_bytes()
-    publish(root, {NAME: bytes(new), NAME + ".bix": new_index}, keys["release"])
+    publish(root, {NAME: bytes(new), INDEX: new_index}, keys["release"])
     with Server(root) as server:
         yield server, slot, bytes(new)
 
@@ -60,7 +61,7 @@ def test_only_the_changed_blocks_are_fetched(channel: tuple[Server, Path, bytes]
     http = delta.Http(timeout=5)
     got = _rebuild(server, slot, tmp_path / "out", keys["keyring"], http=http)
     assert got.path.read_bytes() == new
-    index_bytes = len((server.root / (NAME + ".bix")).read_bytes())
+    index_bytes = len((server.root / (INDEX)).read_bytes())
     # blocks 5-6, block 40 and the 8 new blocks at the end: 11 blocks in 3 ranges (their
     # gaps, 132 and 92 KiB, are wider than MERGE_GAP, so no known block is fetched)
     assert got.fetched == index_bytes + 11 * BLOCK
@@ -88,7 +89,7 @@ def test_a_rebuild_cut_short_keeps_its_blocks_for_the_next_try(
     (dest / (NAME + delta.PARTIAL_SUFFIX)).write_bytes(new[:64 * BLOCK])
     got = _rebuild(server, slot, dest, keys["keyring"])
     assert got.path.read_bytes() == new
-    assert got.fetched == len((server.root / (NAME + ".bix")).read_bytes()) + 8 * BLOCK
+    assert got.fetched == len((server.root / (INDEX)).read_bytes()) + 8 * BLOCK
 
 
 def test_a_channel_signed_by_another_key_is_refused(
@@ -122,7 +123,7 @@ def test_served_bytes_that_differ_from_the_index_are_refused_and_nothing_is_inst
 def test_an_index_that_is_not_the_signed_one_is_refused(
         channel: tuple[Server, Path, bytes], tmp_path: Path, keys: dict[str, Path]) -> None:
     server, slot, _ = channel
-    (server.root / (NAME + ".bix")).write_bytes(BlockIndex.of_file(slot).to_bytes())
+    (server.root / (INDEX)).write_bytes(BlockIndex.of_file(slot).to_bytes())
     with pytest.raises(MemuError, match="does not match the signed SHA256SUMS"):
         _rebuild(server, slot, tmp_path / "out", keys["keyring"])
     assert not (tmp_path / "out" / NAME).exists()
@@ -157,14 +158,15 @@ def test_a_version_becomes_a_local_channel_the_transfers_read(
     stem = "memu-os_0.2.0_x86-64"
     slot, uki = _blocks(1, 64), _blocks(3, 10)
     old_slot, old_uki = _write(tmp_path / "slot", slot), _write(tmp_path / "uki", uki)
-    files = {f"{stem}.usr.0123.raw": slot[:60 * BLOCK] + _blocks(4, 2),
-             f"{stem}.usr-verity.4567.raw": _blocks(5, 2),
-             f"{stem}.usr-verity-sig.89ab.raw": b'{"rootHash": "00"}',
+    files = {f"{stem}.usr.0123.img": slot[:60 * BLOCK] + _blocks(4, 2),
+             f"{stem}.usr-verity.4567.img": _blocks(5, 2),
+             f"{stem}.usr-verity-sig.89ab.img": b'{"rootHash": "00"}',
              f"{stem}.efi": uki[:9 * BLOCK] + b"new cmdline"}
     for name, data in list(files.items()):
-        files[name + ".bix"] = BlockIndex.of_file(_write(tmp_path / name, data)).to_bytes()
-        if name.endswith(".raw"):
-            files[name + ".gz"] = b"what sysupdate fetches on a full update"
+        files[delta.index_name(name)] = BlockIndex.of_file(_write(tmp_path / name, data)
+                                                           ).to_bytes()
+        if name.endswith(".img"):
+            files[name.replace(".img", ".raw.gz")] = b"what sysupdate fetches in full"
     files["memu-os_0.1.0_x86-64.efi"] = uki  # another version in the channel
     publish(tmp_path / "channel", files, keys["release"])
     dest = tmp_path / "var" / "delta"
@@ -174,7 +176,7 @@ def test_a_version_becomes_a_local_channel_the_transfers_read(
         got = delta.prepare(delta.Http(timeout=5), f"{server.url}/c/", "0.2.0", "x86-64",
                             [old_slot, old_uki], dest, keys["keyring"])
 
-    names = sorted(n for n in files if n.startswith(stem) and n.endswith((".raw", ".efi")))
+    names = sorted(n for n in files if n.startswith(stem) and n.endswith((".img", ".efi")))
     assert sorted(p.name for p in dest.iterdir()) == sorted(
         [*names, "SHA256SUMS", "SHA256SUMS.gpg"])
     for name in names:
@@ -183,7 +185,7 @@ def test_a_version_becomes_a_local_channel_the_transfers_read(
         assert (dest / signed).read_bytes() == (tmp_path / "channel" / signed).read_bytes()
     assert got.size == sum(len(files[n]) for n in names)
     new_blocks = 2 + 2 + 1 + 1  # usr tail, verity, signature, the UKI's last block
-    assert got.fetched < sum(len(files[n + ".bix"]) for n in names) + new_blocks * BLOCK + 4096
+    assert got.fetched < sum(len(files[delta.index_name(n)]) for n in names) + new_blocks * BLOCK + 4096
 
     defs = definitions.render_local(TEMPLATES, tmp_path / "defs", dest)
     for transfer in defs:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ota_fixtures import Server, calls, publish, set_scenario
 
-from memu_ota import delta_update
+from memu_ota import delta, delta_update
 from memu_ota.blockindex import BLOCK, BlockIndex
 from memu_ota.config import OtaConfig
 from memu_ota.updater import Updater
@@ -29,10 +29,10 @@ def _channel(root: Path, running_uki: bytes, signer: Path, *, with_delta: bool) 
     files = {f"{STEM}.usr.0123.raw.gz": b"gzip", f"{STEM}.efi": uki}
     if with_delta:
         slot = random.Random(2).randbytes(40 * BLOCK)
-        for name, data in ((f"{STEM}.usr.0123.raw", slot), (f"{STEM}.efi", uki)):
+        for name, data in ((f"{STEM}.usr.0123.img", slot), (f"{STEM}.efi", uki)):
             (root / "index-of").write_bytes(data)
             files[name] = data
-            files[name + ".bix"] = BlockIndex.of_file(root / "index-of").to_bytes()
+            files[delta.index_name(name)] = BlockIndex.of_file(root / "index-of").to_bytes()
     publish(root / "stable", files, signer)
     return len(uki)
 

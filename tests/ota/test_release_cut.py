@@ -124,16 +124,17 @@ def test_a_release_carries_delta_material_that_sysupdate_never_fetches(
     (tmp_path / f"{stem}.manifest").write_text('{"packages": []}')
     chan = release.release("1.2.3", "stable", tmp_path / "channels")
 
-    plain = chan / f"{stem}.usr.aa11.raw"
-    assert plain.read_bytes() == (tmp_path / plain.name).read_bytes()[:300 * BLOCK]
+    plain = chan / f"{stem}.usr.aa11.img"
+    built = tmp_path / f"{stem}.usr.aa11.raw"
+    assert plain.read_bytes() == built.read_bytes()[:300 * BLOCK]
     sums = delta.parse_sums((chan / "SHA256SUMS").read_text())
     delta.verify_signature((chan / "SHA256SUMS").read_bytes(),
                            (chan / "SHA256SUMS.gpg").read_bytes(), keys["keyring"])
-    for name in (plain.name, f"{stem}.usr-verity.bb22.raw", f"{stem}.usr-verity-sig.cc33.raw",
+    for name in (plain.name, f"{stem}.usr-verity.bb22.img", f"{stem}.usr-verity-sig.cc33.img",
                  f"{stem}.efi"):
-        index = BlockIndex.from_bytes((chan / (name + ".bix")).read_bytes())
+        index = BlockIndex.from_bytes((chan / delta.index_name(name)).read_bytes())
         assert index == BlockIndex.of_file(chan / name)
-        assert {name, name + ".bix"} <= sums.keys()
+        assert {name, delta.index_name(name)} <= sums.keys()
 
     patterns = [source_pattern(m, "1.2.3") for m in source_patterns(TEMPLATES)]
     fetched = {n for n in sums if any(p.match(n) for p in patterns)}

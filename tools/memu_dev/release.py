@@ -13,8 +13,9 @@ Artifacts of version V for an x86-64 board (names match overlays/.../sysupdate.d
 named with its GPT partition UUID), ``memu-os_V_x86-64.efi`` (the UKI) and
 ``memu-os_V_x86-64.manifest`` (the build's package set, mkosi's JSON manifest; not fetched by
 devices). For delta updates (memu_ota.delta), also each slot artifact uncompressed
-(``….usr.UUID.raw``, fetched by byte ranges) and a block index of it and of the UKI
-(``<name>.bix``); sysupdate's transfers match none of these names.
+(``….usr.UUID.img``, fetched by byte ranges) and a block index of it and of the UKI
+(``….usr.UUID.bix``, ``memu-os_V_x86-64.uki.bix``); no sysupdate transfer matches these
+names, not even by their beginning (see memu_ota.delta).
 
 gzip, not xz: the erofs ``/usr`` is zstd-compressed inside already, so xz saves only ~9 % of
 the bytes (372 vs 410 MB for 0.2.0) while a device unpacks gzip twice as fast (systemd-pull in
@@ -47,7 +48,7 @@ from memu_common import MemuError, run
 from memu_dev.keys import build_keys
 from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT
 from memu_ota.blockindex import BlockIndex
-from memu_ota.delta import INDEX_SUFFIX
+from memu_ota.delta import PLAIN_SUFFIX, index_name
 
 log = logging.getLogger("memu.release")
 
@@ -230,8 +231,9 @@ def copy_prefix(src: Path, dest: Path, size: int | None) -> None:
 
 
 def write_index(artifact: Path) -> Path:
-    """Write the block index of ``artifact`` (memu_ota.blockindex) as ``<artifact>.bix``."""
-    out = artifact.with_name(artifact.name + INDEX_SUFFIX)
+    """Write the block index of ``artifact`` (memu_ota.blockindex) beside it, named by
+    :func:`memu_ota.delta.index_name`."""
+    out = artifact.with_name(index_name(artifact.name))
     out.write_bytes(BlockIndex.of_file(artifact).to_bytes())
     log.info("memu: %s (%d bytes)", out, out.stat().st_size)
     return out
@@ -272,7 +274,7 @@ def release(version: str, channel: str, root: Path, board: str = DEFAULT_BOARD, 
 
     With ``delta`` (the default), the release also carries what a box needs to update by
     delta (memu_ota.delta): each slot artifact uncompressed, cut as the slot holds it
-    (``….usr.UUID.raw``), and a block index of it and of the UKI (``<name>.bix``). Test
+    (``….usr.UUID.img``), and a block index of it and of the UKI (memu_ota.delta.index_name). Test
     channels that only exercise full updates leave them out (0.7 GB and seconds per version).
 
     Raises:
@@ -294,7 +296,8 @@ def release(version: str, channel: str, root: Path, board: str = DEFAULT_BOARD, 
                      dest.stat().st_size, "all" if size is None else f"first {size}",
                      src.stat().st_size)
             if delta:
-                plain = channel_dir / name.removesuffix(COMPRESSED_SUFFIX)
+                plain = channel_dir / (name.removesuffix(".raw" + COMPRESSED_SUFFIX)
+                                       + PLAIN_SUFFIX)
                 copy_prefix(src, plain, size)
                 write_index(plain)
         else:
