@@ -185,7 +185,8 @@ def test_a_version_becomes_a_local_channel_the_transfers_read(
         assert (dest / signed).read_bytes() == (tmp_path / "channel" / signed).read_bytes()
     assert got.size == sum(len(files[n]) for n in names)
     new_blocks = 2 + 2 + 1 + 1  # usr tail, verity, signature, the UKI's last block
-    assert got.fetched < sum(len(files[delta.index_name(n)]) for n in names) + new_blocks * BLOCK + 4096
+    indexes = sum(len(files[delta.index_name(n)]) for n in names)
+    assert got.fetched < indexes + new_blocks * BLOCK + 4096
 
     defs = definitions.render_local(TEMPLATES, tmp_path / "defs", dest)
     for transfer in defs:
