@@ -42,13 +42,13 @@ by ``origin`` (``repository@digest``) when it is online (:attr:`LockEntry.in_slo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from memu_common import files
 from memu_common.errors import MemuError
 
 SCHEMA = 1
@@ -111,17 +111,13 @@ def to_pull(name: str, ref: str, origin: str, platform: str,
                      archive_sha256="", archive_bytes=0, healthcheck=healthcheck)
 
 
-def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
-    """``sha256:<hex>`` of a file's bytes, read ``chunk`` bytes at a time.
+def sha256_file(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes (the OCI digest form; :func:`files.sha256_file`).
 
     Raises:
         OSError: the file cannot be read.
     """
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return f"sha256:{h.hexdigest()}"
+    return f"sha256:{files.sha256_file(path)}"
 
 
 def dumps(entries: Sequence[LockEntry]) -> str:

@@ -6,6 +6,7 @@ filesystem)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -115,3 +116,12 @@ def read_env_file(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in text.splitlines()
              if "=" in line and not line.lstrip().startswith("#"))
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB pieces)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

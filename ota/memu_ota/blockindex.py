@@ -216,26 +216,18 @@ def rebuild(target: BlockIndex, how: Plan, sources: Sequence[Path],
                 if source is not None:
                     handles[source].seek(src_off)
                     data = handles[source].read(length)
-                    if len(data) != length:
-                        raise MemuError(f"{sources[source]} ends before byte {src_off + length}",
-                                        hint="the local copy changed since it was indexed; "
-                                             "the update falls back to a full download")
-                    _check(target, off, data)
-                    f.seek(off)
-                    f.write(data)
+                    _put(f, target, off, data, length,
+                         f"{sources[source]} ends before byte {src_off + length}",
+                         "the local copy changed since it was indexed")
                     continue
                 todo = _missing(target, f, off, length) if resume else [(off, length)]
                 for run_off, run_len in todo:
                     for piece in range(run_off, run_off + run_len, max_fetch):
                         size = min(max_fetch, run_off + run_len - piece)
                         data = fetch(piece, size)
-                        if len(data) != size:
-                            raise MemuError(f"asked for {size} bytes at {piece}, got {len(data)}",
-                                            hint="the server does not answer byte ranges right; "
-                                                 "the update falls back to a full download")
-                        _check(target, piece, data)
-                        f.seek(piece)
-                        f.write(data)
+                        _put(f, target, piece, data, size,
+                             f"asked for {size} bytes at {piece}, got {len(data)}",
+                             "the server does not answer byte ranges right")
                         fetched += size
             if written != target.size:
                 raise MemuError(f"the plan covers {written} of {target.size} bytes",
@@ -247,6 +239,17 @@ def rebuild(target: BlockIndex, how: Plan, sources: Sequence[Path],
         for h in handles:
             h.close()
     return fetched
+
+
+def _put(f: BinaryIO, target: BlockIndex, off: int, data: bytes, want: int, short: str,
+         why: str) -> None:
+    """Write ``data`` at ``off`` of ``f`` once it is ``want`` bytes long (else raise
+    :class:`MemuError` saying ``short`` and ``why``) and matches ``target``'s digests."""
+    if len(data) != want:
+        raise MemuError(short, hint=f"{why}; the update falls back to a full download")
+    _check(target, off, data)
+    f.seek(off)
+    f.write(data)
 
 
 def _missing(target: BlockIndex, f: BinaryIO, off: int, length: int) -> list[tuple[int, int]]:

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from memu_common import MemuError
+from memu_common.files import sha256_file
 from memu_ota import blockindex
 from memu_ota.blockindex import BlockIndex
 
@@ -112,15 +113,6 @@ def verify_signature(data: bytes, signature: bytes, keyring: Path = KEYRING) -> 
         raise MemuError("the channel's SHA256SUMS signature does not verify against "
                         f"{keyring}: {said[-1] if said else done.returncode}",
                         hint="the channel was not signed with this box's release key")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
 
 def test_sha256_file_is_prefixed_hex_of_the_bytes(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"abc")
-    assert lock.sha256_file(tmp_path / "f", chunk=1) == (
+    assert lock.sha256_file(tmp_path / "f") == (
         "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
 
 
@@ -121,3 +122,9 @@ def test_a_registry_image_pulled_on_the_device_has_no_archive_fields(tmp_path: P
               archive_bytes=0)  # an image ID it cannot know
     with pytest.raises(MemuError):  # a built image is always in the slot
         entry(tmp_path, image_id="", archive="", archive_sha256="", archive_bytes=0)
+
+
+def test_a_file_longer_than_one_read_is_hashed_whole(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (10 << 10) + b"tail"  # 2.5 MiB and 4 bytes: three reads
+    (tmp_path / "f").write_bytes(data)
+    assert lock.sha256_file(tmp_path / "f") == "sha256:" + hashlib.sha256(data).hexdigest()

@@ -34,7 +34,6 @@ device's slot are never read.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import math
 import os
@@ -45,6 +44,7 @@ import sys
 from pathlib import Path
 
 from memu_common import MemuError, run
+from memu_common.files import sha256_file
 from memu_dev.keys import build_keys
 from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT
 from memu_ota.blockindex import BlockIndex
@@ -239,22 +239,13 @@ def write_index(artifact: Path) -> Path:
     return out
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_sums(channel_dir: Path) -> Path:
     """(Re)write ``SHA256SUMS`` for every artifact in the channel (sha256sum(1) format)."""
     names = sorted(p.name for p in channel_dir.iterdir()
                    if p.is_file() and not p.name.startswith("SHA256SUMS"))
     sums = channel_dir / "SHA256SUMS"
     tmp = sums.with_suffix(".tmp")
-    tmp.write_text("".join(f"{sha256(channel_dir / n)}  {n}\n" for n in names))
+    tmp.write_text("".join(f"{sha256_file(channel_dir / n)}  {n}\n" for n in names))
     os.replace(tmp, sums)
     return sums
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import logging
 import re
 import shutil
@@ -33,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from memu_common import MemuError, run
+from memu_common.files import sha256_file
 from memu_dev import build
 from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, image_path, mkosi_cmd
 
@@ -79,18 +79,9 @@ def release_artifacts(output: Path, stem: str) -> dict[str, Path]:
     return {w: found[w] for w in wanted}
 
 
-def sha256(path: Path) -> str:
-    """The file's SHA-256, hex."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def digests(files: Mapping[str, Path]) -> dict[str, str]:
-    """Each file's SHA-256 (:func:`sha256`), by the same names."""
-    return {name: sha256(path) for name, path in files.items()}
+    """Each file's SHA-256 (hex), by the same names."""
+    return {name: sha256_file(path) for name, path in files.items()}
 
 
 def differing(first: Mapping[str, str], second: Mapping[str, str]) -> list[str]:
