@@ -63,6 +63,7 @@ class Bot:
         self.handler: SyncHandler | None = None
         self.sync_state: SyncState | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.synced = asyncio.Event()
 
     async def start(self) -> None:
@@ -71,6 +72,7 @@ class Bot:
         Raises:
             MemuError: the database is unreachable (see ``db.open_pool``).
         """
+        self._stopping = False
         # dateparser's first call loads its data (seconds): now, while the database opens,
         # rather than inside the first reminder in a language our own grammar does not read.
         warm = asyncio.create_task(asyncio.to_thread(timeparse.warm_up))
@@ -121,6 +123,8 @@ class Bot:
             while True:
                 resp = await self._sync_with_backoff(since, SYNC_FILTER,
                                                      poll_ms=self.cfg.sync_timeout_ms)
+                if self._stopping:  # a sync that outlived its cancellation: do not handle it
+                    raise asyncio.CancelledError
                 handled.put_nowait((resp.next_batch,
                                     await self.handler.start_batch(resp, since=since)))
                 since = resp.next_batch
@@ -191,6 +195,8 @@ class Bot:
             if isinstance(resp, nio.SyncResponse):
                 self._problem(None)
                 return resp
+            if self._stopping:
+                raise asyncio.CancelledError
             if getattr(resp, "status_code", None) == "M_UNKNOWN_TOKEN":
                 self._problem(SIGNED_OUT)
             log.warning("sync failed (%s); retrying in %.0fs", resp, delay)
@@ -203,7 +209,12 @@ class Bot:
         return self._task
 
     async def stop(self) -> None:
-        """Undo ``start()`` in reverse order: sync task, scheduler, Matrix client, pool."""
+        """Undo ``start()`` in reverse order: sync task, scheduler, Matrix client, pool.
+
+        The sync task also checks ``_stopping`` after every sync, so a batch that arrives
+        after the stop began is never handled (its token is not stored: the next start
+        handles it), even when the cancellation was swallowed (:func:`cancel_and_wait`)."""
+        self._stopping = True
         if self._task:
             await cancel_and_wait(self._task)
             self._task = None

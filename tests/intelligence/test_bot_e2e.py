@@ -192,6 +192,9 @@ async def test_a_backlog_longer_than_one_sync_is_answered(
         await alice.ask(room, "/help")
         await runner.stop()  # sent while the bot is down: more than the timeline limit of 50
         sent = [await alice.say(room, f"/list add backlog item {i:02d}") for i in range(60)]
+        # Every one of them older than away_after when the bot is back, however fast it
+        # starts (without the wait, a quick start answered the newest without the away note).
+        await asyncio.sleep(1.5)
         await runner.start()
         last = await alice.ask(room, "/list show backlog", deadline=180)
         items = last.split("backlog:\n", 1)[1].splitlines()
