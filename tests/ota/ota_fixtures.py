@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from memu_dev.app_thread import AppThread
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: The image's sysupdate transfer templates.
@@ -131,10 +130,7 @@ class Server:
         self.root = root
         self.requests = 0
         self._broken: set[str] = set()
-        self.loop = asyncio.new_event_loop()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.url = ""
 
     async def _count(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -160,16 +156,12 @@ class Server:
     def __enter__(self) -> Server:
         app = web.Application()
         app.router.add_get("/{kind}/{name}", self._count)
-        self.runner = web.AppRunner(app)
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self.runner.setup(), self.loop).result(10)
-        site = web.SockSite(self.runner, self.sock)
-        asyncio.run_coroutine_threadsafe(site.start(), self.loop).result(10)
+        self._thread = AppThread(app, timeout=10)
+        self.url = self._thread.url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.close()
 
 
 def publish(root: Path, files: dict[str, bytes], signer: Path) -> None:

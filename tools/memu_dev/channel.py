@@ -8,22 +8,20 @@ forwarded port.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pexpect
 from aiohttp import web
 
+from memu_dev.app_thread import AppThread
 from memu_dev.release import release
 from memu_dev.vm import VM
 
@@ -39,20 +37,10 @@ class Channel:
         self.root = root
         shutil.rmtree(root, ignore_errors=True)
         (root / "stable").mkdir(parents=True)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = int(sock.getsockname()[1])
         app = web.Application()
         app.router.add_static("/", root)
-        self.runner = web.AppRunner(app, access_log=None)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self._call(self.runner.setup())
-        self._call(web.SockSite(self.runner, sock).start())
-
-    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+        self.server = AppThread(app)
+        self.port = self.server.port
 
     @property
     def guest_base(self) -> str:
@@ -68,9 +56,7 @@ class Channel:
         release(version, "stable", self.root, delta=delta)
 
     def close(self) -> None:
-        self._call(self.runner.cleanup())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.server.close()
 
 
 @contextlib.contextmanager
