@@ -43,7 +43,8 @@ def workdir(config: OtaConfig) -> Path:
 
 
 def discard(config: OtaConfig) -> None:
-    """Remove what a delta update left (after any successful install)."""
+    """Remove what a delta update left; the updater calls it after every successful
+    install, by delta or in full."""
     shutil.rmtree(workdir(config), ignore_errors=True)
 
 
@@ -81,7 +82,6 @@ async def install(config: OtaConfig, running: str, version: str,
         log.warning("delta update to %s not possible (%s); downloading it whole", version,
                     e.message if isinstance(e, MemuError) else f"bad report: {e}")
         return None
-    discard(config)
     log.info("delta update to %s: %d bytes downloaded for %d bytes of artifacts (%.1f %%)",
              version, prepared.fetched, prepared.size,
              100.0 * prepared.fetched / max(prepared.size, 1))
