@@ -16,13 +16,16 @@ local install. What went wrong is logged; the full download needs none of it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
+import resource
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from memu_common import MemuError
 from memu_common.run import run_async
@@ -58,11 +61,32 @@ def command(config: OtaConfig, running: str, version: str) -> list[str]:
     return transient(argv, UNIT) if config.isolate else argv
 
 
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One try at installing ``version`` by delta: installed from ``prepared`` (which cost
+    ``memory`` bytes of peak resident memory in the rebuild), or not, for ``fallback`` (the
+    reason, in words; the update is then downloaded whole)."""
+
+    version: str
+    prepared: delta.Prepared | None = None
+    memory: int = 0
+    fallback: str | None = None
+
+    def report(self) -> dict[str, Any]:
+        """The status API's ``update.delta``: ``{version, fetched, size, memory}`` (bytes;
+        ``size`` is what the rebuilt artifacts took on ``/var``) or ``{version,
+        fallback}``."""
+        if self.prepared is None:
+            return {"version": self.version, "fallback": self.fallback}
+        return {"version": self.version, "fetched": self.prepared.fetched,
+                "size": self.prepared.size, "memory": self.memory}
+
+
 async def install(config: OtaConfig, running: str, version: str,
-                  on_progress: Callable[[Progress], None]) -> delta.Prepared | None:
-    """Install ``version`` by delta; return what it cost, or None when it could not be done
-    (the reason is logged and the caller downloads the update whole). Never raises
-    :class:`MemuError`."""
+                  on_progress: Callable[[Progress], None]) -> Attempt | None:
+    """Install ``version`` by delta; return what it cost or why it could not be done (then
+    also logged, and the caller downloads the update whole), or None when delta updates are
+    off by setting. Never raises :class:`MemuError`."""
     if not config.delta:
         return None
     try:
@@ -70,7 +94,8 @@ async def install(config: OtaConfig, running: str, version: str,
                                time_limit_s=REBUILD_TIMEOUT_S)
         if done.returncode != 0:
             said = done.stderr.strip().splitlines()
-            raise MemuError(said[-1] if said else f"exit status {done.returncode}")
+            raise MemuError(said[-1].removeprefix("delta: ") if said
+                            else f"exit status {done.returncode}")
         made = json.loads(done.stdout)
         prepared = delta.Prepared(Path(made["directory"]), int(made["fetched"]),
                                   int(made["size"]))
@@ -79,18 +104,19 @@ async def install(config: OtaConfig, running: str, version: str,
                                  config.boot_tries)
         await Sysupdate(config, local).update(version, on_progress)
     except (MemuError, ValueError, KeyError) as e:
-        log.warning("delta update to %s not possible (%s); downloading it whole", version,
-                    e.message if isinstance(e, MemuError) else f"bad report: {e}")
-        return None
+        why = e.message if isinstance(e, MemuError) else f"bad report: {e}"
+        log.warning("delta update to %s not possible (%s); downloading it whole", version, why)
+        return Attempt(version, fallback=why)
     log.info("delta update to %s: %d bytes downloaded for %d bytes of artifacts (%.1f %%)",
              version, prepared.fetched, prepared.size,
              100.0 * prepared.fetched / max(prepared.size, 1))
-    return prepared
+    return Attempt(version, prepared, memory=int(made.get("memory", 0)))
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python3 -m memu_ota.delta_update``: rebuild a version into a local channel; print
-    ``{"directory", "fetched", "size"}`` as JSON. Exit status 1 with the reason on stderr
+    ``{"directory", "fetched", "size", "memory"}`` as JSON (``memory``: the peak resident
+    set in bytes, getrusage(2)). Exit status 1 with the reason on stderr
     when it cannot."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     ap = argparse.ArgumentParser(prog="memu-delta", description=main.__doc__)
@@ -112,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemuError as e:
         print(f"delta: {e.message}", file=sys.stderr)
         return 1
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(json.dumps({"directory": str(got.directory), "fetched": got.fetched,
-                      "size": got.size}))
+                      "size": got.size, "memory": peak}))
     return 0
 
 

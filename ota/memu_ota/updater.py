@@ -124,7 +124,7 @@ class Updater:
         self._periodic: asyncio.Task[None] | None = None
         self._reboot_handle: asyncio.TimerHandle | None = None
         self.reboot_at: float | None = None
-        #: The last install by delta in this run: version, bytes fetched, bytes rebuilt.
+        #: The last try to install by delta in this run (delta_update.Attempt.report).
         self.delta: dict[str, Any] | None = None
         if self._state.pending and self._state.pending.phase is PendingPhase.WRITTEN:
             self.phase, self.target = Phase.READY, self._state.pending.to_version
@@ -363,12 +363,14 @@ class Updater:
                 self._running, version, self._clock(), PendingPhase.DOWNLOADING,
                 self._boot_id)))
             self._set(Phase.DOWNLOADING, f"downloading {version}", 0)
-            by_delta = await delta_update.install(self._config, self._running, version,
-                                                  self._on_progress)
-            if by_delta is None:
+            tried = await delta_update.install(self._config, self._running, version,
+                                               self._on_progress)
+            self.delta = tried.report() if tried else None
+            if tried is None or tried.prepared is None:
+                if tried:
+                    self._set(Phase.DOWNLOADING, f"downloading {version} whole: "
+                              f"{tried.fallback}", 0)
                 await driver.update(version, self._on_progress)
-            self.delta = ({"version": version, "fetched": by_delta.fetched,
-                           "size": by_delta.size} if by_delta else None)
             delta_update.discard(self._config)
         except MemuError as e:
             if self._state.pending is not None:

@@ -75,7 +75,10 @@ async def test_an_update_is_installed_by_delta_when_the_channel_offers_it(
         # the slot's 40 blocks and the UKI's new 20-byte tail, plus sums, signature and
         # indexes (under 3 KiB)
         assert 40 * BLOCK + 20 < snap["delta"]["fetched"] < 40 * BLOCK + 20 + 3072
+        assert snap["delta"]["memory"] > 1 << 20  # the rebuild's peak resident set, bytes
     else:
         assert f"--definitions={config.definitions_dir}" in update
-        assert snap["delta"] is None
+        assert snap["delta"] == {
+            "version": "0.2.0", "fallback": f"the channel has no delta material for "
+                                            f"{STEM}.usr.0123.img, {STEM}.efi"}, snap["delta"]
     assert not delta_update.workdir(config).exists()  # nothing left on /var

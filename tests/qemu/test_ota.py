@@ -1,8 +1,9 @@
 """A/B updates from a signed release channel, proven on booted images: the happy path into
-slot B and back into slot A, power cuts while the slot is written, and refused channels
-(tampered, unsigned, wrongly signed, not newer). The rollback after a failing health gate is
-proven with the family stack running (tests/qemu/test_stack.py), where it also has to put
-back the stack's images and database.
+slot B and back into slot A (the second hop by delta), power cuts while the slot is written
+and while a delta is rebuilt, a damaged delta falling back to the full download, and refused
+channels (tampered, unsigned, wrongly signed, not newer). The rollback after a failing health
+gate is proven with the family stack running (tests/qemu/test_stack.py), where it also has to
+put back the stack's images and database.
 
 Versions: 0.1.0 is the image `just build` makes; 0.2.0 and 0.3.0 are test builds of the same
 tree with a visible marker file. Each test starts its own VM, restored from the run's golden
@@ -170,33 +171,79 @@ def test_update_to_slot_b_and_back_to_a_keeps_data(
     assert vm.sh("cat /var/lib/memu-test/canary").strip() == "keep-me"
 
 
+def _cut_and_boot_old(vm: VM, when: str) -> None:
+    """Pull the plug, boot again and check that 0.1.0 runs with slot B untouched and no boot
+    entry for 0.2.0: the power cut left nothing half-written in use."""
+    vm.power_cut()
+    with step(f"boot after a power cut {when}"):
+        vm.start()
+        st = wait_version(vm, "0.1.0", timeout=420)
+        vm.wait_for_shell(240)
+    assert "interrupted" in str(st["update"]["last_result"]), (when, st)
+    assert [labels(vm)[n] for n in SLOT_B] == ["_empty"] * 3, when
+    assert not any(e.startswith("memu-os_0.2.0") for e in boot_entries(vm)), when
+
+
+def _install_until(vm: VM, progress: int) -> dict[str, Any]:
+    """Start installing 0.2.0; return the first snapshot at ``progress`` % or more."""
+    status, snap = update(vm, "install", version="0.2.0")
+    assert status == 202, snap
+    snap = wait_update(vm, {"downloading"}, timeout=300)
+    while int(snap.get("progress") or 0) < progress:
+        snap = wait_update(vm, {"downloading", "ready", "failed"}, timeout=600)
+        assert snap["state"] == "downloading", f"finished before the cut: {snap}"
+    return snap
+
+
 def test_power_cut_while_writing_slot_keeps_old_version(
-        v1_vm: VM, served: Channel) -> None:
+        v1_vm: VM, served: Channel, tmp_path: Path) -> None:
+    """Power cuts at every stage of an update (the full download, a delta's rebuild, the
+    delta's install) leave 0.1.0 running; a damaged delta falls back to the full download;
+    the last retry resumes the delta and installs."""
     vm = v1_vm
-    served.add("0.2.0")
+    served.add("0.2.0", delta=True)
     point_at(vm, served)
+    # A block of the delta material changed on the server (a broken mirror): the box
+    # notices it against the signed index and downloads the update whole. The verity
+    # signature's first block holds 0.2.0's root hash, so it is always fetched.
+    sig = next(served.dir.glob("memu-os_0.2.0_x86-64.usr-verity-sig.*.img"))
+    pristine = tmp_path / sig.name
+    shutil.copyfile(sig, pristine)
+    data = bytearray(sig.read_bytes())
+    data[100] ^= 0xFF
+    sig.write_bytes(bytes(data))
     # sysupdate's progress runs over its four transfers in order (usr-verity-sig, usr-verity,
     # usr, UKI: a quarter each), so 30 % cuts while the slot is being written (its verity
-    # partition) and 85 % right after the slot is written, before the boot entry (the UKI)
-    # is complete.
-    for cut_at in (30, 85):
-        status, snap = update(vm, "install", version="0.2.0")
-        assert status == 202, snap
-        snap = wait_update(vm, {"downloading"}, timeout=300)
-        while int(snap.get("progress") or 0) < cut_at:
-            snap = wait_update(vm, {"downloading", "ready", "failed"}, timeout=300)
-            assert snap["state"] == "downloading", f"finished before the cut: {snap}"
-        vm.power_cut()
-        with step(f"boot after a power cut at {cut_at} %"):
-            vm.start()
-            st = wait_version(vm, "0.1.0", timeout=420)
-            vm.wait_for_shell(240)
-        assert "interrupted" in str(st["update"]["last_result"]), st
-        assert [labels(vm)[n] for n in SLOT_B] == ["_empty"] * 3
-        assert not any(e.startswith("memu-os_0.2.0") for e in boot_entries(vm))
-    # A retry succeeds.
+    # partition).
+    with step("damaged delta, full download to 30 %"):
+        snap = _install_until(vm, 30)
+    assert snap["delta"]["version"] == "0.2.0", snap
+    assert "does not match the index" in snap["delta"]["fallback"], snap
+    _cut_and_boot_old(vm, "at 30 % of the full download")
+
+    shutil.copyfile(pristine, sig)
+    # The delta's rebuild of /usr, 64 MiB into its 0.5 GB: cut.
+    status, snap = update(vm, "install", version="0.2.0")
+    assert status == 202, snap
+    partial = "/var/lib/memu/ota/delta/memu-os_0.2.0_x86-64.usr.*.img.partial"
+    with step("delta rebuild of /usr to 64 MiB"):
+        vm.sh(f"timeout 600 sh -c 'until [ $(stat -c %s {partial} 2>/dev/null || echo 0) "
+              f"-gt 67108864 ]; do sleep 1; done'", timeout=630)
+    _cut_and_boot_old(vm, "while the delta rebuilt /usr")
+
+    # The retry resumes the rebuild; 85 % of its install is right after the slot is
+    # written, before the boot entry (the UKI) is complete.
+    with step("delta resumed, install to 85 %"):
+        _install_until(vm, 85)
+    _cut_and_boot_old(vm, "at 85 % of the delta's install")
+
+    # A retry succeeds, by delta, from the artifacts the earlier tries rebuilt.
     install_and_wait_ready(vm, "0.2.0")
+    _, st = api(vm, "GET", "/api/status")
+    assert "fetched" in (st["update"]["delta"] or {}), st["update"]
+    assert st["update"]["delta"]["fetched"] < 1 << 20, st["update"]  # nothing left to fetch
     assert labels(vm)[7] == "memu-os_0.2.0"
+    assert vm.sh("ls /var/lib/memu/ota/delta 2>/dev/null | wc -l").strip() == "0"
 
 
 def _resign_with_stranger(sums: Path, home: Path) -> None:

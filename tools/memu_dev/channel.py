@@ -31,16 +31,24 @@ class Channel:
     (which answer byte ranges, as a CDN does: delta updates fetch ranges), in a thread.
 
     ``guest_base`` is the base URL as the guest sees it; the channel is ``stable``.
+    ``served`` counts the body bytes of every GET answered (ranges as their length), what a
+    device downloaded; a benchmark sets it back to 0 between measurements.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.served = 0
         shutil.rmtree(root, ignore_errors=True)
         (root / "stable").mkdir(parents=True)
         app = web.Application()
         app.router.add_static("/", root)
+        app.on_response_prepare.append(self._count)
         self.server = AppThread(app)
         self.port = self.server.port
+
+    async def _count(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.method == "GET" and response.content_length:
+            self.served += response.content_length
 
     @property
     def guest_base(self) -> str:
