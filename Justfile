@@ -41,6 +41,11 @@ check-reproducible *args: _dev
 release version channel="stable": _dev
     {{py}} -m memu_dev.release {{version}} {{channel}} --board {{board}}
 
+# Write an image (.raw, .raw.xz, .raw.zst) to a whole disk, head last, and read it back; refuses this machine's disk and mounted, read-only or too-small ones.
+[group('run')]
+flash image device *args: _dev
+    {{py}} -m memu_ota.flash {{image}} {{device}} {{args}}
+
 # Boot the built image in QEMU on a copy-on-write overlay; prints the first-boot page URL.
 [group('run')]
 vm *args: _dev
