@@ -1,13 +1,21 @@
-"""The built image's release artifacts as `just check-reproducible` reads them
-(memu_dev.reproducible): found by role, and the UKI split into its PE sections. No VM."""
+"""The built image's release artifacts, no VM: as `just check-reproducible` reads them
+(memu_dev.reproducible: found by role, the UKI split into its PE sections), and as a delta
+update rebuilds them (memu_ota.blockindex on the real erofs, verity and UKI of two builds)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+from ota_support import ensure_build
+
 from memu_common import run
+from memu_common.files import sha256_file
+from memu_dev.bench_delta import release_inputs
 from memu_dev.paths import OUTPUT
 from memu_dev.reproducible import explain, release_artifacts, uki_sections
+from memu_ota.blockindex import BlockIndex, plan, rebuild
+from memu_ota.delta import MERGE_GAP
 
 
 def test_the_ukis_sections_are_dumped_one_by_one(built_image: Path, os_version: str,
@@ -36,3 +44,41 @@ def test_a_ucode_difference_is_known_and_any_other_is_not(built_image: Path,
     run(["objcopy", f"--update-section=.ucode={changed}", str(uki), str(other)])
     found = explain(uki.name, uki, other, tmp_path / "work")
     assert found.known and "mkosi 25.3" in found.sentence, found
+
+
+def _sha256(path: Path, size: int | None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        left = size if size is not None else path.stat().st_size
+        while left > 0 and (chunk := f.read(min(8 << 20, left))):
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def test_a_release_is_rebuilt_bit_for_bit_from_the_one_before(built_image: Path,
+                                                             tmp_path: Path) -> None:
+    """0.3.0 (the tree plus one changed file) rebuilt from 0.1.0's artifacts as a box does:
+    each /usr erofs, verity tree and UKI planned against all of 0.1.0's (as the release
+    cuts them), the missing ranges read from 0.3.0's own file in place of the channel;
+    every result is 0.3.0's artifact byte for byte, for under 5 % of the full download."""
+    ensure_build("0.3.0", "v-marker")
+    old, new = release_inputs("0.1.0"), release_inputs("0.3.0")
+    have = [BlockIndex.of_file(path, size=size) for path, size, _ in old]
+    fetched = 0
+    for path, size, _ in new:
+        target = BlockIndex.of_file(path, size=size)
+        how = plan(target, have, merge_gap=MERGE_GAP)
+
+        def ranges(off: int, length: int, path: Path = path) -> bytes:
+            with path.open("rb") as f:
+                f.seek(off)
+                return f.read(length)
+
+        out = tmp_path / path.name
+        fetched += rebuild(target, how, [p for p, _, _ in old], ranges, out)
+        assert sha256_file(out) == _sha256(path, size), path.name
+        assert how.copies, f"{path.name}: nothing of 0.1.0's was used"
+        out.unlink()
+    full = sum(download for _, _, download in new)
+    assert fetched < 0.05 * full, (fetched, full)

@@ -17,6 +17,7 @@ The goal of the updates issue: a one-file update fetches at most 5 % of the full
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -48,6 +49,43 @@ def release_inputs(version: str) -> list[tuple[Path, int | None, int]]:
     return [*out, (uki, None, uki.stat().st_size)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """What a delta from one release to another costs with ``block``-byte blocks: ``fetch``
+    bytes in ``ranges`` HTTP ranges plus ``indexes`` bytes of block indexes, against ``full``
+    bytes of the full download; ``rows`` says it per artifact."""
+
+    block: int
+    fetch: int
+    ranges: int
+    indexes: int
+    full: int
+    rows: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        """Bytes the device downloads by delta (the signed sums aside: under 2 KiB)."""
+        return self.fetch + self.indexes
+
+
+def cost(old: list[tuple[Path, int | None, int]], new: list[tuple[Path, int | None, int]],
+         block: int = BLOCK_SIZES[0]) -> Cost:
+    """Plan every artifact of ``new`` from all of ``old`` (both :func:`release_inputs`) as a
+    device does (memu_ota.blockindex.plan, runs closer than :data:`MERGE_GAP` merged)."""
+    have = [BlockIndex.of_file(path, block, size) for path, size, _ in old]
+    fetch = index_bytes = ranges = 0
+    rows = []
+    for path, size, _ in new:
+        target = BlockIndex.of_file(path, block, size)
+        how = plan(target, have, merge_gap=MERGE_GAP)
+        index_bytes += len(target.to_bytes())
+        fetch += how.fetch_bytes
+        ranges += len(how.fetch)
+        what = "UKI" if path.suffix == ".efi" else release.partition_of(path)
+        rows.append(f"{what} {how.fetch_bytes / 2**20:.2f} MiB of {target.size / 2**20:.1f}")
+    return Cost(block, fetch, ranges, index_bytes, sum(d for _, _, d in new), tuple(rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     ap = argparse.ArgumentParser(prog="bench-delta", description=__doc__.splitlines()[0])
@@ -65,22 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.old} -> {args.new}: the full update downloads {full / 2**20:.1f} MiB "
           f"(gzip slot artifacts and the UKI)")
     for block in BLOCK_SIZES:
-        have = [BlockIndex.of_file(path, block, size) for path, size, _ in old]
-        fetch = index_bytes = ranges = 0
-        rows = []
-        for path, size, _ in new:
-            target = BlockIndex.of_file(path, block, size)
-            how = plan(target, have, merge_gap=MERGE_GAP)
-            index_bytes += len(target.to_bytes())
-            fetch += how.fetch_bytes
-            ranges += len(how.fetch)
-            what = "UKI" if path.suffix == ".efi" else release.partition_of(path)
-            rows.append(f"{what} {how.fetch_bytes / 2**20:.2f} MiB of {target.size / 2**20:.1f}")
-        total = fetch + index_bytes
-        print(f"  {block // 1024:2d} KiB blocks: fetch {fetch / 2**20:7.2f} MiB in {ranges} "
-              f"ranges + indexes {index_bytes / 2**20:5.2f} MiB = {total / 2**20:7.2f} MiB "
-              f"= {total / full:6.2%} of the full update (goal {GOAL:.0%})  "
-              f"[{'; '.join(rows)}]")
+        c = cost(old, new, block)
+        print(f"  {block // 1024:2d} KiB blocks: fetch {c.fetch / 2**20:7.2f} MiB in {c.ranges} "
+              f"ranges + indexes {c.indexes / 2**20:5.2f} MiB = {c.total / 2**20:7.2f} MiB "
+              f"= {c.total / full:6.2%} of the full update (goal {GOAL:.0%})  "
+              f"[{'; '.join(c.rows)}]")
     return 0
 
 
