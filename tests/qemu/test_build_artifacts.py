@@ -11,11 +11,10 @@ from ota_support import ensure_build
 
 from memu_common import run
 from memu_common.files import sha256_file
-from memu_dev.bench_delta import release_inputs
+from memu_dev.bench_delta import rebuild_release, release_inputs
 from memu_dev.paths import OUTPUT
 from memu_dev.reproducible import explain, release_artifacts, uki_sections
-from memu_ota.blockindex import BlockIndex, plan, rebuild
-from memu_ota.delta import MERGE_GAP
+from memu_ota.blockindex import Plan
 
 
 def test_the_ukis_sections_are_dumped_one_by_one(built_image: Path, os_version: str,
@@ -63,22 +62,12 @@ def test_a_release_is_rebuilt_bit_for_bit_from_the_one_before(built_image: Path,
     cuts them), the missing ranges read from 0.3.0's own file in place of the channel;
     every result is 0.3.0's artifact byte for byte, for under 5 % of the full download."""
     ensure_build("0.3.0", "v-marker")
-    old, new = release_inputs("0.1.0"), release_inputs("0.3.0")
-    have = [BlockIndex.of_file(path, size=size) for path, size, _ in old]
-    fetched = 0
-    for path, size, _ in new:
-        target = BlockIndex.of_file(path, size=size)
-        how = plan(target, have, merge_gap=MERGE_GAP)
+    new = release_inputs("0.3.0")
 
-        def ranges(off: int, length: int, path: Path = path) -> bytes:
-            with path.open("rb") as f:
-                f.seek(off)
-                return f.read(length)
+    def same(artifact: Path, size: int | None, out: Path, how: Plan) -> None:
+        assert sha256_file(out) == _sha256(artifact, size), artifact.name
+        assert how.copies, f"{artifact.name}: nothing of 0.1.0's was used"
 
-        out = tmp_path / path.name
-        fetched += rebuild(target, how, [p for p, _, _ in old], ranges, out)
-        assert sha256_file(out) == _sha256(path, size), path.name
-        assert how.copies, f"{path.name}: nothing of 0.1.0's was used"
-        out.unlink()
+    fetched = rebuild_release(release_inputs("0.1.0"), new, tmp_path, same)
     full = sum(download for _, _, download in new)
     assert fetched < 0.05 * full, (fetched, full)

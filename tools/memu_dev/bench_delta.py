@@ -19,17 +19,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from memu_common import MemuError
 from memu_dev import release
 from memu_dev.build import ensure_built
 from memu_dev.paths import REPO
-from memu_ota.blockindex import BlockIndex, plan
+from memu_ota.blockindex import BlockIndex, Plan, plan, rebuild
+from memu_ota.delta import MERGE_GAP
 
 MARKER_TREE = REPO / "tests/qemu/trees/v-marker"
 BLOCK_SIZES = (4096, 16384, 65536)
-MERGE_GAP = 65536
 GOAL = 0.05
 
 
@@ -84,6 +85,32 @@ def cost(old: list[tuple[Path, int | None, int]], new: list[tuple[Path, int | No
         what = "UKI" if path.suffix == ".efi" else release.partition_of(path)
         rows.append(f"{what} {how.fetch_bytes / 2**20:.2f} MiB of {target.size / 2**20:.1f}")
     return Cost(block, fetch, ranges, index_bytes, sum(d for _, _, d in new), tuple(rows))
+
+
+def rebuild_release(old: list[tuple[Path, int | None, int]],
+                    new: list[tuple[Path, int | None, int]], tmp: Path,
+                    check: Callable[[Path, int | None, Path, Plan], object]) -> int:
+    """Rebuild every artifact of ``new`` from all of ``old`` (both :func:`release_inputs`) as
+    a device does: index, plan, rebuild (memu_ota.blockindex), the missing ranges read from
+    the new artifact's own file in place of the channel. ``check(artifact, bytes the release
+    keeps, rebuilt file, plan)`` sees each result in ``tmp`` before it is deleted; returns the
+    bytes fetched."""
+    have = [BlockIndex.of_file(path, size=size) for path, size, _ in old]
+    fetched = 0
+    for path, size, _ in new:
+        target = BlockIndex.of_file(path, size=size)
+        how = plan(target, have, merge_gap=MERGE_GAP)
+
+        def ranges(off: int, length: int, path: Path = path) -> bytes:
+            with path.open("rb") as f:
+                f.seek(off)
+                return f.read(length)
+
+        out = tmp / path.name
+        fetched += rebuild(target, how, [p for p, _, _ in old], ranges, out)
+        check(path, size, out, how)
+        out.unlink()
+    return fetched
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,8 +52,6 @@ from memu_dev.channel import Channel, channel, update, wait_update, wait_version
 from memu_dev.golden import make_golden, restore
 from memu_dev.paths import DEFAULT_BOARD, REPO, image_path
 from memu_dev.vm import VM, VMConfig
-from memu_ota.blockindex import BlockIndex, plan, rebuild
-from memu_ota.delta import MERGE_GAP
 
 MARKER_TREE = REPO / "tests/qemu/trees/v-marker"
 RESULTS = REPO / "test-results" / "qemu"
@@ -117,22 +115,8 @@ def host_rebuild(old_version: str, new_version: str, tmp: Path) -> tuple[float, 
     old = bench_delta.release_inputs(old_version)
     new = bench_delta.release_inputs(new_version)
     t0 = time.monotonic()
-    have = [BlockIndex.of_file(path, size=size) for path, size, _ in old]
-    total = 0
-    for path, size, _ in new:
-        target = BlockIndex.of_file(path, size=size)
-        how = plan(target, have, merge_gap=MERGE_GAP)
-
-        def ranges(off: int, length: int, path: Path = path) -> bytes:
-            with path.open("rb") as f:
-                f.seek(off)
-                return f.read(length)
-
-        out = tmp / path.name
-        rebuild(target, how, [p for p, _, _ in old], ranges, out)
-        sha256_file(out)
-        out.unlink()
-        total += target.size
+    bench_delta.rebuild_release(old, new, tmp, lambda _, __, out, ___: sha256_file(out))
+    total = sum(size or path.stat().st_size for path, size, _ in new)
     t_rebuild = time.monotonic() - t0
     t0 = time.monotonic()
     for path, size, _ in new:
