@@ -118,10 +118,13 @@ def read_env_file(path: Path) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB pieces)."""
+def sha256_file(path: Path, size: int | None = None) -> str:
+    """Hex SHA-256 of a file's bytes, or of its first ``size`` bytes (fewer when the file is
+    shorter), read in 1 MiB pieces."""
     digest = hashlib.sha256()
+    left = -1 if size is None else size
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
+        while left and (chunk := f.read(1 << 20 if left < 0 else min(1 << 20, left))):
             digest.update(chunk)
+            left = left - len(chunk) if left > 0 else left
     return digest.hexdigest()

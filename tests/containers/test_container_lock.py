@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from memu_common import MemuError
+from memu_common import MemuError, files
 from memu_common import container_lock as lock
 
 ARCHIVE = b"not really a docker-archive, but bytes with a digest"
@@ -128,3 +128,11 @@ def test_a_file_longer_than_one_read_is_hashed_whole(tmp_path: Path) -> None:
     data = bytes(range(256)) * (10 << 10) + b"tail"  # 2.5 MiB and 4 bytes: three reads
     (tmp_path / "f").write_bytes(data)
     assert lock.sha256_file(tmp_path / "f") == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("size", [0, 1, 1 << 20, (1 << 20) + 5, 3 << 20])
+def test_a_files_first_bytes_are_hashed_to_the_length_asked(tmp_path: Path, size: int) -> None:
+    """memu_common.files.sha256_file with a length: what a release keeps of a partition."""
+    data = bytes(range(256)) * (10 << 10) + b"tail"  # 2.5 MiB and 4 bytes
+    (tmp_path / "f").write_bytes(data)
+    assert files.sha256_file(tmp_path / "f", size) == hashlib.sha256(data[:size]).hexdigest()

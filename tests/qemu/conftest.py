@@ -21,9 +21,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
-from memu_dev.golden import Golden, make_golden, restore
+from memu_dev.golden import SHARED, Golden, restore, shared
 from memu_dev.paths import REPO, image_path, version
-from memu_dev.vm import VM, VMConfig
+from memu_dev.vm import VM
 
 RESULTS = REPO / "test-results" / "qemu"
 
@@ -54,11 +54,10 @@ def os_version() -> str:
 def golden(built_image: Path) -> Golden:
     """The built image's first boot on a 16 GiB disk, saved once the box is up (reused
     across runs while the image is unchanged)."""
-    config = VMConfig(image=built_image, workdir=RESULTS / "golden", disk_size="16G")
     try:
-        return make_golden(RESULTS / "golden", config)
+        return shared(built_image)
     except BaseException:
-        print(f"\nserial log kept at {RESULTS / 'golden' / 'serial.log'}")
+        print(f"\nserial log kept at {SHARED / 'serial.log'}")
         raise
 
 

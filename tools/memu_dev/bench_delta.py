@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from memu_common import MemuError
@@ -69,16 +69,24 @@ class Cost:
         return self.fetch + self.indexes
 
 
-def cost(old: list[tuple[Path, int | None, int]], new: list[tuple[Path, int | None, int]],
-         block: int = BLOCK_SIZES[0]) -> Cost:
-    """Plan every artifact of ``new`` from all of ``old`` (both :func:`release_inputs`) as a
-    device does (memu_ota.blockindex.plan, runs closer than :data:`MERGE_GAP` merged)."""
+def plans(old: list[tuple[Path, int | None, int]], new: list[tuple[Path, int | None, int]],
+          block: int = BLOCK_SIZES[0]) -> Iterator[tuple[Path, BlockIndex, Plan]]:
+    """For every artifact of ``new``, planned from all of ``old`` (both
+    :func:`release_inputs`) as a device plans it (memu_ota.blockindex.plan, runs closer than
+    :data:`MERGE_GAP` merged): the artifact, its block index and the plan."""
     have = [BlockIndex.of_file(path, block, size) for path, size, _ in old]
-    fetch = index_bytes = ranges = 0
-    rows = []
     for path, size, _ in new:
         target = BlockIndex.of_file(path, block, size)
-        how = plan(target, have, merge_gap=MERGE_GAP)
+        yield path, target, plan(target, have, merge_gap=MERGE_GAP)
+
+
+def cost(old: list[tuple[Path, int | None, int]], new: list[tuple[Path, int | None, int]],
+         block: int = BLOCK_SIZES[0]) -> Cost:
+    """What the delta from ``old`` to ``new`` (both :func:`release_inputs`) costs with
+    ``block``-byte blocks (:func:`plans`)."""
+    fetch = index_bytes = ranges = 0
+    rows = []
+    for path, target, how in plans(old, new, block):
         index_bytes += len(target.to_bytes())
         fetch += how.fetch_bytes
         ranges += len(how.fetch)
@@ -89,17 +97,14 @@ def cost(old: list[tuple[Path, int | None, int]], new: list[tuple[Path, int | No
 
 def rebuild_release(old: list[tuple[Path, int | None, int]],
                     new: list[tuple[Path, int | None, int]], tmp: Path,
-                    check: Callable[[Path, int | None, Path, Plan], object]) -> int:
-    """Rebuild every artifact of ``new`` from all of ``old`` (both :func:`release_inputs`) as
-    a device does: index, plan, rebuild (memu_ota.blockindex), the missing ranges read from
-    the new artifact's own file in place of the channel. ``check(artifact, bytes the release
-    keeps, rebuilt file, plan)`` sees each result in ``tmp`` before it is deleted; returns the
-    bytes fetched."""
-    have = [BlockIndex.of_file(path, size=size) for path, size, _ in old]
+                    check: Callable[[Path, int, Path, Plan], object]) -> int:
+    """Rebuild every artifact of ``new`` from all of ``old`` as a device does (:func:`plans`,
+    then memu_ota.blockindex.rebuild), the missing ranges read from the new artifact's own
+    file in place of the channel. ``check(artifact, bytes the release keeps of it, rebuilt
+    file, plan)`` sees each result in ``tmp`` before it is deleted; returns the bytes
+    fetched."""
     fetched = 0
-    for path, size, _ in new:
-        target = BlockIndex.of_file(path, size=size)
-        how = plan(target, have, merge_gap=MERGE_GAP)
+    for path, target, how in plans(old, new):
 
         def ranges(off: int, length: int, path: Path = path) -> bytes:
             with path.open("rb") as f:
@@ -108,7 +113,7 @@ def rebuild_release(old: list[tuple[Path, int | None, int]],
 
         out = tmp / path.name
         fetched += rebuild(target, how, [p for p, _, _ in old], ranges, out)
-        check(path, size, out, how)
+        check(path, target.size, out, how)
         out.unlink()
     return fetched
 

@@ -49,9 +49,10 @@ from memu_dev import bench_delta
 from memu_dev.backports import packages_tree
 from memu_dev.build import build, ensure_built, ensure_host, is_stale
 from memu_dev.channel import Channel, channel, update, wait_update, wait_version
-from memu_dev.golden import make_golden, restore
+from memu_dev.golden import restore, shared
 from memu_dev.paths import DEFAULT_BOARD, REPO, image_path
-from memu_dev.vm import VM, VMConfig
+from memu_dev.vm import VM
+from memu_ota.blockindex import Plan
 
 MARKER_TREE = REPO / "tests/qemu/trees/v-marker"
 RESULTS = REPO / "test-results" / "qemu"
@@ -82,8 +83,7 @@ def timed_install(vm: VM, ch: Channel, version: str) -> tuple[float, dict[str, A
 
 def one_file_change(tmp: Path) -> dict[str, Any]:
     """The QEMU half (see the module docstring); returns its figures."""
-    golden = make_golden(RESULTS / "golden", VMConfig(image=image_path(), workdir=RESULTS,
-                                                      disk_size="16G"))
+    golden = shared(image_path())
     out: dict[str, Any] = {}
     for how in ("full", "delta"):
         with channel(tmp / how) as ch:
@@ -114,17 +114,21 @@ def host_rebuild(old_version: str, new_version: str, tmp: Path) -> tuple[float, 
     writing the same bytes with ``conv=fsync``, bytes)."""
     old = bench_delta.release_inputs(old_version)
     new = bench_delta.release_inputs(new_version)
+    sizes: list[int] = []
+
+    def whole(_: Path, size: int, out: Path, __: Plan) -> None:
+        sizes.append(size)
+        sha256_file(out)  # as the device checks each rebuilt file against the signed sums
+
     t0 = time.monotonic()
-    bench_delta.rebuild_release(old, new, tmp, lambda _, __, out, ___: sha256_file(out))
-    total = sum(size or path.stat().st_size for path, size, _ in new)
+    bench_delta.rebuild_release(old, new, tmp, whole)
     t_rebuild = time.monotonic() - t0
     t0 = time.monotonic()
-    for path, size, _ in new:
-        count = -(-(size or path.stat().st_size) // MIB)
-        run(["dd", f"if={path}", f"of={tmp / 'dd'}", "bs=1M", f"count={count}", "conv=fsync",
-             "status=none"])
+    for (path, _, _), size in zip(new, sizes, strict=True):
+        run(["dd", f"if={path}", f"of={tmp / 'dd'}", "bs=1M", f"count={-(-size // MIB)}",
+             "conv=fsync", "status=none"])
         (tmp / "dd").unlink()
-    return t_rebuild, time.monotonic() - t0, total
+    return t_rebuild, time.monotonic() - t0, sum(sizes)
 
 
 def package_upgrade(tmp: Path) -> tuple[dict[str, str], bench_delta.Cost]:

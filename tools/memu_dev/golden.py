@@ -30,11 +30,14 @@ from typing import Any
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from memu_common import MemuError
+from memu_dev.paths import REPO
 from memu_dev.vm import VM, VMConfig
 
 log = logging.getLogger(__name__)
 
 STATE = "state"
+#: The snapshot the QEMU tests and the benchmarks share (one first boot per image).
+SHARED = REPO / "test-results" / "qemu" / "golden"
 HARNESS = 1  # bump when what a golden VM holds changes, to throw old ones away
 
 
@@ -138,6 +141,12 @@ def make_golden(directory: Path, config: VMConfig, *, ready_timeout: float = 120
     log.info("golden VM saved in %s (%d MiB of state)", directory,
              (directory / STATE).stat().st_size >> 20)
     return Golden(directory, config)
+
+
+def shared(image: Path) -> Golden:
+    """The first boot of ``image`` on a 16 GiB disk (bigger than the image, as after flashing
+    a drive) in :data:`SHARED`, made when missing or stale (:func:`make_golden`)."""
+    return make_golden(SHARED, VMConfig(image=image, workdir=SHARED, disk_size="16G"))
 
 
 def restore(golden: Golden, workdir: Path, *, timeout: float = 120) -> VM:
