@@ -38,6 +38,7 @@ from memu_agent.config import AgentConfig
 from memu_agent.facts import (
     BootInfo,
     HostPaths,
+    boot_chain,
     boot_info,
     hostname,
     local_name,
@@ -56,6 +57,7 @@ from memu_firstboot import photos, stack_config
 from memu_firstboot import web as firstboot_web
 from memu_firstboot.provision import SYNAPSE_URL
 from memu_firstboot.state import SetupState, setup_state
+from memu_ota.boot import BootBackend
 from memu_ota.updater import Updater
 
 
@@ -81,9 +83,9 @@ def host_names(name: str) -> tuple[str, ...]:
     return (name, local_name(name), "localhost")
 
 
-def read_boot_facts(paths: HostPaths) -> BootFacts:
+def read_boot_facts(paths: HostPaths, boot: BootBackend) -> BootFacts:
     """Read the facts that stay fixed for this boot."""
-    return BootFacts(version=os_version(paths), boot=boot_info(paths))
+    return BootFacts(version=os_version(paths), boot=boot_info(paths, boot))
 
 
 async def stack_status(paths: HostPaths) -> dict[str, Any]:
@@ -190,8 +192,10 @@ def make_app(
             (default: ``paths.stack_config`` and Synapse at ``synapse_url``).
     """
     paths = paths or HostPaths()
-    facts = facts or read_boot_facts(paths)
-    updater = updater or Updater(config.ota, running=facts.version)
+    if facts is None or updater is None:
+        boot = boot_chain(paths, config.ota.esp_dirs)
+        facts = facts or read_boot_facts(paths, boot)
+        updater = updater or Updater(config.ota, running=facts.version, boot=boot)
     tailnet = tailnet or Tailnet()
     app = web.Application(middlewares=[https_middleware, auth_middleware])
     app[CONFIG] = config

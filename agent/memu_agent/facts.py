@@ -1,22 +1,22 @@
-"""Facts about the running system for ``/api/status``: OS version, boot slot and entry,
-uptime, host name. Every file read comes from :class:`HostPaths`, so tests point it at a
-fake tree. Nothing here raises for a missing or odd file: unknown facts are None."""
+"""Facts about the running system for ``/api/status``: OS version, boot slot and entry (the
+entry from the board's boot chain, :mod:`memu_ota.boot`), uptime, host name. Every file read
+comes from :class:`HostPaths`, so tests point it at a fake tree. Nothing here raises for a
+missing or odd file: unknown facts are None."""
 
 from __future__ import annotations
 
 import logging
 import shlex
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from memu_common import boards
 from memu_firstboot.stack_config import CONFIG_DIR as STACK_CONFIG_DIR
+from memu_ota.boot import BootBackend, Firmware, for_board
 
 log = logging.getLogger(__name__)
-
-# systemd-boot's vendor GUID (systemd docs/BOOT_LOADER_INTERFACE.md).
-LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class HostPaths:
         os_release: tried in order, per os-release(5).
         proc: the procfs mount (``uptime``, ``self/mountinfo``, ``sys/kernel/hostname``).
         sys: the sysfs mount (``dev/block/MAJ:MIN/…``).
-        efivars: the efivarfs directory.
+        firmware: where the firmware's facts are (EFI variables), for the boot chain.
+        board_file: where the image names its board (:data:`memu_common.boards.BOARD_FILE`).
         udev_data: udev's device database (``b<MAJ>:<MIN>`` files with ``E:KEY=value``).
         preload_status: what the container image preload reports (:mod:`memu_agent.preload`).
         pull_status: what the pull of registry images reports (:mod:`memu_agent.pull`).
@@ -43,7 +44,8 @@ class HostPaths:
     os_release: tuple[Path, ...] = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
     proc: Path = Path("/proc")
     sys: Path = Path("/sys")
-    efivars: Path = Path("/sys/firmware/efi/efivars")
+    firmware: Firmware = field(default_factory=Firmware)
+    board_file: Path = boards.BOARD_FILE
     udev_data: Path = Path("/run/udev/data")
     preload_status: Path = Path("/run/memu-stack/preload.json")
     pull_status: Path = Path("/run/memu-stack/pull.json")
@@ -60,7 +62,9 @@ class BootInfo:
 
     Attributes:
         slot: "a" or "b", or None when it cannot be told (yet).
-        entry: systemd-boot's ``LoaderEntrySelected`` (e.g. ``memu_0.1.0+3-0.efi``), or None.
+        entry: the boot entry as the boot chain names it
+            (:attr:`memu_ota.boot.ThisBoot.entry`, e.g. systemd-boot's
+            ``memu-os_0.1.0+3-0.efi``), or None.
         usr_partlabel: GPT label of the partition backing ``/usr`` (e.g. ``memu-os_0.1.0``).
     """
 
@@ -124,28 +128,6 @@ def hostname(paths: HostPaths) -> str:
     except OSError:
         name = ""
     return name or socket.gethostname()
-
-
-def loader_entry_selected(paths: HostPaths) -> str | None:
-    """systemd-boot's ``LoaderEntrySelected`` EFI variable: 4 bytes of attributes, then a
-    UTF-16LE string ending in NUL. None when not booted through systemd-boot."""
-    try:
-        raw = (paths.efivars / f"LoaderEntrySelected-{LOADER_GUID}").read_bytes()
-    except OSError:
-        return None
-    try:
-        text = raw[4:].decode("utf-16-le")
-    except UnicodeDecodeError:
-        return None
-    return text.split("\0", 1)[0] or None
-
-
-def on_trial(paths: HostPaths) -> bool:
-    """Whether this boot is a trial: systemd-boot booted an entry that still carries boot
-    counters, and says so in the ``LoaderBootCountPath`` EFI variable (the same condition
-    ``systemd-bless-boot.service`` has; https://systemd.io/AUTOMATIC_BOOT_ASSESSMENT/). A
-    blessed entry, or a boot not through systemd-boot, is not on trial."""
-    return (paths.efivars / f"LoaderBootCountPath-{LOADER_GUID}").exists()
 
 
 def _mount_device(paths: HostPaths, mount_point: str) -> str | None:
@@ -233,9 +215,18 @@ def usr_slot(paths: HostPaths) -> str | None:
     return "ab"[order.index(block)]
 
 
-def boot_info(paths: HostPaths) -> BootInfo:
+def boot_chain(paths: HostPaths, esp_dirs: tuple[Path, ...]) -> BootBackend:
+    """The boot chain of the board this image is for (:func:`memu_ota.boot.for_board`).
+
+    Raises:
+        MemuError: the image names a board or boot chain this version does not know.
+    """
+    return for_board(boards.running(paths.board_file), esp_dirs, paths.firmware)
+
+
+def boot_info(paths: HostPaths, boot: BootBackend) -> BootInfo:
     """What this boot came from: slot, boot entry and the ``/usr`` partition's label."""
     return BootInfo(
-        slot=usr_slot(paths), entry=loader_entry_selected(paths),
+        slot=usr_slot(paths), entry=boot.this_boot().entry,
         usr_partlabel=usr_partlabel(paths),
     )

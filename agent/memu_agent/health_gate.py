@@ -16,7 +16,9 @@ from pathlib import Path
 
 from memu_agent import stack
 from memu_agent.config import DEFAULT_CONFIG_PATH, load_config
-from memu_agent.facts import HostPaths, on_trial, os_version
+from memu_agent.facts import HostPaths, boot_chain, os_version
+from memu_common import MemuError
+from memu_ota.boot import BootBackend
 from memu_ota.health import TEST_FAIL_FLAG, Decision, Observations, Outcome, gate, observe
 from memu_ota.state import HealthFailure, save_health_failure
 
@@ -49,25 +51,35 @@ def main() -> int:
         return replace(obs, services=core_health(socket) if judge_stack else None)
 
     decision = gate(look, ota.health_deadline_s, forced_fail=TEST_FAIL_FLAG.exists())
-    return conclude(decision, on_trial(HostPaths()), os_version(HostPaths()), ota.state_dir)
+    boot = boot_chain(HostPaths(), ota.esp_dirs)
+    return conclude(decision, boot, os_version(HostPaths()), ota.state_dir)
 
 
-def conclude(decision: Decision, trial: bool, version: str, state_dir: Path) -> int:
+def conclude(decision: Decision, boot: BootBackend, version: str, state_dir: Path) -> int:
     """The gate's exit status for ``decision``: 0 (boot-complete.target is reached) or 1
     (``FailureAction=reboot``; the failure is recorded in ``state_dir`` for the rollback
-    report).
+    report). A trial boot that passes is committed (:meth:`BootBackend.commit`); when that
+    fails, the failure is recorded like an unhealthy boot's and the box reboots into the
+    old version.
 
-    Only a trial boot (:func:`memu_agent.facts.on_trial`) can fail: rebooting a box whose
-    boot entry is already blessed changes nothing (systemd-boot picks the same entry), so a
-    service that breaks months after an update, or a full disk, would reboot the box in a
-    loop and keep the family from even the agent's pages. Such a boot stays up and the
-    failure is logged; ``/api/status`` shows the unhealthy service.
+    Only a trial boot (:attr:`memu_ota.boot.ThisBoot.trial`) can fail: rebooting a box
+    whose boot entry is already committed changes nothing (the boot chain picks the same
+    version), so a service that breaks months after an update, or a full disk, would reboot
+    the box in a loop and keep the family from even the agent's pages. Such a boot stays up
+    and the failure is logged; ``/api/status`` shows the unhealthy service.
     """
+    trial = boot.this_boot().trial
     if decision.outcome is Outcome.PASS:
         log.info("healthy: %s", decision.reason)
-        return 0
+        if not trial:
+            return 0
+        try:
+            log.info("the trial boot of %s passed; %s", version, boot.commit())
+            return 0
+        except MemuError as e:
+            decision = Decision(Outcome.FAIL, f"it could not be made the default: {e.message}")
     if not trial:
-        log.error("not healthy on %s: %s; this boot's entry is already blessed, so the box "
+        log.error("not healthy on %s: %s; this boot is already committed, so the box "
                   "stays up instead of rebooting into the same version", version,
                   decision.reason)
         return 0

@@ -355,7 +355,7 @@ def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequ
     return Prepared(dest, http.received - before, size)
 
 
-def running_sources(esp_dirs: Sequence[Path], running: str, *, usr: Path = Path("/usr"),
+def running_sources(boot_artifact: Path | None, *, usr: Path = Path("/usr"),
                     cmdline: Path = Path("/proc/cmdline"), sysfs: Path = Path("/sys"),
                     dev: Path = Path("/dev")) -> list[Path]:
     """The local files a delta to a new version can copy from, those that exist: the block
@@ -363,8 +363,9 @@ def running_sources(esp_dirs: Sequence[Path], running: str, *, usr: Path = Path(
     is verified; found from ``/usr``'s device number through sysfs, since the image has no
     device-mapper udev rules for ``/dev/mapper/usr``), the running slot's verity partition
     (by its partition UUID: the last 128 bits of the ``usrhash=`` on the kernel command
-    line, as the Discoverable Partitions Specification and systemd-repart derive it) and the
-    running version's newest UKI in the first of ``esp_dirs`` that exists."""
+    line, as the Discoverable Partitions Specification and systemd-repart derive it) and
+    ``boot_artifact``, what the running version booted from
+    (:meth:`memu_ota.boot.BootBackend.boot_artifact`: its UKI on the N100)."""
     found = []
     number = os.stat(usr).st_dev
     block = sysfs / f"dev/block/{os.major(number)}:{os.minor(number)}"
@@ -376,11 +377,8 @@ def running_sources(esp_dirs: Sequence[Path], running: str, *, usr: Path = Path(
         h = m[1][32:]
         found.append(dev / "disk/by-partuuid" /
                      f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    esp = next((d for d in esp_dirs if d.is_dir()), None)
-    if esp is not None:
-        ukis = sorted([*esp.glob(f"memu-os_{running}.efi"), *esp.glob(f"memu-os_{running}+*.efi")],
-                      key=lambda p: p.stat().st_mtime)
-        found += ukis[-1:]
+    if boot_artifact is not None:
+        found.append(boot_artifact)
     return [p for p in found if p.exists()]
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from memu_common import MemuError
 from memu_common.run import run_async
 from memu_ota import definitions, delta
+from memu_ota.boot import BootBackend
 from memu_ota.config import OtaConfig
 from memu_ota.sysupdate import Progress, Sysupdate, transient
 
@@ -51,13 +52,15 @@ def discard(config: OtaConfig) -> None:
     shutil.rmtree(workdir(config), ignore_errors=True)
 
 
-def command(config: OtaConfig, running: str, version: str) -> list[str]:
-    """The rebuild's command line (in a transient unit when ``config.isolate``)."""
+def command(config: OtaConfig, boot: BootBackend, running: str, version: str) -> list[str]:
+    """The rebuild's command line (in a transient unit when ``config.isolate``); the boot
+    chain names the running version's boot artifact (a source of blocks too)."""
+    artifact = boot.boot_artifact(running)
     argv = [sys.executable, "-m", "memu_ota.delta_update",
             "--channel-url", definitions.source_url(config.base_url, config.channel),
             "--running", running, "--version", version, "--dest", str(workdir(config)),
             "--keyring", str(config.keyring),
-            *[f"--esp={d}" for d in config.esp_dirs]]
+            *([f"--boot-artifact={artifact}"] if artifact else [])]
     return transient(argv, UNIT) if config.isolate else argv
 
 
@@ -82,7 +85,7 @@ class Attempt:
                 "size": self.prepared.size, "memory": self.memory}
 
 
-async def install(config: OtaConfig, running: str, version: str,
+async def install(config: OtaConfig, boot: BootBackend, running: str, version: str,
                   on_progress: Callable[[Progress], None]) -> Attempt | None:
     """Install ``version`` by delta; return what it cost or why it could not be done (then
     also logged, and the caller downloads the update whole), or None when delta updates are
@@ -90,7 +93,7 @@ async def install(config: OtaConfig, running: str, version: str,
     if not config.delta:
         return None
     try:
-        done = await run_async(command(config, running, version),
+        done = await run_async(command(config, boot, running, version),
                                time_limit_s=REBUILD_TIMEOUT_S)
         if done.returncode != 0:
             said = done.stderr.strip().splitlines()
@@ -125,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", required=True)
     ap.add_argument("--dest", type=Path, required=True)
     ap.add_argument("--keyring", type=Path, default=delta.KEYRING)
-    ap.add_argument("--esp", type=Path, action="append", default=[])
+    ap.add_argument("--boot-artifact", type=Path)
     args = ap.parse_args(argv)
     arch = delta.ARCH.get(platform.machine())
     try:
         if arch is None:
             raise MemuError(f"no artifacts for {platform.machine()}")
-        sources = delta.running_sources(args.esp, args.running)
+        sources = delta.running_sources(args.boot_artifact)
         log.info("delta: sources %s", ", ".join(map(str, sources)) or "none")
         got = delta.prepare(delta.Http(), args.channel_url, args.version, arch, sources,
                             args.dest, args.keyring)

@@ -1,62 +1,23 @@
 """What happened to the last update, worked out at agent start from the persisted state,
-the running version and the boot entries in the ESP.
-
-Boot entries are UKIs named by systemd-boot's boot counting
-(systemd docs/AUTOMATIC_BOOT_ASSESSMENT.md): ``memu-os_<version>+<left>-<done>.efi`` while
-being tried, ``memu-os_<version>+0-<done>.efi`` once every try failed (systemd-boot then
-boots the previous entry), ``memu-os_<version>.efi`` once ``systemd-bless-boot`` marked it
-good after ``boot-complete.target``.
+the running version and what the boot chain says about each version
+(:meth:`memu_ota.boot.BootBackend.entries`: blessed, trying, bad or missing).
 
 The rules (``P`` = pending update from ``X`` to ``Y``, ``R`` = running version):
 
 * ``Y == R`` and the entry is blessed (or there are no entries to look at) → "updated";
   not blessed yet → still verifying (the health gate decides; keep ``P``).
 * ``Y != R`` and ``P`` was downloading → interrupted; it will be retried.
-* ``Y != R`` and ``P`` was written/rebooting and ``Y``'s entry is gone or at ``+0`` →
+* ``Y != R`` and ``P`` was written/rebooting and the boot chain has ``Y`` missing or bad →
   rolled back, and ``Y`` is blocked (a newer version is still offered).
 * otherwise ``P`` stands (written, waiting for its reboot).
 """
 
 from __future__ import annotations
 
-import enum
-import re
 from dataclasses import dataclass, replace
-from pathlib import Path
 
+from memu_ota.boot import EntryState
 from memu_ota.state import HealthFailure, OtaState, Outcome, PendingPhase
-
-ENTRY_RE = re.compile(r"^memu-os_(?P<version>.+?)(\+(?P<left>\d+)(-(?P<done>\d+))?)?\.efi$")
-
-
-class EntryState(enum.StrEnum):
-    """What boot counting says about one version's boot entry."""
-
-    BLESSED = "blessed"
-    TRYING = "trying"
-    BAD = "bad"
-    MISSING = "missing"
-
-
-def read_entries(esp_dirs: tuple[Path, ...]) -> dict[str, EntryState] | None:
-    """Boot entries by version from the first ESP directory that exists (None: none)."""
-    for directory in esp_dirs:
-        try:
-            names = [p.name for p in directory.iterdir()]
-        except OSError:
-            continue
-        entries: dict[str, EntryState] = {}
-        for name in names:
-            m = ENTRY_RE.match(name)
-            if not m:
-                continue
-            if m["left"] is None:
-                state = EntryState.BLESSED
-            else:
-                state = EntryState.TRYING if int(m["left"]) > 0 else EntryState.BAD
-            entries[m["version"]] = state
-        return entries
-    return None
 
 
 @dataclass(frozen=True)

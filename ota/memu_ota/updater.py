@@ -26,9 +26,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from memu_common import MemuError, run
+from memu_common import MemuError, boards, run
 from memu_common.settings import base_url as parse_base_url
 from memu_ota import definitions, delta_update, report
+from memu_ota.boot import BootBackend, for_board
 from memu_ota.config import (
     OtaConfig,
     apply_overrides,
@@ -93,7 +94,10 @@ class Updater:
         config: the OTA settings (run-time overrides are applied in ``start()``).
         running: the running OS version.
         on_status: receives one short line for sd_notify ``STATUS=`` on every change.
-        reboot_command: what reboots the box.
+        boot: the box's boot chain (default: the one of the board this image is for,
+            :func:`memu_ota.boot.for_board`).
+        reboot_command: what reboots the box (default: the boot chain's
+            :meth:`~memu_ota.boot.BootBackend.reboot_command`; tests pass a harmless one).
         clock: seconds since the epoch (tests pass a fake).
     """
 
@@ -103,7 +107,8 @@ class Updater:
         *,
         running: str,
         on_status: Callable[[str], None] | None = None,
-        reboot_command: tuple[str, ...] = ("systemctl", "reboot"),
+        boot: BootBackend | None = None,
+        reboot_command: tuple[str, ...] | None = None,
         clock: Callable[[], float] = time.time,
         boot_id: str | None = None,
     ) -> None:
@@ -111,7 +116,8 @@ class Updater:
         self._defaults = config  # the image's settings, before run-time overrides
         self._running = running
         self._on_status = on_status or (lambda line: None)
-        self._reboot_command = reboot_command
+        self._boot = boot or for_board(boards.running(), config.esp_dirs)
+        self._reboot_command = reboot_command or self._boot.reboot_command()
         self._clock = clock
         self._boot_id = boot_id if boot_id is not None else _boot_id()
         self._state = load_state(config.state_dir)
@@ -163,7 +169,7 @@ class Updater:
     def reconcile(self) -> str | None:
         """Work out how the last update ended (see :mod:`memu_ota.report`)."""
         result = report.reconcile(
-            self._state, self._running, report.read_entries(self._config.esp_dirs),
+            self._state, self._running, self._boot.entries(),
             load_health_failure(self._config.state_dir), boot_id=self._boot_id,
             now=self._clock())
         if result.state != self._state:
@@ -363,8 +369,8 @@ class Updater:
                 self._running, version, self._clock(), PendingPhase.DOWNLOADING,
                 self._boot_id)))
             self._set(Phase.DOWNLOADING, f"downloading {version}", 0)
-            tried = await delta_update.install(self._config, self._running, version,
-                                               self._on_progress)
+            tried = await delta_update.install(self._config, self._boot, self._running,
+                                               version, self._on_progress)
             self.delta = tried.report() if tried else None
             if tried is None or tried.prepared is None:
                 if tried:

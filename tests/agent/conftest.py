@@ -11,7 +11,9 @@ import pytest
 from agent_fixtures import NotifySocket, bind_notify_socket, efi_string
 
 from memu_agent.config import AgentConfig
-from memu_agent.facts import LOADER_GUID, HostPaths
+from memu_agent.facts import HostPaths
+from memu_ota.boot import Firmware
+from memu_ota.boot.systemd_boot import LOADER_GUID
 from memu_ota.config import OtaConfig
 
 
@@ -87,7 +89,7 @@ def host(tmp_path: Path) -> HostPaths:
         os_release=(etc / "os-release", root / "usr" / "lib" / "os-release"),
         proc=proc,
         sys=sys_,
-        efivars=efivars,
+        firmware=Firmware(efivars=efivars),
         preload_status=preload,
         pull_status=preload.with_name("pull.json"),  # the pull has not run
         docker_socket=root / "run" / "docker.sock",  # nothing listens

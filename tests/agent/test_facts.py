@@ -7,20 +7,18 @@ from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
-from agent_fixtures import efi_string
-
 from memu_agent.facts import (
-    LOADER_GUID,
     HostPaths,
+    boot_chain,
     boot_info,
     hostname,
-    loader_entry_selected,
     os_version,
     parse_os_release,
     uptime_s,
     usr_partlabel,
     usr_slot,
 )
+from memu_ota.boot import Firmware
 
 
 def test_parse_os_release_quotes_and_comments() -> None:
@@ -37,10 +35,9 @@ def test_facts_from_fake_host(host: HostPaths) -> None:
     assert os_version(host) == "0.3.1"
     assert uptime_s(host) == 1234.56
     assert hostname(host) == "memu-box"
-    assert loader_entry_selected(host) == "memu_0.3.1+2-1.efi"
     # /usr is dm-verity over two partitions: the data one is reported, not the hash one.
     assert usr_partlabel(host) == "memu-os_0.3.1"
-    info = boot_info(host)
+    info = boot_info(host, boot_chain(host, ()))
     assert (info.slot, info.entry, info.usr_partlabel) == (
         None,
         "memu_0.3.1+2-1.efi",
@@ -76,20 +73,12 @@ def test_nothing_known_on_a_bare_host(tmp_path: Path) -> None:
         os_release=(tmp_path / "none",),
         proc=tmp_path / "proc",
         sys=tmp_path / "sys",
-        efivars=tmp_path / "efivars",
+        firmware=Firmware(efivars=tmp_path / "efivars"),
     )
     assert uptime_s(bare) is None
-    assert loader_entry_selected(bare) is None
+    assert boot_info(bare, boot_chain(bare, ())).entry is None
     assert usr_partlabel(bare) is None
     assert hostname(bare)  # falls back to gethostname()
-
-
-def test_odd_efi_variable(host: HostPaths) -> None:
-    var = host.efivars / f"LoaderEntrySelected-{LOADER_GUID}"
-    var.write_bytes(b"\x07\x00\x00\x00\xff")  # odd byte count: not UTF-16
-    assert loader_entry_selected(host) is None
-    var.write_bytes(efi_string(""))
-    assert loader_entry_selected(replace(host)) is None
 
 
 USR_TYPE = "8484680c-9521-48c6-9c11-b0720656f69e"  # usr-x86-64
@@ -120,14 +109,14 @@ def _ab_disk(tmp_path: Path, running: int) -> HostPaths:
         os.symlink(disk / f"nvme0n1p{n}", dm / "slaves" / f"nvme0n1p{n}")
     (proc / "self" / "mountinfo").write_text(
         "23 22 253:0 / /usr ro,relatime shared:2 - erofs /dev/mapper/usr ro\n")
-    return HostPaths(os_release=(), proc=proc, sys=sys_, efivars=tmp_path / "none",
-                     udev_data=udev)
+    return HostPaths(os_release=(), proc=proc, sys=sys_, udev_data=udev)
 
 
 def test_slot_a_and_b_from_partition_order(tmp_path: Path) -> None:
     assert usr_slot(_ab_disk(tmp_path / "a", running=4)) == "a"
     assert usr_slot(_ab_disk(tmp_path / "b", running=7)) == "b"
-    assert boot_info(_ab_disk(tmp_path / "c", running=7)).slot == "b"
+    host = _ab_disk(tmp_path / "c", running=7)
+    assert boot_info(host, boot_chain(host, ())).slot == "b"
 
 
 def test_slot_unknown_without_udev_data(tmp_path: Path) -> None:

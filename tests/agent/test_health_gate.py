@@ -6,34 +6,64 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memu_agent.facts import LOADER_GUID, HostPaths, on_trial
 from memu_agent.health_gate import conclude
+from memu_common import MemuError
+from memu_ota.boot import EntryState, ThisBoot
 from memu_ota.health import Decision, Outcome
 from memu_ota.state import load_health_failure
 
 SICK = Decision(Outcome.FAIL, "synapse is unhealthy")
 
 
+class Chain:
+    """A boot chain (memu_ota.boot.BootBackend) that counts its commits."""
+
+    name = "test"
+
+    def __init__(self, trial: bool, refuse: str | None = None) -> None:
+        self.trial, self.refuse, self.commits = trial, refuse, 0
+
+    def entries(self) -> dict[str, EntryState] | None:
+        return None
+
+    def this_boot(self) -> ThisBoot:
+        return ThisBoot("test", self.trial)
+
+    def reboot_command(self) -> tuple[str, ...]:
+        return ("true",)
+
+    def commit(self) -> str:
+        if self.refuse:
+            raise MemuError(self.refuse)
+        self.commits += 1
+        return "committed"
+
+    def boot_artifact(self, version: str) -> Path | None:
+        return None
+
+
 def test_a_trial_boot_that_is_not_healthy_fails_and_is_recorded(tmp_path: Path) -> None:
-    assert conclude(SICK, trial=True, version="0.2.0", state_dir=tmp_path) == 1
+    assert conclude(SICK, Chain(trial=True), version="0.2.0", state_dir=tmp_path) == 1
     failure = load_health_failure(tmp_path)
     assert failure is not None and (failure.version, failure.reason) == (
         "0.2.0", "synapse is unhealthy")
 
 
 def test_a_blessed_boot_that_is_not_healthy_stays_up(tmp_path: Path) -> None:
-    assert conclude(SICK, trial=False, version="0.2.0", state_dir=tmp_path) == 0
+    assert conclude(SICK, Chain(trial=False), version="0.2.0", state_dir=tmp_path) == 0
     assert load_health_failure(tmp_path) is None  # no rollback report for a kept version
 
 
 def test_a_healthy_boot_passes(tmp_path: Path) -> None:
     for trial in (True, False):
-        assert conclude(Decision(Outcome.PASS, "all up"), trial, "0.2.0", tmp_path) == 0
+        chain = Chain(trial)
+        assert conclude(Decision(Outcome.PASS, "all up"), chain, "0.2.0", tmp_path) == 0
+        assert chain.commits == int(trial)  # only a trial is committed
 
 
-def test_a_trial_boot_is_told_by_systemd_boots_counter_variable(tmp_path: Path) -> None:
-    paths = HostPaths(efivars=tmp_path)
-    assert not on_trial(paths)
-    (tmp_path / f"LoaderBootCountPath-{LOADER_GUID}").write_bytes(
-        b"\x06\x00\x00\x00" + "\\EFI\\Linux\\memu-os_0.2.0+2-1.efi\0".encode("utf-16-le"))
-    assert on_trial(paths)
+def test_a_trial_that_cannot_be_committed_fails_and_is_recorded(tmp_path: Path) -> None:
+    chain = Chain(trial=True, refuse="autoboot.txt did not read back")
+    assert conclude(Decision(Outcome.PASS, "all up"), chain, "0.2.0", tmp_path) == 1
+    failure = load_health_failure(tmp_path)
+    assert failure is not None and failure.reason == (
+        "it could not be made the default: autoboot.txt did not read back")

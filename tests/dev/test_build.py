@@ -5,7 +5,7 @@ the lines below carry the numbers of a /usr that outgrew slot A."""
 
 from __future__ import annotations
 
-from memu_dev.build import REPART_DIR, slot_overflow
+from memu_dev.build import repart_dirs, slot_overflow
 
 #: The tail of a `systemd-repart` run (systemd 257, mkosi's tools tree) whose erofs content
 #: outgrew a fixed-size partition, renumbered for slot A's /usr.
@@ -22,7 +22,7 @@ REPART_TAIL = [
 
 
 def test_usr_outgrowing_its_slot_is_named_with_what_to_do() -> None:
-    error = slot_overflow(["‣ Generating disk image", *REPART_TAIL], REPART_DIR)
+    error = slot_overflow(["‣ Generating disk image", *REPART_TAIL], repart_dirs("n100"))
     assert error is not None
     assert error.message == ("the OS does not fit its /usr slot: 2.3G of files for 2G "
                              "(repart/12-usr.conf)")
@@ -30,6 +30,9 @@ def test_usr_outgrowing_its_slot_is_named_with_what_to_do() -> None:
 
 
 def test_another_partition_is_named_and_other_failures_are_not_misread() -> None:
-    error = slot_overflow(["Partition 0's contents (600M) don't fit in the partition (512M)."])
+    error = slot_overflow(["Partition 0's contents (600M) don't fit in the partition (512M)."],
+                          repart_dirs("n100"))
     assert error is not None and error.message.startswith("00-esp.conf: 600M")
-    assert slot_overflow(["E: Unable to locate package nope", "mkosi failed"]) is None
+    assert error.hint == "see repart-systemd-boot/00-esp.conf"
+    assert slot_overflow(["E: Unable to locate package nope", "mkosi failed"],
+                         repart_dirs("n100")) is None

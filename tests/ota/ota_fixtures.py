@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,18 @@ from aiohttp import web
 from memu_dev.app_thread import AppThread
 
 FIXTURES = Path(__file__).parent / "fixtures"
-#: The image's sysupdate transfer templates.
-TEMPLATES = Path(__file__).parents[2] / "overlays/common/usr/lib/memu/sysupdate.d"
+REPO = Path(__file__).parents[2]
+
+
+def shipped_templates(dest: Path, boot: str = "systemd-boot") -> Path:
+    """The sysupdate transfer templates an image of boot chain ``boot`` ships in
+    ``/usr/lib/memu/sysupdate.d`` (``overlays/common`` and ``overlays/boot-<boot>`` both add
+    to it), copied together into ``dest``; returns ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for tree in ("common", f"boot-{boot}"):
+        for template in (REPO / "overlays" / tree / "usr/lib/memu/sysupdate.d").iterdir():
+            shutil.copyfile(template, dest / template.name)
+    return dest
 
 TEMPLATE = """[Transfer]
 ProtectVersion=%A

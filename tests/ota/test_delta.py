@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ota_fixtures import TEMPLATES, Server, publish, source_pattern, source_patterns
+from ota_fixtures import Server, publish, shipped_templates, source_pattern, source_patterns
 
 from memu_common import MemuError
 from memu_ota import definitions, delta
@@ -188,7 +188,8 @@ def test_a_version_becomes_a_local_channel_the_transfers_read(
     indexes = sum(len(files[delta.index_name(n)]) for n in names)
     assert got.fetched < indexes + new_blocks * BLOCK + 4096
 
-    defs = definitions.render_local(TEMPLATES, tmp_path / "defs", dest)
+    defs = definitions.render_local(shipped_templates(tmp_path / "templates"),
+                                       tmp_path / "defs", dest)
     for transfer in defs:
         text = transfer.read_text()
         assert f"Path=file://{dest}/" in text and "Verify=yes" in text, transfer.name
@@ -216,18 +217,16 @@ def test_the_running_slot_and_uki_are_the_sources(tmp_path: Path) -> None:
     (uevent.parent / "dm").mkdir(parents=True)
     uevent.write_text("MAJOR=254\nMINOR=0\nDEVNAME=dm-0\nDEVTYPE=disk\n")
     verity = dev / "disk/by-partuuid/01234567-89ab-cdef-0123-456789abcdef"
-    esp = tmp_path / "esp"
-    for path in (usr, verity, esp / "memu-os_0.1.0+3-0.efi", esp / "memu-os_0.1.0.efi",
-                 esp / "memu-os_0.0.9.efi", esp / "memu-os_0.1.01.efi"):
+    uki = tmp_path / "esp" / "memu-os_0.1.0.efi"
+    for path in (usr, verity, uki):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    newest = esp / "memu-os_0.1.0.efi"
-    os.utime(newest, (2e9, 2e9))
-    found = delta.running_sources([tmp_path / "no-efi", esp], "0.1.0", usr=tmp_path,
-                                  cmdline=cmdline, sysfs=tmp_path / "sys", dev=dev)
-    assert found == [usr, verity, newest]
-    assert delta.running_sources([esp], "0.2.0", usr=tmp_path, cmdline=tmp_path / "none",
-                                 sysfs=tmp_path / "sys", dev=dev) == [usr]
+    found = delta.running_sources(uki, usr=tmp_path, cmdline=cmdline, sysfs=tmp_path / "sys",
+                                  dev=dev)
+    assert found == [usr, verity, uki]
+    assert delta.running_sources(uki.with_name("gone.efi"), usr=tmp_path,
+                                 cmdline=tmp_path / "none", sysfs=tmp_path / "sys",
+                                 dev=dev) == [usr]
     (uevent.parent / "dm").rmdir()  # /usr on a plain disk (a developer's machine): not read
-    assert delta.running_sources([esp], "0.2.0", usr=tmp_path, cmdline=tmp_path / "none",
+    assert delta.running_sources(None, usr=tmp_path, cmdline=tmp_path / "none",
                                  sysfs=tmp_path / "sys", dev=dev) == []

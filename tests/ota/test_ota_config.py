@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from ota_fixtures import shipped_templates
 
 from memu_agent.config import AgentConfig, parse_config
 from memu_common import MemuError
@@ -85,7 +86,7 @@ def test_render_writes_transfers_and_removes_stale(ota_config: OtaConfig) -> Non
 def test_shipped_uki_transfer_gets_three_boot_tries_unless_set(tmp_path: Path) -> None:
     """The image's own templates: a new version's boot entry is tried 3 times by default;
     ``[ota] boot_tries`` changes it (the QEMU rollback test uses 1)."""
-    shipped = Path(__file__).parents[2] / "overlays/common/usr/lib/memu/sysupdate.d"
+    shipped = shipped_templates(tmp_path / "shipped")
     config, problems = parse_config({"ota": {"boot_tries": 1}}, "agent.toml")
     assert (config.ota.boot_tries, problems) == (1, [])
     for tries, out in ((OtaConfig().boot_tries, tmp_path / "default"), (1, tmp_path / "one")):

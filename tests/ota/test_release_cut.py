@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ota_fixtures import TEMPLATES, source_pattern, source_patterns
+from ota_fixtures import shipped_templates, source_pattern, source_patterns
 
 from memu_common import MemuError
 from memu_dev import release
@@ -136,7 +136,8 @@ def test_a_release_carries_delta_material_that_sysupdate_never_fetches(
         assert index == BlockIndex.of_file(chan / name)
         assert {name, delta.index_name(name)} <= sums.keys()
 
-    patterns = [source_pattern(m, "1.2.3") for m in source_patterns(TEMPLATES)]
+    templates = shipped_templates(tmp_path / "templates")
+    patterns = [source_pattern(m, "1.2.3") for m in source_patterns(templates)]
     fetched = {n for n in sums if any(p.match(n) for p in patterns)}
     assert fetched == {f"{stem}.usr.aa11.raw.gz", f"{stem}.usr-verity.bb22.raw.gz",
                        f"{stem}.usr-verity-sig.cc33.raw.gz", f"{stem}.efi"}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from memu_common.files import write_json_atomic
-from memu_ota.report import EntryState, read_entries, reconcile
+from memu_ota.boot import EntryState
+from memu_ota.report import reconcile
 from memu_ota.state import (
     Check,
     HealthFailure,
@@ -65,17 +66,6 @@ def test_health_failure_file(tmp_path: Path) -> None:
     assert load_health_failure(tmp_path) is None
     save_health_failure(tmp_path, HealthFailure("0.2.0", "docker.service failed", NOW))
     assert load_health_failure(tmp_path) == HealthFailure("0.2.0", "docker.service failed", NOW)
-
-
-def test_read_entries(tmp_path: Path) -> None:
-    for name in ("memu-os_0.1.0.efi", "memu-os_0.2.0+0-3.efi", "memu-os_0.3.0+2-1.efi",
-                 "memu-os_1.10.0+3.efi", "other.efi"):
-        (tmp_path / name).touch()
-    assert read_entries((tmp_path / "nope", tmp_path)) == {
-        "0.1.0": EntryState.BLESSED, "0.2.0": EntryState.BAD,
-        "0.3.0": EntryState.TRYING, "1.10.0": EntryState.TRYING,
-    }
-    assert read_entries((tmp_path / "nope",)) is None
 
 
 def test_updated_once_blessed() -> None:

@@ -388,6 +388,6 @@ def _host(tmp_path: Path) -> HostPaths:
     (root / "proc" / "sys" / "kernel").mkdir(parents=True)
     (root / "proc" / "sys" / "kernel" / "hostname").write_text("memu\n")
     return HostPaths(os_release=(root / "etc" / "os-release",), proc=root / "proc",
-                     sys=root / "sys", efivars=root / "efivars",
+                     sys=root / "sys",
                      preload_status=root / "preload.json", pull_status=root / "pull.json",
                      docker_socket=root / "docker.sock", data=root)

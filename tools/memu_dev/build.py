@@ -3,7 +3,8 @@
     python -m memu_dev.build [--board n100] [--if-stale] [--clean]
 
 Sets up what the build needs on the host (mkosi 25.3 from Debian trixie, binfmt for foreign
-boards), then runs ``mkosi --profile=<board> -f build`` and names what came out.
+boards), then runs ``mkosi --profile=<board> --profile=<its boot chain> -f build`` and names
+what came out.
 """
 
 from __future__ import annotations
@@ -18,15 +19,21 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from memu_common import MemuError, run
+from memu_common import MemuError, boards, run
 from memu_dev import paths, wheelhouse
 from memu_dev.keys import build_keys
-from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, REPO, image_path, mkosi_cmd
+from memu_dev.paths import DEFAULT_BOARD, OUTPUT, REPO, image_path, mkosi_cmd
 
 log = logging.getLogger("memu.build")
 
-#: The image's partition definitions (mkosi.conf's RepartDirectories=), in repart's order.
+#: The partition definitions every board's image has (mkosi.conf's RepartDirectories=).
 REPART_DIR = REPO / "image/repart"
+
+
+def repart_dirs(board: str) -> list[Path]:
+    """All partition definitions of ``board``'s image: :data:`REPART_DIR` and its boot
+    chain's (``image/repart-<boot>``, added by ``mkosi.conf.d/45-boot-<boot>.conf``)."""
+    return [REPART_DIR, REPO / f"image/repart-{boards.get(board).boot}"]
 #: The hash-pinned PyPI wheels the OS itself needs (image/build/10-memu-python.build.chroot).
 OS_WHEELS = REPO / "image/build/requirements.txt"
 #: systemd-repart's words when a file system outgrows its fixed-size partition (systemd 257
@@ -65,12 +72,15 @@ def ensure_host(board: str) -> None:
     Raises:
         MemuError: a set-up step failed (the message says which).
     """
+    if not boards.get(board).buildable:
+        raise MemuError(f"there is no {boards.get(board).title} image to build yet",
+                        hint=f"build the default board ({boards.DEFAULT_BOARD}): unset MEMU_BOARD")
     if os.geteuid() != 0:
         raise MemuError("building an image needs root on this host",
                         hint="run `sudo just build`")
     run(["bash", str(REPO / "tools/setup-mkosi.sh")], capture=False,
         hint="is deb.debian.org reachable?")
-    if BOARD_ARCH[board] != "x86-64" and os.uname().machine == "x86_64":
+    if boards.get(board).arch != "x86-64" and os.uname().machine == "x86_64":
         log.info("memu: %s is arm64; making sure binfmt emulation is set up", board)
         run(["bash", str(REPO / "tools/setup-binfmt.sh")], capture=False)
 
@@ -80,7 +90,7 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     """Build the image for ``board``; return the raw disk image's path.
 
     Args:
-        board: a key of BOARD_ARCH.
+        board: a key of :data:`memu_common.boards.BOARDS`.
         clean: also rebuild mkosi's cached layers and tools tree (``-ff``).
         version: build this version instead of mkosi.version's (test and release builds).
         extra_trees: more file trees to copy into the image (test builds only).
@@ -95,7 +105,7 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     (REPO / "mkosi.cache").mkdir(exist_ok=True)
     run([sys.executable, "-m", "memu_dev.containers", board], cwd=REPO / "tools", capture=False)
     # The OS's own PyPI wheels (pyinfra), hash-pinned, fetched here: the build is offline.
-    wheelhouse.fetch(OS_WHEELS, "os", BOARD_ARCH[board])
+    wheelhouse.fetch(OS_WHEELS, "os", boards.get(board).arch)
     keys = build_keys()
     force = ["-ff"] if clean else ["-f"]
     # Split partitions carry their UUID in the name; drop the previous build's so a release
@@ -103,7 +113,9 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     if not profiles:
         for old in OUTPUT.glob(f"{image_path(board, version).stem}.usr*.raw"):
             old.unlink()
-    args = [f"--profile={p}" for p in (board, *profiles)]
+    # The board's profile and its boot chain's (memu_common.boards: the drop-ins and overlays
+    # of systemd-boot or tryboot match the backend's name, so the table says it once).
+    args = [f"--profile={p}" for p in (board, boards.get(board).boot, *profiles)]
     args += [f"--verity-key={keys.verity_key}",
             f"--verity-certificate={keys.verity_cert}", f"--extra-tree={keys.pubring_tree}"]
     args += [f"--extra-tree={t}" for t in extra_trees]
@@ -116,7 +128,7 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
         # Its last lines go into the error too: under pytest (and in CI's excerpt) the output
         # is captured far from the error, and mkosi says its reason last.
         last = "\n".join(f"  | {line}" for line in tail[-12:])
-        raise slot_overflow(tail, REPART_DIR) or MemuError(
+        raise slot_overflow(tail, repart_dirs(board)) or MemuError(
             f"mkosi failed (exit status {status}); it ended with:\n{last}\n",
             hint="if packages changed since the last build, try `just build-clean`")
     img = image_path(board, version)
@@ -139,30 +151,33 @@ def _run_shown(argv: Sequence[str], cwd: Path) -> tuple[int, list[str]]:
     return proc.returncode, list(tail)
 
 
-def slot_overflow(output: Iterable[str], definitions: Path = REPART_DIR) -> MemuError | None:
+def slot_overflow(output: Iterable[str], definitions: Sequence[Path]) -> MemuError | None:
     """The error to show when systemd-repart's ``output`` says a file system outgrew its
-    partition (None when it does not): which partition (by its definition in
-    ``definitions``, numbered as repart numbers them: file names in order), how big its
-    content is and what to do."""
+    partition (None when it does not): which partition (by its definition in the
+    directories ``definitions``, numbered as repart numbers them: file names in order), how
+    big its content is and what to do."""
     for line in output:
         m = _NO_FIT.search(line)
         if not m:
             continue
         index, content, size = int(m[1]), m[2], m[3]
-        names = sorted(p.name for p in definitions.glob("*.conf"))
-        name = names[index] if index < len(names) else f"partition {index}"
-        text = (definitions / name).read_text() if index < len(names) else ""
-        if re.search(r"^Type=usr$", text, re.MULTILINE):
+        files = sorted((p.name, p) for d in definitions for p in d.glob("*.conf"))
+        if index >= len(files):
+            return MemuError(f"partition {index}: {content} of files do not fit its "
+                             f"partition ({size})", hint="see image/repart*/")
+        name, path = files[index]
+        shown = f"{path.parent.name}/{name}"
+        if re.search(r"^Type=usr$", path.read_text(), re.MULTILINE):
             return MemuError(
                 f"the OS does not fit its /usr slot: {content} of files for {size} "
-                f"({definitions.name}/{name})",
+                f"({shown})",
                 hint="make the OS smaller: an image too big for the slot belongs in Docker's "
                      "store (where = \"store\" in image/containers.toml); a larger slot "
                      "means raising SizeMinBytes/SizeMaxBytes of both slots in image/repart "
                      "and overlays/common/usr/lib/repart.d together, and boxes already "
                      "installed keep their old partition sizes")
         return MemuError(f"{name}: {content} of files do not fit its partition ({size})",
-                         hint=f"see {definitions.name}/{name}")
+                         hint=f"see {shown}")
     return None
 
 
@@ -192,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARD_ARCH))
+    ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(boards.BOARDS))
     ap.add_argument("--if-stale", action="store_true", help="build only when inputs changed")
     ap.add_argument("--clean", action="store_true", help="also rebuild cached layers (-ff)")
     ap.add_argument("--version", default=None, help="override mkosi.version (test builds)")

@@ -42,12 +42,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from memu_common import MemuError, run
+from memu_common import MemuError, boards, run
 from memu_common import container_lock as lock
 from memu_common.files import write_atomic
 from memu_dev import wheelhouse
 from memu_dev.oci import archive_image_id, configure_layout
-from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, REPO, mkosi_cmd, version
+from memu_dev.paths import DEFAULT_BOARD, OUTPUT, REPO, mkosi_cmd, version
 
 log = logging.getLogger("memu.containers")
 
@@ -334,9 +334,9 @@ def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> 
                 and (TREE / kept.archive).exists():
             listed.append(kept)
         elif spec.build is None:
-            listed.append(copy_registry_image(spec, BOARD_ARCH[board]))
+            listed.append(copy_registry_image(spec, boards.get(board).arch))
         else:
-            listed.append(build_image(spec, BOARD_ARCH[board], force=force))
+            listed.append(build_image(spec, boards.get(board).arch, force=force))
     missing = [e.name for e in listed if not e.in_slot]
     if missing:
         log.warning("memu: not in the slot, pulled by digest on the device: %s",
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (1 with a message and hint on failure)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("board", nargs="?", default=DEFAULT_BOARD, choices=sorted(BOARD_ARCH),
+    ap.add_argument("board", nargs="?", default=DEFAULT_BOARD, choices=sorted(boards.BOARDS),
                     help=f"whose architecture to build for (default {DEFAULT_BOARD})")
     ap.add_argument("--force", action="store_true", help="rebuild even when up to date")
     ap.add_argument("names", nargs="*", help="images to build (default: all)")

@@ -6,15 +6,16 @@ import os
 import sys
 from pathlib import Path
 
+from memu_common import boards
+
 REPO = Path(__file__).resolve().parents[2]
 MKOSI_PYTHONPATH = REPO / ".tools/mkosi/usr/lib/python3/dist-packages"
 OUTPUT = REPO / "mkosi.output"
 #: The hash-pinned wheels the OS itself installs (pyinfra); a BuildSources= of the image.
 OS_WHEELS_DIR = REPO / "mkosi.cache/wheels/os"
-DEFAULT_BOARD = os.environ.get("MEMU_BOARD", "n100")
-
-#: Board name -> mkosi architecture name (as in the output file name, %a).
-BOARD_ARCH = {"n100": "x86-64", "pi5": "arm64"}
+#: The board built and booted unless told (``MEMU_BOARD``); the boards are in
+#: :data:`memu_common.boards.BOARDS`.
+DEFAULT_BOARD = os.environ.get("MEMU_BOARD", boards.DEFAULT_BOARD)
 
 
 def version() -> str:
@@ -24,7 +25,7 @@ def version() -> str:
 
 def image_path(board: str = DEFAULT_BOARD, ver: str | None = None) -> Path:
     """The raw disk image a build of ``board`` produces: ``memu-os_<version>_<arch>.raw``."""
-    return OUTPUT / f"memu-os_{ver or version()}_{BOARD_ARCH[board]}.raw"
+    return OUTPUT / f"memu-os_{ver or version()}_{boards.get(board).arch}.raw"
 
 
 def mkosi_cmd() -> list[str]:

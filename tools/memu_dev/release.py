@@ -43,10 +43,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from memu_common import MemuError, run
+from memu_common import MemuError, boards, run
 from memu_common.files import sha256_file
 from memu_dev.keys import build_keys
-from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT
+from memu_dev.paths import DEFAULT_BOARD, OUTPUT
 from memu_ota.blockindex import BlockIndex
 from memu_ota.delta import PLAIN_SUFFIX, index_name
 
@@ -64,7 +64,7 @@ def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
     Raises:
         MemuError: one is missing (the version was not built, or not with split partitions).
     """
-    stem = f"memu-os_{version}_{BOARD_ARCH[board]}"
+    stem = f"memu-os_{version}_{boards.get(board).arch}"
     found: dict[str, Path] = {}
     missing: list[str] = []
     for part in PARTITIONS:
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("version")
     ap.add_argument("channel", choices=CHANNELS)
     ap.add_argument("--root", type=Path, default=OUTPUT / "channels")
-    ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARD_ARCH))
+    ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(boards.BOARDS))
     args = ap.parse_args(argv)
     try:
         d = release(args.version, args.channel, args.root, args.board)

@@ -31,10 +31,10 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from memu_common import MemuError, run
+from memu_common import MemuError, boards, run
 from memu_common.files import sha256_file
 from memu_dev import build
-from memu_dev.paths import BOARD_ARCH, DEFAULT_BOARD, OUTPUT, image_path, mkosi_cmd
+from memu_dev.paths import DEFAULT_BOARD, OUTPUT, image_path, mkosi_cmd
 
 log = logging.getLogger("memu.reproducible")
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(prog="check-reproducible",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARD_ARCH))
+    ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(boards.BOARDS))
     ap.add_argument("--keep", type=Path, help="keep both builds' artifacts and the "
                     "reports here (default: a temporary directory, removed)")
     args = ap.parse_args(argv)
