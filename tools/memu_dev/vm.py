@@ -31,13 +31,48 @@ from types import TracebackType
 
 import pexpect
 
-from memu_common import MemuError, run
-from memu_dev.paths import REPO, mkosi_cmd
+from memu_common import MemuError, boards, run
+from memu_dev.paths import DEFAULT_BOARD, REPO, mkosi_cmd
 
 log = logging.getLogger(__name__)
 
-OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+@dataclass(frozen=True)
+class Machine:
+    """How QEMU plays one architecture's board (paths are in mkosi's tools tree).
+
+    Attributes:
+        qemu: the emulator binary.
+        args: machine, accelerator and CPU options.
+        firmware_code: the UEFI firmware image (read only).
+        firmware_vars: the template of its variable store (each VM gets a copy).
+    """
+
+    qemu: str
+    args: tuple[str, ...]
+    firmware_code: str
+    firmware_vars: str
+
+
+#: Architecture (:attr:`memu_common.boards.Board.arch`) → its QEMU machine. x86-64: q35
+#: with OVMF, as the N100 boots through UEFI.
+MACHINES = {
+    "x86-64": Machine("qemu-system-x86_64",
+                      ("-machine", "q35,smm=off", "-accel", "tcg,thread=multi", "-cpu", "max"),
+                      "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+}
+
+
+def machine(board: str) -> Machine:
+    """The QEMU machine for ``board``'s architecture.
+
+    Raises:
+        MemuError: unknown board, or no QEMU machine for its architecture in this harness.
+    """
+    arch = boards.get(board).arch
+    if arch not in MACHINES:
+        raise MemuError(f"the QEMU harness cannot boot {arch} images yet ({board})",
+                        hint=f"boot a {boards.DEFAULT_BOARD} image")
+    return MACHINES[arch]
 
 
 def free_port() -> int:
@@ -53,6 +88,7 @@ class VMConfig:
 
     Attributes:
         image: the built raw disk image (read only; an overlay is put on top).
+        board: whose image it is (:mod:`memu_common.boards`): picks the QEMU machine.
         workdir: where the overlay, EFI variables and serial log go (kept after the run).
         memory_mb: guest RAM in MiB.
         cpus: virtual CPUs (TCG threads).
@@ -71,6 +107,7 @@ class VMConfig:
 
     image: Path
     workdir: Path
+    board: str = DEFAULT_BOARD
     memory_mb: int = 3072
     cpus: int = 2
     disk_size: str | None = None
@@ -91,6 +128,7 @@ class VM:
 
     def __init__(self, config: VMConfig) -> None:
         self.config = config
+        self.machine = machine(config.board)
         self.workdir = config.workdir
         self.serial_log = self.workdir / "serial.log"
         self.overlay = self.workdir / "disk.qcow2"
@@ -131,10 +169,10 @@ class VM:
             argv.append(self.config.disk_size)
         run(argv, cwd=REPO, hint="is the tools tree built? run `just build`")
         if self.config.snapshottable:
-            run([*tool, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", OVMF_VARS,
-                 str(self.efivars)], cwd=REPO)
+            run([*tool, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2",
+                 self.machine.firmware_vars, str(self.efivars)], cwd=REPO)
         else:
-            run([*tool, "cp", OVMF_VARS, str(self.efivars)], cwd=REPO)
+            run([*tool, "cp", self.machine.firmware_vars, str(self.efivars)], cwd=REPO)
 
     def qemu_argv(self) -> list[str]:
         """The full QEMU command line for this VM (ports must already be chosen)."""
@@ -156,10 +194,9 @@ class VM:
         if self.incoming is not None:
             extra += ["-incoming", f"exec:cat {self.incoming}"]
         return [
-            "qemu-system-x86_64",
-            "-machine", "q35,smm=off", "-accel", "tcg,thread=multi", "-cpu", "max",
+            self.machine.qemu, *self.machine.args,
             "-smp", str(self.config.cpus), "-m", str(self.config.memory_mb),
-            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={self.machine.firmware_code}",
             "-drive", f"if=pflash,format={'qcow2' if snap else 'raw'},file={self.efivars}",
             "-drive", f"if=none,id=disk0,format=qcow2,file={self.overlay},discard=unmap",
             "-device", "virtio-blk-pci,drive=disk0" if snap else "nvme,serial=memu0,drive=disk0",

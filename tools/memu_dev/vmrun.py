@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pexpect
 
+from memu_common import boards
 from memu_dev.paths import DEFAULT_BOARD, image_path
 from memu_dev.vm import VM, VMConfig
 
@@ -23,7 +24,7 @@ from memu_dev.vm import VM, VMConfig
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     ap = argparse.ArgumentParser(description="boot a Memu OS image in QEMU")
-    ap.add_argument("--board", default=DEFAULT_BOARD)
+    ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(boards.BOARDS))
     ap.add_argument("--port", type=int, default=0, help="host port for the page (0: free)")
     ap.add_argument("--shell", action="store_true",
                     help="log root in on the console (development only)")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memu: {img} does not exist; run `just build` first", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="memu-vm-"))
-    vm = VM(VMConfig(image=img, workdir=workdir, forwards={80: args.port},
+    vm = VM(VMConfig(image=img, workdir=workdir, board=args.board, forwards={80: args.port},
                      shell=args.shell, disk_size=args.disk_size))
     with vm:
         print(f"memu: booting {img.name} (overlay and serial log in {workdir})")

@@ -1,0 +1,44 @@
+"""The board table drives the build and the QEMU harness: each board's image name, mkosi
+profiles and QEMU machine come from it, and a board that cannot be built or booted yet is
+refused in words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from memu_common import MemuError, boards
+from memu_dev import build
+from memu_dev.paths import REPO, image_path
+from memu_dev.vm import VM, VMConfig, machine
+
+
+def test_every_board_has_its_profile_and_its_boot_chains() -> None:
+    for board in boards.BOARDS.values():
+        if not board.buildable:
+            continue
+        assert (REPO / f"mkosi.conf.d/50-board-{board.name}.conf").is_file()
+        chain = (REPO / f"mkosi.conf.d/45-boot-{board.boot}.conf").read_text()
+        assert f"\nProfiles={board.boot}\n" in chain
+        assert f"RepartDirectories=image/repart-{board.boot}\n" in chain
+        assert all(d.is_dir() for d in build.repart_dirs(board.name))
+        assert (REPO / f"overlays/{board.name}/usr/lib/memu/board").read_text().strip() == (
+            board.name)
+        assert image_path(board.name, "1.0").name == f"memu-os_1.0_{board.arch}.raw"
+
+
+def test_the_n100_boots_on_q35_with_ovmf(tmp_path: Path) -> None:
+    vm = VM(VMConfig(image=tmp_path / "x.raw", workdir=tmp_path, board="n100"))
+    argv = vm.qemu_argv()
+    assert argv[:3] == ["qemu-system-x86_64", "-machine", "q35,smm=off"]
+    assert f"if=pflash,format=raw,readonly=on,file={machine('n100').firmware_code}" in argv
+
+
+def test_a_board_without_an_image_or_a_machine_is_refused_in_words() -> None:
+    with pytest.raises(MemuError, match="no Raspberry Pi 5 image to build yet"):
+        build.ensure_host("pi5")
+    with pytest.raises(MemuError, match="cannot boot arm64 images yet"):
+        machine("pi5")
+    with pytest.raises(MemuError, match="unknown board 'x'"):
+        image_path("x")
