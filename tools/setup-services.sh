@@ -79,6 +79,12 @@ apt_install docker.io
 # images by digest at build time.
 apt_install docker-registry skopeo
 
+# --- FAT tools -------------------------------------------------------------------------
+# The Raspberry Pi 5's boot partitions are FAT; the tryboot tests (tests/ota/test_boot_tryboot.py)
+# make real ones with mkfs.vfat and read and write them with mtools, as this host's kernel has
+# no VFAT to mount them with.
+apt_install dosfstools mtools
+
 # --- A browser -------------------------------------------------------------------------
 # The first-boot page is tested in Debian's headless Chromium, driven by Playwright from PyPI
 # (the project's dev extra) through executable_path: no browser download.

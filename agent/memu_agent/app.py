@@ -58,6 +58,7 @@ from memu_firstboot import web as firstboot_web
 from memu_firstboot.provision import SYNAPSE_URL
 from memu_firstboot.state import SetupState, setup_state
 from memu_ota.boot import BootBackend
+from memu_ota.config import OtaConfig
 from memu_ota.updater import Updater
 
 
@@ -83,9 +84,15 @@ def host_names(name: str) -> tuple[str, ...]:
     return (name, local_name(name), "localhost")
 
 
-def read_boot_facts(paths: HostPaths, boot: BootBackend) -> BootFacts:
-    """Read the facts that stay fixed for this boot."""
-    return BootFacts(version=os_version(paths), boot=boot_info(paths, boot))
+def read_boot_facts(paths: HostPaths, ota: OtaConfig) -> tuple[BootFacts, BootBackend]:
+    """Read the facts that stay fixed for this boot, and the boot chain they came from.
+
+    Raises:
+        MemuError: the image names a board this version does not know.
+    """
+    version = os_version(paths)
+    boot = boot_chain(paths, ota, version)
+    return BootFacts(version=version, boot=boot_info(paths, boot)), boot
 
 
 async def stack_status(paths: HostPaths) -> dict[str, Any]:
@@ -193,8 +200,8 @@ def make_app(
     """
     paths = paths or HostPaths()
     if facts is None or updater is None:
-        boot = boot_chain(paths, config.ota.esp_dirs)
-        facts = facts or read_boot_facts(paths, boot)
+        read, boot = read_boot_facts(paths, config.ota)
+        facts = facts or read
         updater = updater or Updater(config.ota, running=facts.version, boot=boot)
     tailnet = tailnet or Tailnet()
     app = web.Application(middlewares=[https_middleware, auth_middleware])

@@ -15,6 +15,7 @@ from pathlib import Path
 from memu_common import boards
 from memu_firstboot.stack_config import CONFIG_DIR as STACK_CONFIG_DIR
 from memu_ota.boot import BootBackend, Firmware, for_board
+from memu_ota.config import OtaConfig
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +216,14 @@ def usr_slot(paths: HostPaths) -> str | None:
     return "ab"[order.index(block)]
 
 
-def boot_chain(paths: HostPaths, esp_dirs: tuple[Path, ...]) -> BootBackend:
-    """The boot chain of the board this image is for (:func:`memu_ota.boot.for_board`).
+def boot_chain(paths: HostPaths, ota: OtaConfig, running: str) -> BootBackend:
+    """The boot chain of the board this image is for (:func:`memu_ota.boot.for_board`),
+    running version ``running``.
 
     Raises:
-        MemuError: the image names a board or boot chain this version does not know.
+        MemuError: the image names a board this version does not know.
     """
-    return for_board(boards.running(paths.board_file), esp_dirs, paths.firmware)
+    return for_board(boards.running(paths.board_file), ota, running, paths.firmware)
 
 
 def boot_info(paths: HostPaths, boot: BootBackend) -> BootInfo:

@@ -51,8 +51,8 @@ def main() -> int:
         return replace(obs, services=core_health(socket) if judge_stack else None)
 
     decision = gate(look, ota.health_deadline_s, forced_fail=TEST_FAIL_FLAG.exists())
-    boot = boot_chain(HostPaths(), ota.esp_dirs)
-    return conclude(decision, boot, os_version(HostPaths()), ota.state_dir)
+    version = os_version(HostPaths())
+    return conclude(decision, boot_chain(HostPaths(), ota, version), version, ota.state_dir)
 
 
 def conclude(decision: Decision, boot: BootBackend, version: str, state_dir: Path) -> int:

@@ -16,7 +16,7 @@ from memu_agent import recover_pages
 from memu_agent.app import make_app, read_boot_facts
 from memu_agent.config import AgentConfig
 from memu_agent.console import AGETTY_ISSUE_DIRS, issue_text, reload_agetty, write_issue
-from memu_agent.facts import HostPaths, boot_chain, hostname, local_name
+from memu_agent.facts import HostPaths, hostname, local_name
 from memu_agent.notify import Notifier, watchdog_interval
 from memu_agent.watchdog import Watchdog
 from memu_common import MemuError
@@ -108,8 +108,7 @@ class AgentServer:
         self._notifier.status("starting")
         self._watchdog.start()
         self._greet_console()
-        boot = boot_chain(self._paths, self._config.ota.esp_dirs)
-        facts = read_boot_facts(self._paths, boot)
+        facts, boot = read_boot_facts(self._paths, self._config.ota)
         self._updater = Updater(self._config.ota, running=facts.version, boot=boot,
                                 on_status=self._update_status)
         await self._updater.start()

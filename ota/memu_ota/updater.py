@@ -96,8 +96,8 @@ class Updater:
         on_status: receives one short line for sd_notify ``STATUS=`` on every change.
         boot: the box's boot chain (default: the one of the board this image is for,
             :func:`memu_ota.boot.for_board`).
-        reboot_command: what reboots the box (default: the boot chain's
-            :meth:`~memu_ota.boot.BootBackend.reboot_command`; tests pass a harmless one).
+        reboot_command: what reboots the box instead of the boot chain's
+            :meth:`~memu_ota.boot.BootBackend.prepare_reboot` (tests pass a harmless one).
         clock: seconds since the epoch (tests pass a fake).
     """
 
@@ -116,8 +116,8 @@ class Updater:
         self._defaults = config  # the image's settings, before run-time overrides
         self._running = running
         self._on_status = on_status or (lambda line: None)
-        self._boot = boot or for_board(boards.running(), config.esp_dirs)
-        self._reboot_command = reboot_command or self._boot.reboot_command()
+        self._boot = boot or for_board(boards.running(), config, running)
+        self._reboot_command = reboot_command
         self._clock = clock
         self._boot_id = boot_id if boot_id is not None else _boot_id()
         self._state = load_state(config.state_dir)
@@ -424,8 +424,8 @@ class Updater:
 
     async def _run_reboot(self) -> None:
         try:
-            await asyncio.to_thread(run, list(self._reboot_command),
-                                    hint="could not ask systemd to reboot")
+            argv = self._reboot_command or self._boot.prepare_reboot(self.target)
+            await asyncio.to_thread(run, list(argv), hint="could not ask systemd to reboot")
         except MemuError as e:
             if self._state.pending is not None:
                 self._save(replace(self._state, pending=replace(

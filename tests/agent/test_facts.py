@@ -19,6 +19,7 @@ from memu_agent.facts import (
     usr_slot,
 )
 from memu_ota.boot import Firmware
+from memu_ota.config import OtaConfig
 
 
 def test_parse_os_release_quotes_and_comments() -> None:
@@ -37,7 +38,7 @@ def test_facts_from_fake_host(host: HostPaths) -> None:
     assert hostname(host) == "memu-box"
     # /usr is dm-verity over two partitions: the data one is reported, not the hash one.
     assert usr_partlabel(host) == "memu-os_0.3.1"
-    info = boot_info(host, boot_chain(host, ()))
+    info = boot_info(host, boot_chain(host, OtaConfig(), "0.3.1"))
     assert (info.slot, info.entry, info.usr_partlabel) == (
         None,
         "memu_0.3.1+2-1.efi",
@@ -76,7 +77,7 @@ def test_nothing_known_on_a_bare_host(tmp_path: Path) -> None:
         firmware=Firmware(efivars=tmp_path / "efivars"),
     )
     assert uptime_s(bare) is None
-    assert boot_info(bare, boot_chain(bare, ())).entry is None
+    assert boot_info(bare, boot_chain(bare, OtaConfig(), "0.3.1")).entry is None
     assert usr_partlabel(bare) is None
     assert hostname(bare)  # falls back to gethostname()
 
@@ -116,7 +117,7 @@ def test_slot_a_and_b_from_partition_order(tmp_path: Path) -> None:
     assert usr_slot(_ab_disk(tmp_path / "a", running=4)) == "a"
     assert usr_slot(_ab_disk(tmp_path / "b", running=7)) == "b"
     host = _ab_disk(tmp_path / "c", running=7)
-    assert boot_info(host, boot_chain(host, ())).slot == "b"
+    assert boot_info(host, boot_chain(host, OtaConfig(), "0.3.1")).slot == "b"
 
 
 def test_slot_unknown_without_udev_data(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ class Chain:
     def this_boot(self) -> ThisBoot:
         return ThisBoot("test", self.trial)
 
-    def reboot_command(self) -> tuple[str, ...]:
+    def prepare_reboot(self, version: str | None) -> tuple[str, ...]:
         return ("true",)
 
     def commit(self) -> str:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from memu_common import MemuError, boards
-from memu_ota.boot import EntryState, Firmware, SystemdBoot, for_board
+from memu_ota.boot import EntryState, Firmware, SystemdBoot, TryBoot, for_board
 from memu_ota.boot.systemd_boot import LOADER_GUID, read_entries
+from memu_ota.config import OtaConfig
 
 
 def efi_string(text: str, attributes: int = 6) -> bytes:
@@ -64,7 +65,7 @@ def test_the_boot_artifact_is_the_running_versions_newest_uki(tmp_path: Path) ->
 
 def test_a_plain_reboot_tries_the_new_entry_and_blessing_is_systemds() -> None:
     boot = SystemdBoot(())
-    assert boot.reboot_command() == ("systemctl", "reboot")
+    assert boot.prepare_reboot("0.2.0") == ("systemctl", "reboot")
     assert "systemd-bless-boot" in boot.commit()
 
 
@@ -72,10 +73,9 @@ def test_the_board_table_picks_the_boot_chain(tmp_path: Path) -> None:
     board_file = tmp_path / "board"
     assert boards.running(board_file).name == boards.DEFAULT_BOARD  # not a Memu image
     board_file.write_text("n100\n")
-    assert isinstance(for_board(boards.running(board_file), ()), SystemdBoot)
+    assert isinstance(for_board(boards.running(board_file), OtaConfig(), "0.1.0"), SystemdBoot)
     board_file.write_text("pi9\n")
     with pytest.raises(MemuError, match="unknown board 'pi9'") as e:
         boards.running(board_file)
     assert e.value.hint == "use one of: n100, pi5"
-    with pytest.raises(MemuError, match="tryboot, which this version"):
-        for_board(boards.get("pi5"), ())
+    assert isinstance(for_board(boards.get("pi5"), OtaConfig(), "0.1.0"), TryBoot)

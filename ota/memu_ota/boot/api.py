@@ -44,9 +44,12 @@ class Firmware:
     Attributes:
         efivars: the efivarfs directory (UEFI variables, systemd-boot's Boot Loader
             Interface).
+        device_tree: the device tree the firmware handed the kernel (the Raspberry Pi's
+            ``chosen/bootloader``).
     """
 
     efivars: Path = Path("/sys/firmware/efi/efivars")
+    device_tree: Path = Path("/proc/device-tree")
 
 
 class BootBackend(Protocol):
@@ -69,8 +72,13 @@ class BootBackend(Protocol):
         """What the firmware says about the running boot. Never raises."""
         ...
 
-    def reboot_command(self) -> tuple[str, ...]:
-        """The command that reboots into a newly installed version (for its trial)."""
+    def prepare_reboot(self, version: str | None) -> tuple[str, ...]:
+        """Get the boot chain ready to boot ``version`` (a newly installed one, for its
+        trial; None: the committed one) and return the command that reboots.
+
+        Raises:
+            MemuError: it cannot be got ready (then nothing reboots).
+        """
         ...
 
     def commit(self) -> str:

@@ -86,9 +86,9 @@ class SystemdBoot:
             entry = None
         return ThisBoot(entry, (efivars / f"LoaderBootCountPath-{LOADER_GUID}").exists())
 
-    def reboot_command(self) -> tuple[str, ...]:
-        """A plain reboot: systemd-boot boots the newest entry, the new one (it is tried
-        while it has tries left)."""
+    def prepare_reboot(self, version: str | None) -> tuple[str, ...]:
+        """Nothing to prepare, and a plain reboot: systemd-boot boots the newest entry, so a
+        new version's (tried while it has tries left)."""
         return ("systemctl", "reboot")
 
     def commit(self) -> str:

@@ -1,0 +1,334 @@
+"""The Raspberry Pi 5's boot chain: the firmware's A/B boot partitions and its one-shot
+tryboot flag (no UEFI, no boot loader of ours).
+
+The disk begins with three FAT partitions: a selector holding only ``autoboot.txt``, and
+boot slots A and B (``config.txt``, ``cmdline.txt``, kernel, initrd, device trees), each
+labelled ``memu-os_<version>`` by sysupdate (``_empty`` until written). ``autoboot.txt``
+(Raspberry Pi documentation, "autoboot.txt"; at most 512 bytes)::
+
+    [all]
+    tryboot_a_b=1
+    boot_partition=2
+    [tryboot]
+    boot_partition=3
+
+The firmware boots ``[all]``'s partition, or ``[tryboot]``'s when the tryboot flag is set;
+the flag is one-shot, so any crash, hang or power cut of a trial boots the committed slot
+again. The running system learns what the firmware did from the device tree
+(``/proc/device-tree/chosen/bootloader/{tryboot,partition}``, 4-byte big-endian; some Pi 5
+firmware reports partition 0, so the running version and the slots' labels stand in).
+
+The update's way through it: sysupdate writes the new boot slot and ``/usr`` slot; the
+agent reboots with ``systemctl reboot "0 tryboot"`` (:meth:`TryBoot.prepare_reboot` first
+records the trial); the health gate, on that trial boot, commits by rewriting
+``autoboot.txt`` in place (:mod:`memu_ota.boot.fat`: the same length, so only its data
+sector changes; fsync; read back), and only then. A tryboot flag that nobody asked for
+never commits: a trial needs the record naming the version that runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from memu_common import MemuError
+from memu_common.files import read_json_object, write_atomic
+from memu_ota.boot import fat
+from memu_ota.boot.api import EntryState, Firmware, ThisBoot
+from memu_ota.versions import is_newer
+
+log = logging.getLogger(__name__)
+
+AUTOBOOT = "autoboot.txt"
+#: The length every autoboot.txt of ours has (padded with a comment), so that a commit is
+#: always a rewrite in place.
+AUTOBOOT_SIZE = 128
+#: The boot slots' partition numbers (A, B); the selector is partition 1.
+SLOTS = (2, 3)
+LABEL_RE = re.compile(r"^memu-os_(?P<version>.+)$")
+#: What the agent writes before a trial reboot (in the update state directory).
+TRIAL_FILE = "tryboot-trial.json"
+
+
+@dataclass(frozen=True)
+class Autoboot:
+    """What ``autoboot.txt`` says: the committed boot partition and the trial one."""
+
+    default: int
+    trial: int
+
+
+def parse_autoboot(data: bytes) -> Autoboot:
+    """Read ``autoboot.txt``: ``[all]`` must say ``tryboot_a_b=1`` and a ``boot_partition``,
+    ``[tryboot]`` a ``boot_partition``; both boot slots (:data:`SLOTS`), not the same.
+    Comments and other sections are ignored.
+
+    Raises:
+        MemuError: it does not say that (the message says what is missing or wrong).
+    """
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise MemuError("autoboot.txt is not text") from None
+    sections: dict[str, dict[str, str]] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise MemuError(f"autoboot.txt has a line that is not key=value: {line!r}")
+        sections.setdefault(section, {})[key.strip()] = value.strip()
+    every, trial = sections.get("all", {}), sections.get("tryboot", {})
+    if every.get("tryboot_a_b") != "1":
+        raise MemuError("autoboot.txt does not turn on tryboot_a_b=1 in [all]")
+    parts = []
+    for name, values in (("all", every), ("tryboot", trial)):
+        value = values.get("boot_partition", "")
+        if not value.isdigit() or int(value) not in SLOTS:
+            raise MemuError(f"autoboot.txt's [{name}] boot_partition is {value or 'missing'}, "
+                            f"not one of {SLOTS}")
+        parts.append(int(value))
+    if parts[0] == parts[1]:
+        raise MemuError("autoboot.txt tries the partition it boots by default")
+    return Autoboot(parts[0], parts[1])
+
+
+def render_autoboot(choice: Autoboot) -> bytes:
+    """``autoboot.txt`` for ``choice``, padded with a comment to :data:`AUTOBOOT_SIZE`."""
+    text = (f"[all]\ntryboot_a_b=1\nboot_partition={choice.default}\n"
+            f"[tryboot]\nboot_partition={choice.trial}\n")
+    note = "# Memu OS: rewritten in place when an update is committed.\n"
+    pad = AUTOBOOT_SIZE - len(text) - len(note)
+    return (note[:-1] + " " * pad + "\n" + text).encode("ascii")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition of the selector's disk: its kernel name (``nvme0n1p2``) and GPT label."""
+
+    name: str
+    label: str
+
+
+def partitions(selector: Path, sysfs: Path = Path("/sys")) -> dict[int, Partition]:
+    """Partition number → the partitions on the selector's disk (from sysfs:
+    ``class/block/<selector>/..`` holds the disk's partitions, each with ``partition`` and
+    a ``uevent`` with ``PARTNAME=``). Empty when the disk cannot be read."""
+    try:
+        part = (sysfs / "class/block" / selector.resolve().name).resolve()
+        siblings = list(part.parent.iterdir())
+    except OSError:
+        return {}
+    found: dict[int, Partition] = {}
+    for sib in siblings:
+        try:
+            number = int((sib / "partition").read_text())
+            uevent = (sib / "uevent").read_text()
+        except (OSError, ValueError):
+            continue
+        m = re.search(r"^PARTNAME=(.*)$", uevent, re.MULTILINE)
+        found[number] = Partition(sib.name, m[1] if m else "")
+    return found
+
+
+def _u32(path: Path) -> int | None:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    return int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+
+
+class TryBoot:
+    """:class:`~memu_ota.boot.api.BootBackend` for the Raspberry Pi firmware's tryboot.
+
+    Args:
+        running: the running OS version.
+        state_dir: where the trial record is kept (the update state directory).
+        selector: the selector partition (or a FAT image, in tests).
+        firmware: where the device tree is read.
+        sysfs: where the slots' labels are read (:func:`partitions`).
+        dev: where the partitions' device nodes are.
+        boot_id_file: this boot's ID (a new one on every boot).
+    """
+
+    name = "tryboot"
+
+    def __init__(self, running: str, state_dir: Path, *,
+                 selector: Path = Path("/dev/disk/by-partlabel/memu-autoboot"),
+                 firmware: Firmware | None = None, sysfs: Path = Path("/sys"),
+                 boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id"),
+                 dev: Path = Path("/dev")) -> None:
+        self.running = running
+        self.state_dir = state_dir
+        self.selector = selector
+        self.firmware = firmware or Firmware()
+        self.sysfs = sysfs
+        self.boot_id_file = boot_id_file
+        self.dev = dev
+
+    # -- what the disk and the firmware say ---------------------------------------------------
+
+    def _versions(self) -> dict[int, str | None]:
+        parts = partitions(self.selector, self.sysfs)
+        labels = {n: parts[n].label if n in parts else "" for n in SLOTS}
+        return {n: (m["version"] if (m := LABEL_RE.match(labels[n])) else None) for n in SLOTS}
+
+    def _booted(self, versions: dict[int, str | None], default: int | None) -> int | None:
+        """The boot slot this boot came from: the firmware's word, else the slot that holds
+        the running version (the committed one when both do)."""
+        said = _u32(self.firmware.device_tree / "chosen/bootloader/partition")
+        if said in SLOTS:
+            return said
+        holding = [n for n in SLOTS if versions[n] == self.running]
+        if default in holding:
+            return default
+        return holding[0] if holding else None
+
+    def _boot_id(self) -> str:
+        try:
+            return self.boot_id_file.read_text().strip()
+        except OSError:
+            return ""
+
+    def read_autoboot(self) -> Autoboot:
+        """What ``autoboot.txt`` says.
+
+        Raises:
+            MemuError: it cannot be read or does not make sense.
+        """
+        return parse_autoboot(fat.read(self.selector, AUTOBOOT))
+
+    def repair(self) -> str | None:
+        """When ``autoboot.txt`` cannot be read, point it at the running slot (and the other
+        as the trial); returns what was done, or None when nothing was needed.
+
+        Raises:
+            MemuError: it is unreadable and cannot be repaired (the running slot is unknown,
+                or the partition cannot be written).
+        """
+        try:
+            self.read_autoboot()
+            return None
+        except MemuError as e:
+            why = e.message
+        booted = self._booted(self._versions(), None)
+        if booted is None:
+            raise MemuError(f"{why}; the running slot is not known, so it cannot be repaired")
+        new = render_autoboot(Autoboot(booted, SLOTS[1 - SLOTS.index(booted)]))
+        try:
+            fat.rewrite(self.selector, AUTOBOOT, new)
+        except MemuError:
+            fat.resize(self.selector, AUTOBOOT, new)
+        log.warning("autoboot.txt repaired to boot partition %d (%s)", booted, why)
+        return f"repaired to boot partition {booted} ({why})"
+
+    def _trial_record(self) -> dict[str, object] | None:
+        return read_json_object(self.state_dir / TRIAL_FILE)
+
+    # -- BootBackend ------------------------------------------------------------------------
+
+    def entries(self) -> dict[str, EntryState] | None:
+        """The committed slot's version is blessed, and so is an older one in the other
+        slot (the version before, to fall back to); a newer one there is being tried, or
+        bad when its trial was asked for in an earlier boot and this one is not it (the
+        one-shot flag was spent: the trial crashed, hung, lost power or failed the gate).
+        Repairs an unreadable ``autoboot.txt`` first (:meth:`repair`); None when it cannot
+        be read or repaired."""
+        try:
+            self.repair()
+            choice = self.read_autoboot()
+        except MemuError as e:
+            log.error("tryboot: %s", e.message)
+            return None
+        versions = self._versions()
+        entries: dict[str, EntryState] = {}
+        committed = versions[choice.default]
+        if committed is not None:
+            entries[committed] = EntryState.BLESSED
+        other = versions[choice.trial]
+        if other is None or other == committed:
+            return entries
+        if committed is not None and not is_newer(other, committed):
+            entries[other] = EntryState.BLESSED  # the version before, kept to fall back to
+            return entries
+        record = self._trial_record() or {}
+        spent = (record.get("version") == other and record.get("boot_id") != self._boot_id()
+                 and self.running != other)
+        entries[other] = EntryState.BAD if spent else EntryState.TRYING
+        return entries
+
+    def this_boot(self) -> ThisBoot:
+        """The slot booted (``partition N: <label>``); a trial when the firmware says it
+        booted with the tryboot flag, from the slot ``autoboot.txt`` does not commit, into
+        the version a trial was asked for."""
+        try:
+            default: int | None = self.read_autoboot().default
+        except MemuError:
+            default = None
+        versions = self._versions()
+        booted = self._booted(versions, default)
+        entry = None if booted is None else f"partition {booted}: memu-os_{versions[booted]}"
+        flag = _u32(self.firmware.device_tree / "chosen/bootloader/tryboot") == 1
+        record = self._trial_record() or {}
+        asked = record.get("version") == self.running
+        return ThisBoot(entry, flag and asked and booted is not None and booted != default)
+
+    def prepare_reboot(self, version: str | None) -> tuple[str, ...]:
+        """For ``version`` in the trial slot: record the trial, then reboot with the tryboot
+        flag (``reboot(2)``'s argument "0 tryboot", which Memu's kernel module passes to the
+        firmware); otherwise a plain reboot into the committed slot.
+
+        Raises:
+            MemuError: the trial cannot be recorded.
+        """
+        try:
+            choice = self.read_autoboot()
+        except MemuError:
+            return ("systemctl", "reboot")
+        if version is None or self._versions()[choice.trial] != version:
+            return ("systemctl", "reboot")
+        record = {"version": version, "partition": choice.trial, "boot_id": self._boot_id()}
+        try:
+            write_atomic(self.state_dir / TRIAL_FILE, json.dumps(record).encode())
+        except OSError as e:
+            raise MemuError(f"cannot record the trial of {version}: {e.strerror}") from e
+        return ("systemctl", "reboot", "0 tryboot")
+
+    def commit(self) -> str:
+        """Make the booted slot the default: rewrite ``autoboot.txt`` in place (fsync, read
+        back), then drop the trial record.
+
+        Raises:
+            MemuError: this is no trial, or autoboot.txt could not be rewritten (the old
+                slot then stays the default).
+        """
+        if not self.this_boot().trial:
+            raise MemuError("this boot is no trial of a requested update; nothing to commit")
+        choice = self.read_autoboot()
+        booted = self._booted(self._versions(), choice.default)
+        if booted != choice.trial:
+            raise MemuError(f"this boot came from partition {booted}, not from the trial "
+                            f"partition {choice.trial}")
+        new = Autoboot(choice.trial, choice.default)
+        fat.rewrite(self.selector, AUTOBOOT, render_autoboot(new))
+        (self.state_dir / TRIAL_FILE).unlink(missing_ok=True)
+        return f"autoboot.txt now boots partition {new.default} ({self.running})"
+
+    def boot_artifact(self, version: str) -> Path | None:
+        """The boot slot partition holding ``version`` (a delta's source for the new boot
+        slot image)."""
+        parts = partitions(self.selector, self.sysfs)
+        for number, held in self._versions().items():
+            if held == version and number in parts:
+                device = self.dev / parts[number].name
+                return device if device.exists() else None
+        return None
