@@ -13,8 +13,10 @@ fixed root directory (FAT12/16) and the data clusters, numbered from 2.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,23 +143,32 @@ def find(fd: int, name: str) -> Extent:
     raise MemuError(f"{name} is not on the partition")
 
 
+@contextlib.contextmanager
+def _opened(path: Path, name: str, *, write: bool) -> Iterator[tuple[int, Extent]]:
+    """``path`` open (read-write when ``write``) and where ``name`` is on it; an OSError on
+    the way becomes a MemuError that names the file."""
+    try:
+        fd = os.open(path, os.O_RDWR if write else os.O_RDONLY)
+    except OSError as e:
+        raise MemuError(f"cannot open {path}{' to write' if write else ''}: {e.strerror}"
+                        ) from e
+    try:
+        yield fd, find(fd, name)
+    except OSError as e:
+        raise MemuError(f"cannot {'write' if write else 'read'} {name} on {path}: "
+                        f"{e.strerror}") from e
+    finally:
+        os.close(fd)
+
+
 def read(path: Path, name: str) -> bytes:
     """The bytes of root-directory file ``name`` on the FAT partition (or image) ``path``.
 
     Raises:
         MemuError: it cannot be read (the message says why).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        raise MemuError(f"cannot open {path}: {e.strerror}") from e
-    try:
-        extent = find(fd, name)
+    with _opened(path, name, write=False) as (fd, extent):
         return os.pread(fd, extent.size, extent.offset)
-    except OSError as e:
-        raise MemuError(f"cannot read {name} on {path}: {e.strerror}") from e
-    finally:
-        os.close(fd)
 
 
 def rewrite(path: Path, name: str, data: bytes) -> None:
@@ -168,12 +179,7 @@ def rewrite(path: Path, name: str, data: bytes) -> None:
         MemuError: a different length, the file is not there, or what was read back is not
             ``data`` (the message says which).
     """
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError as e:
-        raise MemuError(f"cannot open {path} to write: {e.strerror}") from e
-    try:
-        extent = find(fd, name)
+    with _opened(path, name, write=True) as (fd, extent):
         if len(data) != extent.size:
             raise MemuError(f"{name} is {extent.size} bytes; a rewrite in place must be too, "
                             f"not {len(data)}")
@@ -182,10 +188,6 @@ def rewrite(path: Path, name: str, data: bytes) -> None:
         # Read back from the disk, not from the page cache the write just filled.
         os.posix_fadvise(fd, extent.offset, extent.size, os.POSIX_FADV_DONTNEED)
         back = os.pread(fd, extent.size, extent.offset)
-    except OSError as e:
-        raise MemuError(f"cannot rewrite {name} on {path}: {e.strerror}") from e
-    finally:
-        os.close(fd)
     if back != data:
         raise MemuError(f"{name} on {path} did not read back as written")
 
@@ -200,12 +202,7 @@ def resize(path: Path, name: str, data: bytes) -> None:
         MemuError: the file is not there, ``data`` does not fit its cluster, or a write
             failed.
     """
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError as e:
-        raise MemuError(f"cannot open {path} to write: {e.strerror}") from e
-    try:
-        extent = find(fd, name)
+    with _opened(path, name, write=True) as (fd, extent):
         layout = _layout(os.pread(fd, 512, 0))
         if extent.size == 0 or len(data) > layout.cluster:
             raise MemuError(f"{len(data)} bytes do not fit {name}'s place on {path}")
@@ -213,7 +210,3 @@ def resize(path: Path, name: str, data: bytes) -> None:
         os.fsync(fd)
         os.pwrite(fd, struct.pack("<I", len(data)), extent.entry + 28)
         os.fsync(fd)
-    except OSError as e:
-        raise MemuError(f"cannot rewrite {name} on {path}: {e.strerror}") from e
-    finally:
-        os.close(fd)
