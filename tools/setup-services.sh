@@ -79,11 +79,11 @@ apt_install docker.io
 # images by digest at build time.
 apt_install docker-registry skopeo
 
-# --- FAT tools -------------------------------------------------------------------------
+# --- FAT and GPT tools -----------------------------------------------------------------
 # The Raspberry Pi 5's boot partitions are FAT; the tryboot tests (tests/ota/test_boot_tryboot.py)
 # make real ones with mkfs.vfat and read and write them with mtools, as this host's kernel has
-# no VFAT to mount them with.
-apt_install dosfstools mtools
+# no VFAT to mount them with, and name the slots in a real GPT with sfdisk (fdisk).
+apt_install dosfstools mtools fdisk
 
 # --- A browser -------------------------------------------------------------------------
 # The first-boot page is tested in Debian's headless Chromium, driven by Playwright from PyPI

@@ -14,6 +14,7 @@ Routes (every one declares its access, enforced by :mod:`memu_agent.auth`):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -51,6 +52,7 @@ from memu_agent.sessions import Sessions
 from memu_agent.tailnet import Tailnet, https_middleware
 from memu_agent.tailnet import add as add_tailnet
 from memu_agent.update_api import UPDATER
+from memu_common import MemuError
 from memu_common.access import Access, add_route
 from memu_common.files import read_json_object
 from memu_firstboot import photos, stack_config
@@ -60,6 +62,8 @@ from memu_firstboot.state import SetupState, setup_state
 from memu_ota.boot import BootBackend
 from memu_ota.config import OtaConfig
 from memu_ota.updater import Updater
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,13 +89,20 @@ def host_names(name: str) -> tuple[str, ...]:
 
 
 def read_boot_facts(paths: HostPaths, ota: OtaConfig) -> tuple[BootFacts, BootBackend]:
-    """Read the facts that stay fixed for this boot, and the boot chain they came from.
+    """Read the facts that stay fixed for this boot, and the boot chain they came from,
+    which first notes this boot (:meth:`memu_ota.boot.BootBackend.begin_boot`; a failure
+    there is logged: the agent still starts).
 
     Raises:
         MemuError: the image names a board this version does not know.
     """
     version = os_version(paths)
     boot = boot_chain(paths, ota, version)
+    try:
+        if done := boot.begin_boot():
+            log.info("boot chain: %s", done)
+    except MemuError as e:
+        log.error("boot chain: %s", e)
     return BootFacts(version=version, boot=boot_info(paths, boot)), boot
 
 

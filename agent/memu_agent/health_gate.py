@@ -52,13 +52,20 @@ def main() -> int:
 
     decision = gate(look, ota.health_deadline_s, forced_fail=TEST_FAIL_FLAG.exists())
     version = os_version(HostPaths())
-    return conclude(decision, boot_chain(HostPaths(), ota, version), version, ota.state_dir)
+    try:
+        boot: BootBackend | None = boot_chain(HostPaths(), ota, version)
+    except MemuError as e:  # never a reboot loop over it: judged as a committed boot
+        log.error("%s", e)
+        boot = None
+    return conclude(decision, boot, version, ota.state_dir)
 
 
-def conclude(decision: Decision, boot: BootBackend, version: str, state_dir: Path) -> int:
+def conclude(decision: Decision, boot: BootBackend | None, version: str,
+             state_dir: Path) -> int:
     """The gate's exit status for ``decision``: 0 (boot-complete.target is reached) or 1
     (``FailureAction=reboot``; the failure is recorded in ``state_dir`` for the rollback
-    report). A trial boot that passes is committed (:meth:`BootBackend.commit`); when that
+    report). ``boot`` is None when the boot chain is not known: the boot is then judged as
+    a committed one. A trial boot that passes is committed (:meth:`BootBackend.commit`); when that
     fails, the failure is recorded like an unhealthy boot's and the box reboots into the
     old version.
 
@@ -68,10 +75,10 @@ def conclude(decision: Decision, boot: BootBackend, version: str, state_dir: Pat
     the box in a loop and keep the family from even the agent's pages. Such a boot stays up
     and the failure is logged; ``/api/status`` shows the unhealthy service.
     """
-    trial = boot.this_boot().trial
+    trial = boot is not None and boot.this_boot().trial
     if decision.outcome is Outcome.PASS:
         log.info("healthy: %s", decision.reason)
-        if not trial:
+        if boot is None or not trial:
             return 0
         try:
             log.info("the trial boot of %s passed; %s", version, boot.commit())

@@ -9,6 +9,10 @@ The rules (``P`` = pending update from ``X`` to ``Y``, ``R`` = running version):
 * ``Y != R`` and ``P`` was downloading → interrupted; it will be retried.
 * ``Y != R`` and ``P`` was written/rebooting and the boot chain has ``Y`` missing or bad →
   rolled back, and ``Y`` is blocked (a newer version is still offered).
+* ``Y != R``, ``P`` was rebooting, this is another boot than ``P``'s and ``Y`` is still
+  being tried → the restart did not start ``Y`` (a boot chain that tries a version only
+  when asked, like the Pi's tryboot, whose flag did not reach the firmware): ``P`` is
+  written again, waiting for a restart.
 * otherwise ``P`` stands (written, waiting for its reboot).
 """
 
@@ -64,6 +68,11 @@ def reconcile(
             *state.blocked, p.to_version)
         return _done(replace(state, blocked=blocked), "rolled-back",
                      f"rolled back from {p.to_version} to {running}, because {reason}", now)
+    if (p.phase is PendingPhase.REBOOTING and entry is EntryState.TRYING
+            and boot_id is not None and p.boot_id != boot_id):
+        return Reconciled(replace(state, pending=replace(p, phase=PendingPhase.WRITTEN)),
+                          f"the restart did not start {p.to_version}; it is installed and "
+                          "waits for another restart")
     return Reconciled(state, None)
 
 

@@ -176,8 +176,12 @@ class Updater:
             self._save(result.state)
         if result.message:
             log.info("last update: %s", result.message)
-            if self.phase is Phase.READY and self._state.pending is None:
+            pending = self._state.pending
+            if self.phase is Phase.READY and pending is None:
                 self.phase, self.target = Phase.IDLE, None
+            elif (self.phase is Phase.IDLE and pending is not None
+                  and pending.phase is PendingPhase.WRITTEN):
+                self.phase, self.target = Phase.READY, pending.to_version
         return result.message
 
     def _render(self, *, notify: bool = True) -> bool:

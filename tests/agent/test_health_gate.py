@@ -23,6 +23,9 @@ class Chain:
     def __init__(self, trial: bool, refuse: str | None = None) -> None:
         self.trial, self.refuse, self.commits = trial, refuse, 0
 
+    def begin_boot(self) -> str | None:
+        return None
+
     def entries(self) -> dict[str, EntryState] | None:
         return None
 

@@ -1,8 +1,10 @@
-"""The Raspberry Pi 5's boot chain (memu_ota.boot.tryboot and .fat) against real FAT file
-systems: made by mkfs.vfat, written and read by mtools (an independent FAT implementation),
-checked by fsck.fat; the firmware's side is a fake /proc/device-tree/chosen/bootloader and
-the slots' labels a fake sysfs. The story of an update through it: a trial, a commit, a
-failed trial rolled back, and the firmware's known quirks."""
+"""The Raspberry Pi 5's boot chain (memu_ota.boot.tryboot, .fat and .gpt) against real file
+systems and tables: FAT made by mkfs.vfat, written and read by mtools (an independent FAT
+implementation), checked by fsck.fat; the slots' names in a GPT made and relabelled by
+sfdisk, as sysupdate relabels a slot; the firmware's side is a fake
+/proc/device-tree/chosen/bootloader. The story of an update through it: a trial, a commit,
+a failed trial rolled back, a flag that never reached the firmware, and the firmware's
+known quirks."""
 
 from __future__ import annotations
 
@@ -64,8 +66,9 @@ def fsck_clean(image: Path) -> bool:
 
 @dataclass
 class Pi:
-    """A fake Raspberry Pi: the selector partition (a real FAT image named like the disk's
-    first partition), the disk's partitions in sysfs, the device tree and the boot ID."""
+    """A fake Raspberry Pi: the disk (a real GPT, naming the slots), its selector partition
+    (a real FAT image named like the disk's first partition), the partitions in sysfs (as
+    the kernel saw them at boot: no names), the device tree and the boot ID."""
 
     root: Path
 
@@ -73,15 +76,26 @@ class Pi:
     def selector(self) -> Path:
         return self.root / "dev" / "nvme0n1p1"
 
+    @property
+    def disk(self) -> Path:
+        return self.root / "dev" / "nvme0n1"
+
+    def make_disk(self) -> None:
+        with self.disk.open("wb") as f:
+            f.truncate(8 << 20)
+        _tool("sfdisk", "-q", str(self.disk), data=b"label: gpt\n" + b"".join(
+            f"size=1M, name={name}\n".encode()
+            for name in ("memu-autoboot", "memu-os_0.1.0", "_empty")))
+        for number in (1, 2, 3):
+            part = self.root / "sys/devices/nvme0n1" / f"nvme0n1p{number}"
+            part.mkdir(parents=True)
+            (part / "partition").write_text(f"{number}\n")
+            (self.root / "sys/class/block").mkdir(parents=True, exist_ok=True)
+            (self.root / "sys/class/block" / part.name).symlink_to(part)
+
     def label(self, number: int, label: str) -> None:
-        part = self.root / "sys/devices/nvme0n1" / f"nvme0n1p{number}"
-        part.mkdir(parents=True, exist_ok=True)
-        (part / "partition").write_text(f"{number}\n")
-        (part / "uevent").write_text(f"DEVTYPE=partition\nPARTN={number}\nPARTNAME={label}\n")
-        link = self.root / "sys/class/block" / part.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(part)
+        """Name a partition in the GPT, as sysupdate does when it writes a slot."""
+        _tool("sfdisk", "-q", "--part-label", str(self.disk), str(number), label)
 
     def boot(self, boot_id: str, *, partition: int, tryboot: bool = False) -> None:
         """What the firmware tells the kernel about a boot."""
@@ -108,9 +122,7 @@ def pi(tmp_path: Path) -> Pi:
     make_fat(pi.selector)
     put(pi.selector, "autoboot.txt", render_autoboot(Autoboot(2, 3)))
     (tmp_path / "state").mkdir()
-    pi.label(1, "memu-autoboot")
-    pi.label(2, "memu-os_0.1.0")
-    pi.label(3, "_empty")
+    pi.make_disk()
     pi.boot("boot-1", partition=2)
     return pi
 
@@ -158,6 +170,43 @@ def test_a_file_is_found_read_and_rewritten_in_place_on_each_fat(tmp_path: Path,
         fat.read(tmp_path / "zeros", "autoboot.txt")
 
 
+@pytest.mark.parametrize("bits", [12, 16])
+def test_a_file_over_many_clusters_is_read_through_the_fat_and_a_fragmented_one_refused(
+        tmp_path: Path, bits: int) -> None:
+    image = make_fat(tmp_path / "fat.img", bits)
+    put(image, "one.txt", b"1")  # cluster 2: the next file starts on an odd cluster
+    body = os.urandom(9 * 4096 + 7)  # many clusters, each link decoded from the FAT
+    put(image, "config.txt", body)
+    assert fat.read(image, "config.txt") == body
+    put(image, "two.txt", b"2")
+    _tool("mdel", "-i", str(image), "::one.txt")  # a one-cluster hole before the others
+    put(image, "kernel.img", os.urandom(3 * 4096))  # fills the hole first: fragmented
+    with pytest.raises(MemuError, match=r"kernel\.img is fragmented"):
+        fat.read(image, "kernel.img")
+
+
+def test_a_fat32_root_directory_over_several_clusters_is_searched(tmp_path: Path) -> None:
+    image = tmp_path / "fat32.img"
+    with image.open("wb") as f:
+        f.truncate(40 << 20)
+    _tool("mkfs.vfat", "-F", "32", "-s", "1", str(image))  # 512-byte clusters: 16 entries
+    for n in range(40):
+        put(image, f"file{n:02}.txt", b"x")
+    put(image, "autoboot.txt", render_autoboot(Autoboot(2, 3)))
+    assert parse_autoboot(fat.read(image, "autoboot.txt")) == Autoboot(2, 3)
+
+
+def test_a_directory_entry_pointing_outside_the_data_is_refused(tmp_path: Path) -> None:
+    image = make_fat(tmp_path / "fat.img", 16)
+    put(image, "autoboot.txt", render_autoboot(Autoboot(2, 3)))
+    with image.open("r+b") as f:
+        entry = fat.find(f.fileno(), "autoboot.txt").entry
+        f.seek(entry + 26)
+        f.write(b"\x01\x00")  # first cluster 1: the FAT's own reserved entry
+    with pytest.raises(MemuError, match="points outside the data area"):
+        fat.rewrite(image, "autoboot.txt", render_autoboot(Autoboot(3, 2)))
+
+
 def test_a_power_cut_during_the_commit_leaves_the_old_or_the_new_choice(pi: Pi) -> None:
     """Every subset of the sectors a commit changes, applied to the old partition, reads as
     the old autoboot.txt or the new one."""
@@ -178,18 +227,20 @@ def test_a_power_cut_during_the_commit_leaves_the_old_or_the_new_choice(pi: Pi) 
 
 def test_an_update_is_tried_committed_and_a_failed_one_rolled_back(pi: Pi) -> None:
     chain = pi.chain("0.1.0")
+    assert chain.begin_boot() is None
     assert chain.entries() == {"0.1.0": EntryState.BLESSED}
     assert (chain.this_boot().entry, chain.this_boot().trial) == (
         "partition 2: memu-os_0.1.0", False)
     assert chain.prepare_reboot(None) == ("systemctl", "reboot")
 
-    pi.label(3, "memu-os_0.2.0")  # sysupdate wrote boot slot B
+    pi.label(3, "memu-os_0.2.0")  # sysupdate wrote boot slot B (the kernel's view is older)
     assert chain.entries() == {"0.1.0": EntryState.BLESSED, "0.2.0": EntryState.TRYING}
     assert chain.prepare_reboot("0.2.0") == ("systemctl", "reboot", "0 tryboot")
     assert pi.firmware_choice(tryboot=True) == 3 and pi.firmware_choice(tryboot=False) == 2
 
     pi.boot("boot-2", partition=3, tryboot=True)  # the trial boot
     chain = pi.chain("0.2.0")
+    assert chain.begin_boot() == "trial boot of 0.2.0"
     assert chain.this_boot().trial
     assert chain.entries() == {"0.1.0": EntryState.BLESSED, "0.2.0": EntryState.TRYING}
     assert chain.commit() == "autoboot.txt now boots partition 3 (0.2.0)"
@@ -201,22 +252,55 @@ def test_an_update_is_tried_committed_and_a_failed_one_rolled_back(pi: Pi) -> No
     pi.label(2, "memu-os_0.3.0")  # the next update, into slot A
     assert chain.prepare_reboot("0.3.0") == ("systemctl", "reboot", "0 tryboot")
     pi.boot("boot-3", partition=2, tryboot=True)
-    assert pi.chain("0.3.0").this_boot().trial  # ... and its health gate fails: a plain reboot
+    trial = pi.chain("0.3.0")
+    trial.begin_boot()
+    assert trial.this_boot().trial  # ... and its health gate fails: a plain reboot
     pi.boot("boot-4", partition=pi.firmware_choice(tryboot=False))  # the flag was one-shot
     chain = pi.chain("0.2.0")
+    assert chain.begin_boot() is None
     assert chain.entries() == {"0.2.0": EntryState.BLESSED, "0.3.0": EntryState.BAD}
-    state = OtaState(pending=Pending("0.2.0", "0.3.0", 1.0, PendingPhase.REBOOTING, "boot-3"))
+    state = OtaState(pending=Pending("0.2.0", "0.3.0", 1.0, PendingPhase.REBOOTING, "boot-2"))
     failure = HealthFailure("0.3.0", "synapse is unhealthy after 300 seconds", 2.0)
     done = reconcile(state, "0.2.0", chain.entries(), failure, boot_id="boot-4", now=3.0)
     assert done.message == ("rolled back from 0.3.0 to 0.2.0, because synapse is unhealthy "
                             "after 300 seconds")
     assert pi.firmware_choice(tryboot=False) == 3
 
+    pi.boot("boot-5", partition=2, tryboot=True)  # later, a flag nobody asked for into it
+    stray = pi.chain("0.3.0")
+    assert stray.begin_boot() is None and not stray.this_boot().trial
+    with pytest.raises(MemuError, match="no trial of a requested update"):
+        stray.commit()  # the rolled-back version is never committed
+    assert pi.firmware_choice(tryboot=False) == 3
+
+
+def test_a_restart_whose_flag_never_reached_the_firmware_waits_for_another(pi: Pi) -> None:
+    pi.label(3, "memu-os_0.2.0")
+    assert pi.chain("0.1.0").prepare_reboot("0.2.0")[-1] == "0 tryboot"
+    pi.boot("boot-2", partition=2)  # e.g. the kernel module is missing: no flag
+    chain = pi.chain("0.1.0")
+    chain.begin_boot()
+    assert chain.entries() == {"0.1.0": EntryState.BLESSED, "0.2.0": EntryState.TRYING}
+    state = OtaState(pending=Pending("0.1.0", "0.2.0", 1.0, PendingPhase.REBOOTING, "boot-1"))
+    done = reconcile(state, "0.1.0", chain.entries(), None, boot_id="boot-2", now=3.0)
+    assert done.message == "the restart did not start 0.2.0; it is installed and waits for " \
+                           "another restart"
+    assert done.state.pending is not None and done.state.pending.phase is PendingPhase.WRITTEN
+    assert chain.prepare_reboot("0.2.0")[-1] == "0 tryboot"  # and it can be asked again
+
+
+def test_a_restart_into_a_version_not_in_the_trial_slot_is_refused(pi: Pi) -> None:
+    with pytest.raises(MemuError, match=r"partition 3, the one a restart would try, holds "
+                                        r"nothing, not 0\.2\.0"):
+        pi.chain("0.1.0").prepare_reboot("0.2.0")
+    assert not (pi.root / "state" / TRIAL_FILE).exists()
+
 
 def test_a_tryboot_flag_nobody_asked_for_never_commits(pi: Pi) -> None:
     pi.label(3, "memu-os_0.0.9")  # an older version left in the other slot
     pi.boot("boot-2", partition=3, tryboot=True)  # e.g. `reboot "0 tryboot"` by hand
     chain = pi.chain("0.0.9")
+    assert chain.begin_boot() is None
     assert not chain.this_boot().trial
     with pytest.raises(MemuError, match="no trial of a requested update"):
         chain.commit()
@@ -228,6 +312,7 @@ def test_firmware_that_reports_partition_0_is_told_by_the_labels(pi: Pi) -> None
     pi.chain("0.1.0").prepare_reboot("0.2.0")
     pi.boot("boot-2", partition=0, tryboot=True)
     chain = pi.chain("0.2.0")
+    chain.begin_boot()
     assert chain.this_boot().entry == "partition 3: memu-os_0.2.0" and chain.this_boot().trial
     chain.commit()
     assert pi.firmware_choice(tryboot=False) == 3
@@ -240,9 +325,27 @@ def test_an_unreadable_autoboot_txt_is_repaired_to_the_running_slot(pi: Pi,
     put(pi.selector, "autoboot.txt", garbage)
     pi.boot("boot-2", partition=0)  # and the firmware does not say which it booted
     chain = pi.chain("0.2.0")
+    assert chain.entries() is None  # reading never writes
+    assert chain.begin_boot() == ("autoboot.txt repaired to boot partition 3 "
+                                  f"({parse_error(garbage)})")
     assert chain.entries() == {"0.2.0": EntryState.BLESSED, "0.1.0": EntryState.BLESSED}
     assert pi.firmware_choice(tryboot=False) == 3 and fsck_clean(pi.selector)
     assert chain.repair() is None  # readable now
+
+
+def test_an_unreadable_autoboot_txt_is_left_alone_on_a_trial_boot(pi: Pi) -> None:
+    pi.label(3, "memu-os_0.2.0")
+    pi.chain("0.1.0").prepare_reboot("0.2.0")
+    put(pi.selector, "autoboot.txt", b"x" * AUTOBOOT_SIZE)
+    pi.boot("boot-2", partition=3, tryboot=True)
+    pi.chain("0.2.0").begin_boot()  # repairing now would commit what is being tried
+    assert mtype(pi.selector, "autoboot.txt") == b"x" * AUTOBOOT_SIZE
+
+
+def parse_error(data: bytes) -> str:
+    with pytest.raises(MemuError) as e:
+        parse_autoboot(data)
+    return e.value.message
 
 
 def test_the_boot_artifact_is_the_slot_partition_holding_the_version(pi: Pi) -> None:

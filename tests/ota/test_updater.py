@@ -27,9 +27,9 @@ async def settle(updater: Updater) -> None:
 
 
 def make(config: OtaConfig, scenario: dict[str, object], running: str = "0.1.0",
-         lines: list[str] | None = None) -> Updater:
+         lines: list[str] | None = None, boot_id: str = "boot-1") -> Updater:
     set_scenario(config.sysupdate.parent, scenario)
-    return Updater(config, running=running, boot_id="boot-1",
+    return Updater(config, running=running, boot_id=boot_id,
                    on_status=(lines.append if lines is not None else None),
                    reboot_command=(sys.executable, "-c", "pass"))
 
@@ -149,6 +149,24 @@ async def test_rollback_reported_at_start(ota_config: OtaConfig) -> None:
     assert snap["last_result"] == ("rolled back from 0.2.0 to 0.1.0, because it did not "
                                    "finish booting on any of its tries")
     assert snap["blocked"] == ["0.2.0"] and snap["state"] == "idle"
+
+
+async def test_a_restart_that_did_not_start_the_update_leaves_it_waiting(
+        ota_config: OtaConfig) -> None:
+    """The box came back on the old version with the new one still untried (a boot chain
+    that tries only when asked, whose request did not reach the firmware): the update is
+    ready for another restart, not lost and not called rolled back."""
+    await install_and_reboot(ota_config)
+    (ota_config.esp_dirs[0] / "memu-os_0.2.0+3.efi").touch()
+    (ota_config.esp_dirs[0] / "memu-os_0.1.0.efi").touch()
+    again = make(ota_config, STABLE, boot_id="boot-2")
+    await again.start(periodic=False)
+    snap = again.snapshot()
+    assert (snap["state"], again.target, snap["last_result"]) == ("ready", "0.2.0", None)
+    again.reboot()  # asking again is allowed
+    await asyncio.sleep(0.01)
+    await settle(again)
+    assert again.phase is Phase.REBOOTING
 
 
 async def test_source_change_rerenders(ota_config: OtaConfig) -> None:

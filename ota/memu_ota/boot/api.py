@@ -63,6 +63,16 @@ class BootBackend(Protocol):
     #: the backend's name, as in :data:`memu_common.boards.BootBackendName`.
     name: str
 
+    def begin_boot(self) -> str | None:
+        """Called once per boot, by the agent at its start, before anything else reads the
+        boot chain: lets it record what this boot is and repair what the firmware reads.
+        Returns what was done, in words, or None when nothing was needed.
+
+        Raises:
+            MemuError: something needed could not be done (the message says what).
+        """
+        ...
+
     def entries(self) -> dict[str, EntryState] | None:
         """Version → what the boot chain says about it; None when the boot chain cannot
         be read (then nothing is concluded from it)."""

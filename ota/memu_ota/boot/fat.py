@@ -66,7 +66,9 @@ def _layout(head: bytes) -> _Layout:
     root_sectors = (root_entries * DIR_ENTRY + sector - 1) // sector
     first_data = reserved + fats * fat_size + root_sectors
     clusters = (total - first_data) // per_cluster
-    bits = 12 if clusters < 4085 else 16 if clusters < 65525 else 32
+    # FAT32 has no 16-bit FAT size (as Linux's vfat tells it); FAT12 and FAT16 by the count
+    # of clusters, as the specification does.
+    bits = 32 if fat16 == 0 else 12 if clusters < 4085 else 16
     return _Layout(
         sector=sector, cluster=sector * per_cluster, fat_offset=reserved * sector,
         fat_bits=bits,
@@ -137,8 +139,14 @@ def find(fd: int, name: str) -> Extent:
             first = struct.unpack_from("<H", entry, 20)[0] << 16 | struct.unpack_from(
                 "<H", entry, 26)[0]
             length = struct.unpack_from("<I", entry, 28)[0]
-            if length > layout.cluster and _next_cluster(fd, layout, first) != first + 1:
-                raise MemuError(f"{name} is fragmented; it cannot be rewritten in place")
+            if length and not 2 <= first <= layout.clusters + 1:
+                raise MemuError(f"{name}'s directory entry points outside the data area")
+            number = first
+            for _ in range(1, -(-length // layout.cluster)):  # each cluster after the first
+                following = _next_cluster(fd, layout, number)
+                if following is None or following != number + 1:
+                    raise MemuError(f"{name} is fragmented; it cannot be rewritten in place")
+                number = following
             return Extent(layout.cluster_offset(first), length, offset + at)
     raise MemuError(f"{name} is not on the partition")
 
@@ -194,7 +202,8 @@ def rewrite(path: Path, name: str, data: bytes) -> None:
 
 def resize(path: Path, name: str, data: bytes) -> None:
     """Replace the content of root-directory file ``name`` by ``data`` of another length
-    (within the file's first cluster): the data first, then the length in its directory
+    (the file taking one cluster before and after, so no cluster is allocated or freed):
+    the data first, then the length in its directory
     entry, each flushed. Only for repairing a file that cannot be read anyway: a power cut
     between the two leaves the old length over the new bytes.
 
@@ -204,8 +213,9 @@ def resize(path: Path, name: str, data: bytes) -> None:
     """
     with _opened(path, name, write=True) as (fd, extent):
         layout = _layout(os.pread(fd, 512, 0))
-        if extent.size == 0 or len(data) > layout.cluster:
-            raise MemuError(f"{len(data)} bytes do not fit {name}'s place on {path}")
+        if not 0 < extent.size <= layout.cluster or len(data) > layout.cluster:
+            raise MemuError(f"{name} cannot be resized in place on {path}: it must take "
+                            "one cluster, before and after")
         os.pwrite(fd, data, extent.offset)
         os.fsync(fd)
         os.pwrite(fd, struct.pack("<I", len(data)), extent.entry + 28)

@@ -70,6 +70,10 @@ class SystemdBoot:
         self.esp_dirs = esp_dirs
         self.firmware = firmware or Firmware()
 
+    def begin_boot(self) -> str | None:
+        """Nothing: systemd-boot counts the tries itself, in the entries' names."""
+        return None
+
     def entries(self) -> dict[str, EntryState] | None:
         """The UKIs in the ESP by version, their state from their boot-counting names."""
         return read_entries(self.esp_dirs)

@@ -20,10 +20,11 @@ firmware reports partition 0, so the running version and the slots' labels stand
 
 The update's way through it: sysupdate writes the new boot slot and ``/usr`` slot; the
 agent reboots with ``systemctl reboot "0 tryboot"`` (:meth:`TryBoot.prepare_reboot` first
-records the trial); the health gate, on that trial boot, commits by rewriting
+records that the trial is asked for; :meth:`TryBoot.begin_boot` on the trial boot records
+that it happened); the health gate, on that trial boot, commits by rewriting
 ``autoboot.txt`` in place (:mod:`memu_ota.boot.fat`: the same length, so only its data
 sector changes; fsync; read back), and only then. A tryboot flag that nobody asked for
-never commits: a trial needs the record naming the version that runs.
+never commits.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from memu_common import MemuError
 from memu_common.files import read_json_object, write_atomic
-from memu_ota.boot import fat
+from memu_ota.boot import fat, gpt
 from memu_ota.boot.api import EntryState, Firmware, ThisBoot
 from memu_ota.versions import is_newer
 
@@ -110,32 +111,22 @@ def render_autoboot(choice: Autoboot) -> bytes:
     return (note[:-1] + " " * pad + "\n" + text).encode("ascii")
 
 
-@dataclass(frozen=True)
-class Partition:
-    """One partition of the selector's disk: its kernel name (``nvme0n1p2``) and GPT label."""
-
-    name: str
-    label: str
-
-
-def partitions(selector: Path, sysfs: Path = Path("/sys")) -> dict[int, Partition]:
-    """Partition number → the partitions on the selector's disk (from sysfs:
-    ``class/block/<selector>/..`` holds the disk's partitions, each with ``partition`` and
-    a ``uevent`` with ``PARTNAME=``). Empty when the disk cannot be read."""
+def partitions(selector: Path, sysfs: Path = Path("/sys")) -> dict[int, str]:
+    """Partition number → kernel name (``nvme0n1p2``) of the partitions on the selector's
+    disk, from sysfs (``class/block/<selector>/..`` holds the disk's partitions, each with
+    its ``partition`` number). Empty when the disk cannot be read. (Their names are read
+    from the disk instead: :mod:`memu_ota.boot.gpt` says why.)"""
     try:
         part = (sysfs / "class/block" / selector.resolve().name).resolve()
         siblings = list(part.parent.iterdir())
     except OSError:
         return {}
-    found: dict[int, Partition] = {}
+    found: dict[int, str] = {}
     for sib in siblings:
         try:
-            number = int((sib / "partition").read_text())
-            uevent = (sib / "uevent").read_text()
+            found[int((sib / "partition").read_text())] = sib.name
         except (OSError, ValueError):
             continue
-        m = re.search(r"^PARTNAME=(.*)$", uevent, re.MULTILINE)
-        found[number] = Partition(sib.name, m[1] if m else "")
     return found
 
 
@@ -150,13 +141,21 @@ def _u32(path: Path) -> int | None:
 class TryBoot:
     """:class:`~memu_ota.boot.api.BootBackend` for the Raspberry Pi firmware's tryboot.
 
+    The trial record (``<state_dir>/tryboot-trial.json``): ``version`` and ``partition``
+    written by :meth:`prepare_reboot` with the ``asked`` boot's ID; ``tried``, the ID of the
+    boot that the firmware made with the flag into that version, added by
+    :meth:`begin_boot`. Only that boot is a trial (a flag nobody asked for, or asked for
+    long ago, is not); once another boot follows it uncommitted, the trial is spent.
+
     Args:
         running: the running OS version.
         state_dir: where the trial record is kept (the update state directory).
         selector: the selector partition (or a FAT image, in tests).
         firmware: where the device tree is read.
-        sysfs: where the slots' labels are read (:func:`partitions`).
-        dev: where the partitions' device nodes are.
+        sysfs: where the selector's disk and its partitions' kernel names are found
+            (:func:`partitions`).
+        dev: where their device nodes are; the slots' versions come from the GPT on the
+            disk itself (:mod:`memu_ota.boot.gpt`).
         boot_id_file: this boot's ID (a new one on every boot).
     """
 
@@ -165,22 +164,35 @@ class TryBoot:
     def __init__(self, running: str, state_dir: Path, *,
                  selector: Path = Path("/dev/disk/by-partlabel/memu-autoboot"),
                  firmware: Firmware | None = None, sysfs: Path = Path("/sys"),
-                 boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id"),
-                 dev: Path = Path("/dev")) -> None:
+                 dev: Path = Path("/dev"),
+                 boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")) -> None:
         self.running = running
         self.state_dir = state_dir
         self.selector = selector
         self.firmware = firmware or Firmware()
         self.sysfs = sysfs
-        self.boot_id_file = boot_id_file
         self.dev = dev
+        self.boot_id_file = boot_id_file
 
     # -- what the disk and the firmware say ---------------------------------------------------
 
+    def _disk(self) -> Path | None:
+        try:
+            part = (self.sysfs / "class/block" / self.selector.resolve().name).resolve()
+        except OSError:
+            return None
+        return self.dev / part.parent.name if part.parent.name != "block" else None
+
     def _versions(self) -> dict[int, str | None]:
-        parts = partitions(self.selector, self.sysfs)
-        labels = {n: parts[n].label if n in parts else "" for n in SLOTS}
-        return {n: (m["version"] if (m := LABEL_RE.match(labels[n])) else None) for n in SLOTS}
+        """Boot slot → the version its GPT name says (None: ``_empty`` or unknown)."""
+        disk = self._disk()
+        try:
+            names = gpt.names(disk) if disk is not None else {}
+        except MemuError as e:
+            log.error("tryboot: %s", e.message)
+            names = {}
+        return {n: (m["version"] if (m := LABEL_RE.match(names.get(n, ""))) else None)
+                for n in SLOTS}
 
     def _booted(self, versions: dict[int, str | None], default: int | None) -> int | None:
         """The boot slot this boot came from: the firmware's word, else the slot that holds
@@ -193,11 +205,24 @@ class TryBoot:
             return default
         return holding[0] if holding else None
 
+    def _flag(self) -> bool:
+        return _u32(self.firmware.device_tree / "chosen/bootloader/tryboot") == 1
+
     def _boot_id(self) -> str:
         try:
             return self.boot_id_file.read_text().strip()
         except OSError:
             return ""
+
+    def _record(self) -> dict[str, object]:
+        return read_json_object(self.state_dir / TRIAL_FILE) or {}
+
+    def _save_record(self, record: dict[str, object]) -> None:
+        try:
+            write_atomic(self.state_dir / TRIAL_FILE, json.dumps(record).encode())
+        except OSError as e:
+            raise MemuError(f"cannot record the trial in {self.state_dir}: {e.strerror}"
+                            ) from e
 
     def read_autoboot(self) -> Autoboot:
         """What ``autoboot.txt`` says.
@@ -229,22 +254,33 @@ class TryBoot:
         except MemuError:
             fat.resize(self.selector, AUTOBOOT, new)
         log.warning("autoboot.txt repaired to boot partition %d (%s)", booted, why)
-        return f"repaired to boot partition {booted} ({why})"
-
-    def _trial_record(self) -> dict[str, object] | None:
-        return read_json_object(self.state_dir / TRIAL_FILE)
+        return f"autoboot.txt repaired to boot partition {booted} ({why})"
 
     # -- BootBackend ------------------------------------------------------------------------
 
+    def begin_boot(self) -> str | None:
+        """On the boot the firmware made with the flag into the version a trial was asked
+        for: record it as the trial. On any boot without the flag: repair an unreadable
+        ``autoboot.txt`` (never on a trial boot: that would commit what is being tried).
+
+        Raises:
+            MemuError: the record or the repair could not be written.
+        """
+        if not self._flag():
+            return self.repair()
+        record = self._record()
+        if record.get("version") == self.running and "tried" not in record:
+            self._save_record({**record, "tried": self._boot_id()})
+            return f"trial boot of {self.running}"
+        return None
+
     def entries(self) -> dict[str, EntryState] | None:
         """The committed slot's version is blessed, and so is an older one in the other
-        slot (the version before, to fall back to); a newer one there is being tried, or
-        bad when its trial was asked for in an earlier boot and this one is not it (the
+        slot (the version before, kept to fall back to); a newer one there is being tried,
+        or bad once its trial boot was followed by another boot without a commit (the
         one-shot flag was spent: the trial crashed, hung, lost power or failed the gate).
-        Repairs an unreadable ``autoboot.txt`` first (:meth:`repair`); None when it cannot
-        be read or repaired."""
+        None when ``autoboot.txt`` cannot be read."""
         try:
-            self.repair()
             choice = self.read_autoboot()
         except MemuError as e:
             log.error("tryboot: %s", e.message)
@@ -258,18 +294,19 @@ class TryBoot:
         if other is None or other == committed:
             return entries
         if committed is not None and not is_newer(other, committed):
-            entries[other] = EntryState.BLESSED  # the version before, kept to fall back to
+            entries[other] = EntryState.BLESSED
             return entries
-        record = self._trial_record() or {}
-        spent = (record.get("version") == other and record.get("boot_id") != self._boot_id()
-                 and self.running != other)
+        record = self._record()
+        tried = record.get("tried")
+        spent = (record.get("version") == other and tried is not None
+                 and tried != self._boot_id() and self.running != other)
         entries[other] = EntryState.BAD if spent else EntryState.TRYING
         return entries
 
     def this_boot(self) -> ThisBoot:
-        """The slot booted (``partition N: <label>``); a trial when the firmware says it
-        booted with the tryboot flag, from the slot ``autoboot.txt`` does not commit, into
-        the version a trial was asked for."""
+        """The slot booted (``partition N: memu-os_<version>``); a trial when it is the
+        boot :meth:`begin_boot` recorded as the trial, from the slot ``autoboot.txt`` does
+        not commit."""
         try:
             default: int | None = self.read_autoboot().default
         except MemuError:
@@ -277,30 +314,31 @@ class TryBoot:
         versions = self._versions()
         booted = self._booted(versions, default)
         entry = None if booted is None else f"partition {booted}: memu-os_{versions[booted]}"
-        flag = _u32(self.firmware.device_tree / "chosen/bootloader/tryboot") == 1
-        record = self._trial_record() or {}
-        asked = record.get("version") == self.running
-        return ThisBoot(entry, flag and asked and booted is not None and booted != default)
+        record = self._record()
+        trial = (self._flag() and booted is not None and booted != default
+                 and record.get("version") == self.running
+                 and record.get("tried") == self._boot_id())
+        return ThisBoot(entry, trial)
 
     def prepare_reboot(self, version: str | None) -> tuple[str, ...]:
-        """For ``version`` in the trial slot: record the trial, then reboot with the tryboot
-        flag (``reboot(2)``'s argument "0 tryboot", which Memu's kernel module passes to the
-        firmware); otherwise a plain reboot into the committed slot.
+        """For ``version``: record that its trial is asked for, then reboot with the
+        tryboot flag (``reboot(2)``'s argument "0 tryboot", which Memu's kernel module
+        passes to the firmware). None: a plain reboot into the committed slot.
 
         Raises:
-            MemuError: the trial cannot be recorded.
+            MemuError: ``autoboot.txt`` cannot be read, ``version`` is not in the slot it
+                would try, or the record cannot be written.
         """
-        try:
-            choice = self.read_autoboot()
-        except MemuError:
+        if version is None:
             return ("systemctl", "reboot")
-        if version is None or self._versions()[choice.trial] != version:
-            return ("systemctl", "reboot")
-        record = {"version": version, "partition": choice.trial, "boot_id": self._boot_id()}
-        try:
-            write_atomic(self.state_dir / TRIAL_FILE, json.dumps(record).encode())
-        except OSError as e:
-            raise MemuError(f"cannot record the trial of {version}: {e.strerror}") from e
+        choice = self.read_autoboot()
+        held = self._versions()[choice.trial]
+        if held != version:
+            raise MemuError(f"boot partition {choice.trial}, the one a restart would try, "
+                            f"holds {held or 'nothing'}, not {version}",
+                            hint="install the update again")
+        self._save_record({"version": version, "partition": choice.trial,
+                           "asked": self._boot_id()})
         return ("systemctl", "reboot", "0 tryboot")
 
     def commit(self) -> str:
@@ -314,13 +352,12 @@ class TryBoot:
         if not self.this_boot().trial:
             raise MemuError("this boot is no trial of a requested update; nothing to commit")
         choice = self.read_autoboot()
-        booted = self._booted(self._versions(), choice.default)
-        if booted != choice.trial:
-            raise MemuError(f"this boot came from partition {booted}, not from the trial "
-                            f"partition {choice.trial}")
         new = Autoboot(choice.trial, choice.default)
         fat.rewrite(self.selector, AUTOBOOT, render_autoboot(new))
-        (self.state_dir / TRIAL_FILE).unlink(missing_ok=True)
+        try:
+            (self.state_dir / TRIAL_FILE).unlink(missing_ok=True)
+        except OSError as e:  # committed all the same; the record names a committed version
+            log.warning("cannot remove the trial record: %s", e.strerror)
         return f"autoboot.txt now boots partition {new.default} ({self.running})"
 
     def boot_artifact(self, version: str) -> Path | None:
@@ -329,6 +366,6 @@ class TryBoot:
         parts = partitions(self.selector, self.sysfs)
         for number, held in self._versions().items():
             if held == version and number in parts:
-                device = self.dev / parts[number].name
+                device = self.dev / parts[number]
                 return device if device.exists() else None
         return None
