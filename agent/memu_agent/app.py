@@ -26,6 +26,7 @@ from memu_agent import (
     assistant,
     claim_api,
     front_door,
+    npu,
     recover_pages,
     reset_api,
     setup_pages,
@@ -138,7 +139,10 @@ async def status(request: web.Request) -> web.Response:
          "stack": {...},                      # see stack_status
          "assistant": {...},                  # its chat session: memu_agent.assistant
          "storage": {"state": "ok" | "low" | "full" | "unknown", "total_bytes": int,
-                     "free_bytes": int, "message": str}}   # memu_agent.storage
+                     "free_bytes": int, "message": str},   # memu_agent.storage
+         "npu": {"state": "absent" | "no-driver" | "no-device" | "ready",
+                 "pci": str | null, "driver": str | null, "device": str | null}}
+                                              # a Hailo-8/8L: memu_agent.npu
 
     The setup token is never part of it.
     """
@@ -160,6 +164,7 @@ async def status(request: web.Request) -> web.Response:
         "stack": await stack_status(paths),
         "assistant": request.app[assistant.WATCH].snapshot(),
         "storage": asdict(storage.measure(paths.data)),
+        "npu": npu.find(paths.sys, paths.dev).report(),
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 

@@ -30,6 +30,7 @@ class HostPaths:
         sys: the sysfs mount (``dev/block/MAJ:MIN/…``).
         firmware: where the firmware's facts are (EFI variables), for the boot chain.
         board_file: where the image names its board (:data:`memu_common.boards.BOARD_FILE`).
+        dev: the device nodes (``/dev/hailo0``, :mod:`memu_agent.npu`).
         udev_data: udev's device database (``b<MAJ>:<MIN>`` files with ``E:KEY=value``).
         preload_status: what the container image preload reports (:mod:`memu_agent.preload`).
         pull_status: what the pull of registry images reports (:mod:`memu_agent.pull`).
@@ -47,6 +48,7 @@ class HostPaths:
     sys: Path = Path("/sys")
     firmware: Firmware = field(default_factory=Firmware)
     board_file: Path = boards.BOARD_FILE
+    dev: Path = Path("/dev")
     udev_data: Path = Path("/run/udev/data")
     preload_status: Path = Path("/run/memu-stack/preload.json")
     pull_status: Path = Path("/run/memu-stack/pull.json")

@@ -90,6 +90,7 @@ def host(tmp_path: Path) -> HostPaths:
         proc=proc,
         sys=sys_,
         firmware=Firmware(efivars=efivars),
+        dev=root / "dev",
         preload_status=preload,
         pull_status=preload.with_name("pull.json"),  # the pull has not run
         docker_socket=root / "run" / "docker.sock",  # nothing listens

@@ -52,6 +52,7 @@ async def test_status_json_from_fake_host(
                   "services": {}},
         "assistant": {"session": "not-set-up", "message": "The assistant is not set up yet.",
                       "signed_in_again_at": None},
+        "npu": {"state": "absent", "pci": None, "driver": None, "device": None},
     }
 
 
