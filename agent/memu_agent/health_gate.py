@@ -65,9 +65,9 @@ def conclude(decision: Decision, boot: BootBackend | None, version: str,
     """The gate's exit status for ``decision``: 0 (boot-complete.target is reached) or 1
     (``FailureAction=reboot``; the failure is recorded in ``state_dir`` for the rollback
     report). ``boot`` is None when the boot chain is not known: the boot is then judged as
-    a committed one. A trial boot that passes is committed (:meth:`BootBackend.commit`); when that
-    fails, the failure is recorded like an unhealthy boot's and the box reboots into the
-    old version.
+    a committed one. A trial boot that passes is committed (:meth:`BootBackend.commit`);
+    when that fails, the failure is recorded like an unhealthy boot's and the box reboots
+    into the old version.
 
     Only a trial boot (:attr:`memu_ota.boot.ThisBoot.trial`) can fail: rebooting a box
     whose boot entry is already committed changes nothing (the boot chain picks the same
