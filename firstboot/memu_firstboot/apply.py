@@ -120,6 +120,8 @@ class Box:
         start_stack: the command that starts the stack and returns once it is up.
         reload_stack: the command that starts what is configured but not running (the
             assistant, once its account exists).
+        reload_tries: how many times ``reload_stack`` is tried before the step fails.
+        reload_wait_s: seconds between those tries.
         set_timezone: the command that sets the host's time zone (the zone is appended).
         set_pretty_name: the command that sets the host's pretty name (appended); its
             host name stays ``memu``, which ``memu.local`` answers to.
@@ -137,6 +139,8 @@ class Box:
     synapse_url: str = SYNAPSE_URL
     start_stack: tuple[str, ...] = ("systemctl", "start", "memu-stack.service")
     reload_stack: tuple[str, ...] = ("systemctl", "reload", "memu-stack.service")
+    reload_tries: int = 4
+    reload_wait_s: float = 15.0
     set_timezone: tuple[str, ...] = ("timedatectl", "set-timezone")
     set_pretty_name: tuple[str, ...] = ("hostnamectl", "set-hostname", "--pretty")
     wait_s: float = 900.0
@@ -217,12 +221,22 @@ def pretty_name(family_name: str) -> str:
     return f"Memu ({family_name})"
 
 
-async def _command(argv: Sequence[str], what: str, hint: str) -> None:
-    done = await run_async(argv, time_limit_s=3600)
-    if done.returncode != 0:
-        log.error("%s failed (exit %d): %s", " ".join(argv), done.returncode,
-                  done.stderr_tail())
-        raise MemuError(f"{what} failed: {done.stderr_tail(1) or done.returncode}", hint=hint)
+async def _command(argv: Sequence[str], what: str, hint: str, *, tries: int = 1,
+                   wait_s: float = 0.0) -> None:
+    """Run ``argv`` until it succeeds, at most ``tries`` times, ``wait_s`` seconds apart.
+
+    Raises:
+        MemuError: the last try failed (its last line of stderr is in the message).
+    """
+    for attempt in range(1, tries + 1):
+        done = await run_async(argv, time_limit_s=3600)
+        if done.returncode == 0:
+            return
+        log.error("%s failed (exit %d, try %d of %d): %s", " ".join(argv), done.returncode,
+                  attempt, tries, done.stderr_tail())
+        if attempt < tries:
+            await asyncio.sleep(wait_s)
+    raise MemuError(f"{what} failed: {done.stderr_tail(1) or done.returncode}", hint=hint)
 
 
 async def _database(run: Run) -> str:
@@ -274,8 +288,12 @@ async def _assistant(run: Run) -> str:
         raise MemuError("the accounts step did not run")
     stack_config.write_bot_account(run.box.config_dir, run.bot.user_id,
                                    run.bot.access_token, run.bot.device_id)
+    # Compose starts the assistant only once PostgreSQL and Synapse report healthy; on a
+    # busy box (the setup has just made accounts and a room) a health check can time out
+    # once, and `up` then fails for a moment that passes: try again before giving up.
     await _command(run.box.reload_stack, "starting the assistant",
-                   "press Retry; the box's page shows whether the assistant is running")
+                   "press Retry; the box's page shows whether the assistant is running",
+                   tries=run.box.reload_tries, wait_s=run.box.reload_wait_s)
     return "the assistant is starting"
 
 
