@@ -111,14 +111,24 @@ def render_autoboot(choice: Autoboot) -> bytes:
     return (note[:-1] + " " * pad + "\n" + text).encode("ascii")
 
 
+def disk_dir(selector: Path, sysfs: Path = Path("/sys")) -> Path | None:
+    """The sysfs directory of the disk the selector partition is on (a partition's sysfs
+    directory sits in its disk's); None when it cannot be told."""
+    try:
+        part = (sysfs / "class/block" / selector.resolve().name).resolve()
+    except OSError:
+        return None
+    return part.parent if part.parent.name != "block" else None
+
+
 def partitions(selector: Path, sysfs: Path = Path("/sys")) -> dict[int, str]:
     """Partition number → kernel name (``nvme0n1p2``) of the partitions on the selector's
     disk, from sysfs (``class/block/<selector>/..`` holds the disk's partitions, each with
     its ``partition`` number). Empty when the disk cannot be read. (Their names are read
     from the disk instead: :mod:`memu_ota.boot.gpt` says why.)"""
+    disk = disk_dir(selector, sysfs)
     try:
-        part = (sysfs / "class/block" / selector.resolve().name).resolve()
-        siblings = list(part.parent.iterdir())
+        siblings = list(disk.iterdir()) if disk is not None else []
     except OSError:
         return {}
     found: dict[int, str] = {}
@@ -177,11 +187,8 @@ class TryBoot:
     # -- what the disk and the firmware say ---------------------------------------------------
 
     def _disk(self) -> Path | None:
-        try:
-            part = (self.sysfs / "class/block" / self.selector.resolve().name).resolve()
-        except OSError:
-            return None
-        return self.dev / part.parent.name if part.parent.name != "block" else None
+        disk = disk_dir(self.selector, self.sysfs)
+        return self.dev / disk.name if disk is not None else None
 
     def _versions(self) -> dict[int, str | None]:
         """Boot slot → the version its GPT name says (None: ``_empty`` or unknown)."""
