@@ -25,7 +25,7 @@ import pexpect
 
 from memu_common import MemuError
 from memu_dev.build import build, ensure_host, newest_input_mtime
-from memu_dev.paths import OUTPUT, image_path, version
+from memu_dev.paths import image_path
 from memu_dev.vm import VM, VMConfig
 
 LOGIN = r"login: "
@@ -43,7 +43,7 @@ class BootTimes:
 
 def bare_image() -> Path:
     """The baseline image, built (profiles n100 + bare) when missing or stale."""
-    img = OUTPUT / f"memu-os-bare_{version()}_x86-64.raw"
+    img = image_path("n100", variant="bare")
     if not img.exists() or img.stat().st_mtime < newest_input_mtime():
         ensure_host("n100")
         build("n100", profiles=["bare"])

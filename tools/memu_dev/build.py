@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from memu_common import MemuError, boards, run
-from memu_dev import paths, wheelhouse
+from memu_dev import hailo, paths, wheelhouse
 from memu_dev.keys import build_keys
 from memu_dev.paths import DEFAULT_BOARD, OUTPUT, REPO, image_path, mkosi_cmd
 
@@ -85,8 +85,14 @@ def ensure_host(board: str) -> None:
         run(["bash", str(REPO / "tools/setup-binfmt.sh")], capture=False)
 
 
+#: Profiles that make another image than the board's own, under their own output name
+#: (``memu-os-<profile>_<version>_<arch>``: their drop-in's Output=).
+VARIANTS = ("bare", "hailo")
+
+
 def build(board: str, *, clean: bool = False, version: str | None = None,
-          extra_trees: Sequence[Path] = (), profiles: Sequence[str] = ()) -> Path:
+          extra_trees: Sequence[Path] = (), profiles: Sequence[str] = (),
+          hailo_settings: hailo.Settings | None = None) -> Path:
     """Build the image for ``board``; return the raw disk image's path.
 
     Args:
@@ -94,15 +100,23 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
         clean: also rebuild mkosi's cached layers and tools tree (``-ff``).
         version: build this version instead of mkosi.version's (test and release builds).
         extra_trees: more file trees to copy into the image (test builds only).
-        profiles: more mkosi profiles (e.g. "bare" for the boot benchmark's baseline); the
-            returned path is then only meaningful for the default output name.
+        profiles: more mkosi profiles (e.g. "bare" for the boot benchmark's baseline); one
+            of :data:`VARIANTS` names the output.
+        hailo_settings: build the hailo option (:mod:`memu_dev.hailo`) with this driver
+            source and firmware.
 
     Raises:
-        MemuError: a key is missing, or mkosi failed (its output went to the terminal; when
+        MemuError: a key is missing, the hailo option's settings are wrong (before mkosi
+            runs), or mkosi failed (its output went to the terminal; when
             /usr outgrew its slot, the error says so: :func:`slot_overflow`).
     """
     OUTPUT.mkdir(exist_ok=True)
     (REPO / "mkosi.cache").mkdir(exist_ok=True)
+    environment: dict[str, str] = {}
+    if hailo_settings is not None:
+        environment |= hailo.stage(hailo_settings)
+        profiles = [*profiles, "hailo"]
+    variant = next((p for p in profiles if p in VARIANTS), None)
     run([sys.executable, "-m", "memu_dev.containers", board], cwd=REPO / "tools", capture=False)
     # The OS's own PyPI wheels (pyinfra), hash-pinned, fetched here: the build is offline.
     wheelhouse.fetch(OS_WHEELS, "os", boards.get(board).arch)
@@ -119,6 +133,7 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     args += [f"--verity-key={keys.verity_key}",
             f"--verity-certificate={keys.verity_cert}", f"--extra-tree={keys.pubring_tree}"]
     args += [f"--extra-tree={t}" for t in extra_trees]
+    args += [f"--environment={k}={v}" for k, v in environment.items()]
     if version:
         args.append(f"--image-version={version}")
     log.info("memu: building the %s image %s with mkosi (first build: ~5 min, then ~1-2 min)",
@@ -131,7 +146,7 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
         raise slot_overflow(tail, repart_dirs(board)) or MemuError(
             f"mkosi failed (exit status {status}); it ended with:\n{last}\n",
             hint="if packages changed since the last build, try `just build-clean`")
-    img = image_path(board, version)
+    img = image_path(board, version, variant)
     if not img.exists():
         raise MemuError(f"mkosi finished but {img} is missing",
                         hint="check Output= in mkosi.conf")
@@ -213,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default=None, help="override mkosi.version (test builds)")
     ap.add_argument("--extra-tree", action="append", default=[], type=Path,
                     help="copy this tree into the image too (test builds)")
+    ap.add_argument("--hailo", action="store_true", default=hailo.enabled(),
+                    help="with the Hailo-8 driver and firmware (MEMU_HAILO=1; the paths come "
+                         "from MEMU_HAILO_SRC and MEMU_HAILO_FW)")
     args = ap.parse_args(argv)
     try:
         if args.if_stale and not args.version and not is_stale(args.board):
@@ -220,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         ensure_host(args.board)
         img = build(args.board, clean=args.clean, version=args.version,
-                    extra_trees=args.extra_tree)
+                    extra_trees=args.extra_tree,
+                    hailo_settings=hailo.Settings.from_env() if args.hailo else None)
     except MemuError as e:
         print(f"memu: error: {e.message}", file=sys.stderr)
         if e.hint:

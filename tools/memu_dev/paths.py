@@ -23,9 +23,13 @@ def version() -> str:
     return (REPO / "mkosi.version").read_text().strip()
 
 
-def image_path(board: str = DEFAULT_BOARD, ver: str | None = None) -> Path:
-    """The raw disk image a build of ``board`` produces: ``memu-os_<version>_<arch>.raw``."""
-    return OUTPUT / f"memu-os_{ver or version()}_{boards.get(board).arch}.raw"
+def image_path(board: str = DEFAULT_BOARD, ver: str | None = None,
+               variant: str | None = None) -> Path:
+    """The raw disk image a build of ``board`` produces: ``memu-os_<version>_<arch>.raw``,
+    or ``memu-os-<variant>_…`` for a variant's (a profile with its own Output=: "bare",
+    "hailo")."""
+    name = f"memu-os-{variant}" if variant else "memu-os"
+    return OUTPUT / f"{name}_{ver or version()}_{boards.get(board).arch}.raw"
 
 
 def mkosi_cmd() -> list[str]:

@@ -1,0 +1,81 @@
+"""The build's hailo option, proven end to end without Hailo's code: the image is built with
+the option on, given a small GPL fixture module laid out like the driver's source tree
+(tests/fixtures/kmod) and a stand-in firmware file. The build compiles the module with kbuild
+against the image's own kernel, installs it under /usr/lib/modules/<kver>/updates/ and the
+firmware under /usr/lib/firmware/hailo/; booted in QEMU, modprobe loads the module. The real
+hailo_pci and the chip are not here (README: "Hailo NPU")."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memu_dev import hailo
+from memu_dev.build import build, ensure_host, newest_input_mtime
+from memu_dev.paths import OUTPUT, REPO, image_path
+from memu_dev.vm import VM, VMConfig
+
+FIXTURE = REPO / "tests/fixtures/kmod"
+#: The stand-in firmware: fixed bytes, so an unchanged image need not be rebuilt.
+FIRMWARE = b"memu test firmware: stands in for hailo8_fw.bin, which is not ours to ship\n" * 32
+
+
+@pytest.fixture(scope="module")
+def hailo_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The N100 image built with the hailo option and the fixture (when missing or stale);
+    its split partitions are dropped (nothing releases this build)."""
+    img = image_path("n100", variant="hailo")
+    newest = max([newest_input_mtime()] + [f.stat().st_mtime for f in FIXTURE.rglob("*")])
+    if not img.exists() or img.stat().st_mtime < newest:
+        firmware = tmp_path_factory.mktemp("hailo") / "hailo8_fw.bin"
+        firmware.write_bytes(FIRMWARE)
+        ensure_host("n100")
+        build("n100", hailo_settings=hailo.Settings(source=FIXTURE, firmware=firmware))
+        for split in OUTPUT.glob(f"{img.stem}.usr*.raw"):
+            split.unlink()
+    return img
+
+
+@pytest.fixture(scope="module")
+def vm(hailo_image: Path) -> Iterator[VM]:
+    """The hailo image booted on an overlay until its root shell answers."""
+    machine = VM(VMConfig(image=hailo_image, workdir=REPO / "test-results/qemu/hailo"))
+    machine.start()
+    try:
+        machine.wait_for_shell(600)
+        yield machine
+    except BaseException:
+        print(f"\nserial log kept at {machine.serial_log}")
+        raise
+    finally:
+        machine.stop()
+        machine.overlay.unlink(missing_ok=True)
+
+
+def test_the_module_built_against_the_image_kernel_loads_with_modprobe(vm: VM) -> None:
+    kver = vm.sh("uname -r").strip()
+    # depmod indexed it where out-of-tree modules go, and kbuild used this kernel's headers
+    assert vm.sh("realpath $(modinfo -F filename memu_kmod_fixture)").strip() == (
+        f"/usr/lib/modules/{kver}/updates/memu_kmod_fixture.ko")
+    assert vm.sh("modinfo -F vermagic memu_kmod_fixture").split()[0] == kver
+    assert vm.sh("modinfo -F version memu_kmod_fixture").strip() == hailo.pins().driver
+    vm.sh("modprobe memu_kmod_fixture")
+    assert vm.sh_status("test -d /sys/module/memu_kmod_fixture") == 0
+    assert f"memu_kmod_fixture: loaded, version {hailo.pins().driver}" in vm.sh(
+        "dmesg | grep memu_kmod_fixture")
+    vm.sh("modprobe -r memu_kmod_fixture")
+    assert vm.sh_status("test -d /sys/module/memu_kmod_fixture") != 0
+
+
+def test_the_firmware_survives_the_image_firmware_trimming(vm: VM) -> None:
+    path = f"/usr/lib/firmware/{hailo.pins().firmware_path}"
+    assert vm.sh(f"sha256sum {path}").split()[0] == hashlib.sha256(FIRMWARE).hexdigest()
+    assert vm.sh(f"stat -c '%a %U' {path}").strip() == "644 root"
+
+
+def test_the_device_rule_is_valid_and_its_group_exists(vm: VM) -> None:
+    vm.sh("udevadm verify --no-style /usr/lib/udev/rules.d/60-memu-hailo.rules")
+    assert vm.sh("getent group hailo").startswith("hailo:x:")
