@@ -89,14 +89,21 @@ def test_paths_that_are_not_a_source_tree_or_a_firmware_file_are_named(
         with pytest.raises(MemuError, match="is not a firmware file") as e:
             hailo.stage(hailo.Settings(source=FIXTURE, firmware=fw), dest=tmp_path / "stage")
         assert e.value.hint and e.value.hint.startswith("download the Hailo-8 firmware 4.20.0")
+    # what a failed `curl -LO` leaves behind: the server's error page
+    page = tmp_path / "hailo8_fw.4.20.0.bin"
+    page.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>')
+    with pytest.raises(MemuError, match="is a web page, not firmware") as e:
+        hailo.stage(hailo.Settings(source=FIXTURE, firmware=page), dest=tmp_path / "stage")
+    assert e.value.hint and "curl -fLO" in e.value.hint
 
 
 def test_another_driver_release_is_refused(tmp_path: Path, firmware: Path) -> None:
     source = tmp_path / "hailort-drivers"
-    header = source / "linux/pcie/include/hailo_pcie_version.h"
+    header = source / "common/hailo_ioctl_common.h"
     header.parent.mkdir(parents=True)
+    (source / "linux/pcie").mkdir(parents=True)
     (source / "linux/pcie/Kbuild").write_text("obj-m := hailo_pci.o\n")
-    header.write_text((FIXTURE / "linux/pcie/include/hailo_pcie_version.h").read_text()
+    header.write_text((FIXTURE / "common/hailo_ioctl_common.h").read_text()
                       .replace("MINOR 20", "MINOR 18"))
     with pytest.raises(MemuError, match=r"is hailort-drivers 4\.18\.0, not the pinned 4\.20\.0"):
         hailo.stage(hailo.Settings(source=source, firmware=firmware), dest=tmp_path / "stage")

@@ -25,15 +25,17 @@ FIRMWARE = b"memu test firmware: stands in for hailo8_fw.bin, which is not ours 
 
 @pytest.fixture(scope="module")
 def hailo_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The N100 image built with the hailo option and the fixture (when missing or stale);
-    its split partitions are dropped (nothing releases this build)."""
-    img = image_path("n100", variant="hailo")
+    """The N100 image built with the hailo option and the fixture (when missing or stale),
+    under a name of its own (an operator's hailo image is never replaced); its split
+    partitions are dropped (nothing releases this build)."""
+    img = image_path("n100", variant="hailo-fixture")
     newest = max([newest_input_mtime()] + [f.stat().st_mtime for f in FIXTURE.rglob("*")])
     if not img.exists() or img.stat().st_mtime < newest:
         firmware = tmp_path_factory.mktemp("hailo") / "hailo8_fw.bin"
         firmware.write_bytes(FIRMWARE)
         ensure_host("n100")
-        build("n100", hailo_settings=hailo.Settings(source=FIXTURE, firmware=firmware))
+        build("n100", hailo_settings=hailo.Settings(source=FIXTURE, firmware=firmware),
+              variant="hailo-fixture")
         for split in OUTPUT.glob(f"{img.stem}.usr*.raw"):
             split.unlink()
     return img
@@ -61,6 +63,7 @@ def test_the_module_built_against_the_image_kernel_loads_with_modprobe(vm: VM) -
     assert vm.sh("realpath $(modinfo -F filename memu_kmod_fixture)").strip() == (
         f"/usr/lib/modules/{kver}/updates/memu_kmod_fixture.ko")
     assert vm.sh("modinfo -F vermagic memu_kmod_fixture").split()[0] == kver
+    # the version from the shared header, compiled from outside kbuild's M= directory
     assert vm.sh("modinfo -F version memu_kmod_fixture").strip() == hailo.pins().driver
     vm.sh("modprobe memu_kmod_fixture")
     assert vm.sh_status("test -d /sys/module/memu_kmod_fixture") == 0

@@ -60,9 +60,10 @@ def newest_input_mtime(paths: Iterable[str] = IMAGE_INPUTS) -> float:
     return newest
 
 
-def is_stale(board: str) -> bool:
-    """True when the board's image is missing or older than any of its inputs."""
-    img = image_path(board)
+def is_stale(board: str, variant: str | None = None) -> bool:
+    """True when the board's image (or its ``variant``'s) is missing or older than any of
+    its inputs."""
+    img = image_path(board, variant=variant)
     return not img.exists() or img.stat().st_mtime < newest_input_mtime()
 
 
@@ -92,7 +93,7 @@ VARIANTS = ("bare", "hailo")
 
 def build(board: str, *, clean: bool = False, version: str | None = None,
           extra_trees: Sequence[Path] = (), profiles: Sequence[str] = (),
-          hailo_settings: hailo.Settings | None = None) -> Path:
+          hailo_settings: hailo.Settings | None = None, variant: str | None = None) -> Path:
     """Build the image for ``board``; return the raw disk image's path.
 
     Args:
@@ -104,6 +105,8 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
             of :data:`VARIANTS` names the output.
         hailo_settings: build the hailo option (:mod:`memu_dev.hailo`) with this driver
             source and firmware.
+        variant: name the output ``memu-os-<variant>_…`` (test builds that must not replace
+            an image an operator built); by default a profile of :data:`VARIANTS` names it.
 
     Raises:
         MemuError: a key is missing, the hailo option's settings are wrong (before mkosi
@@ -116,7 +119,8 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     if hailo_settings is not None:
         environment |= hailo.stage(hailo_settings)
         profiles = [*profiles, "hailo"]
-    variant = next((p for p in profiles if p in VARIANTS), None)
+    named = variant is not None
+    variant = variant or next((p for p in profiles if p in VARIANTS), None)
     run([sys.executable, "-m", "memu_dev.containers", board], cwd=REPO / "tools", capture=False)
     # The OS's own PyPI wheels (pyinfra), hash-pinned, fetched here: the build is offline.
     wheelhouse.fetch(OS_WHEELS, "os", boards.get(board).arch)
@@ -124,9 +128,8 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     force = ["-ff"] if clean else ["-f"]
     # Split partitions carry their UUID in the name; drop the previous build's so a release
     # of this version picks exactly this build's files.
-    if not profiles:
-        for old in OUTPUT.glob(f"{image_path(board, version).stem}.usr*.raw"):
-            old.unlink()
+    for old in OUTPUT.glob(f"{image_path(board, version, variant).stem}.usr*.raw"):
+        old.unlink()
     # The board's profile and its boot chain's (memu_common.boards: the drop-ins and overlays
     # of systemd-boot or tryboot match the backend's name, so the table says it once).
     args = [f"--profile={p}" for p in (board, boards.get(board).boot, *profiles)]
@@ -134,6 +137,8 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
             f"--verity-certificate={keys.verity_cert}", f"--extra-tree={keys.pubring_tree}"]
     args += [f"--extra-tree={t}" for t in extra_trees]
     args += [f"--environment={k}={v}" for k, v in environment.items()]
+    if named:
+        args.append(f"--output={image_path(board, version, variant).stem}")
     if version:
         args.append(f"--image-version={version}")
     log.info("memu: building the %s image %s with mkosi (first build: ~5 min, then ~1-2 min)",
@@ -228,18 +233,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default=None, help="override mkosi.version (test builds)")
     ap.add_argument("--extra-tree", action="append", default=[], type=Path,
                     help="copy this tree into the image too (test builds)")
-    ap.add_argument("--hailo", action="store_true", default=hailo.enabled(),
-                    help="with the Hailo-8 driver and firmware (MEMU_HAILO=1; the paths come "
-                         "from MEMU_HAILO_SRC and MEMU_HAILO_FW)")
+    ap.add_argument("--hailo", action=argparse.BooleanOptionalAction, default=None,
+                    help="with the Hailo-8 driver and firmware (default: MEMU_HAILO=1, except "
+                         "with --if-stale, which keeps the image the tests boot; the paths "
+                         "come from MEMU_HAILO_SRC and MEMU_HAILO_FW)")
     args = ap.parse_args(argv)
+    with_hailo = args.hailo if args.hailo is not None else (
+        hailo.enabled() and not args.if_stale)
     try:
-        if args.if_stale and not args.version and not is_stale(args.board):
-            log.info("memu: %s is up to date", image_path(args.board).name)
+        variant = "hailo" if with_hailo else None
+        if args.if_stale and not args.version and not is_stale(args.board, variant):
+            log.info("memu: %s is up to date", image_path(args.board, variant=variant).name)
             return 0
         ensure_host(args.board)
         img = build(args.board, clean=args.clean, version=args.version,
                     extra_trees=args.extra_tree,
-                    hailo_settings=hailo.Settings.from_env() if args.hailo else None)
+                    hailo_settings=hailo.Settings.from_env() if with_hailo else None)
     except MemuError as e:
         print(f"memu: error: {e.message}", file=sys.stderr)
         if e.hint:

@@ -1,6 +1,7 @@
 """The build's ``hailo`` option: the Hailo-8/8L driver and firmware in the image.
 
-    MEMU_HAILO=1 MEMU_HAILO_SRC=~/hailort-drivers MEMU_HAILO_FW=~/hailo8_fw.4.20.0.bin just build
+    MEMU_HAILO=1 MEMU_HAILO_SRC=~/hailo/hailort-drivers \
+        MEMU_HAILO_FW=~/hailo/hailo8_fw.4.20.0.bin just build
 
 What is pinned (driver, firmware and runtime versions, where the driver's kbuild directory and
 version header are) is in ``image/hailo.toml``. :func:`stage` checks what the operator gave
@@ -110,7 +111,8 @@ def source_version(source: Path, p: Pins) -> str:
     """
     if not (source / p.kbuild / "Kbuild").is_file() and not (
             source / p.kbuild / "Makefile").is_file():
-        raise MemuError(f"{source} is not a hailort-drivers source tree: no {p.kbuild}/Kbuild",
+        raise MemuError(f"{source} is not a hailort-drivers source tree: no {p.kbuild}/Kbuild "
+                        "or Makefile",
                         hint=f"check out the driver (image/hailo.toml) at v{p.driver} "
                              "and give its top directory as MEMU_HAILO_SRC")
     header = source / p.version_header
@@ -151,6 +153,13 @@ def stage(settings: Settings, p: Pins | None = None, dest: Path = STAGE) -> dict
     if not settings.firmware.is_file() or settings.firmware.stat().st_size == 0:
         raise MemuError(f"MEMU_HAILO_FW={settings.firmware} is not a firmware file",
                         hint=f"download the Hailo-8 firmware {p.firmware}: {p.firmware_url}")
+    with settings.firmware.open("rb") as f:
+        head = f.read(64).lstrip()
+    if head.startswith(b"<"):
+        # What a failed download leaves: the server's XML or HTML error page.
+        raise MemuError(f"MEMU_HAILO_FW={settings.firmware} is a web page, not firmware (a "
+                        "failed download?)",
+                        hint=f"download it again with `curl -fLO {p.firmware_url}`")
     found = source_version(settings.source, p)
     if found != p.driver:
         raise MemuError(f"{settings.source} is hailort-drivers {found}, not the pinned "
