@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from memu_common import boards
+from memu_common import MemuError, boards
 
 REPO = Path(__file__).resolve().parents[2]
 MKOSI_PYTHONPATH = REPO / ".tools/mkosi/usr/lib/python3/dist-packages"
@@ -21,6 +21,15 @@ DEFAULT_BOARD = os.environ.get("MEMU_BOARD", boards.DEFAULT_BOARD)
 def version() -> str:
     """The OS version, from the one place it is kept (``mkosi.version``)."""
     return (REPO / "mkosi.version").read_text().strip()
+
+
+def source_date_epoch() -> int:
+    """The time every file of a build carries (``SourceDateEpoch=`` in ``mkosi.conf``, in
+    seconds since the epoch), for what the build makes outside mkosi."""
+    for line in (REPO / "mkosi.conf").read_text().splitlines():
+        if line.startswith("SourceDateEpoch="):
+            return int(line.partition("=")[2])
+    raise MemuError("mkosi.conf has no SourceDateEpoch=")
 
 
 def image_path(board: str = DEFAULT_BOARD, ver: str | None = None,
