@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from memu_common import MemuError, boards, run
-from memu_dev import hailo, paths, wheelhouse
+from memu_dev import bootslot, hailo, paths, wheelhouse
 from memu_dev.keys import build_keys
 from memu_dev.paths import DEFAULT_BOARD, OUTPUT, REPO, image_path, mkosi_cmd
 
@@ -133,6 +134,9 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     # The board's profile and its boot chain's (memu_common.boards: the drop-ins and overlays
     # of systemd-boot or tryboot match the backend's name, so the table says it once).
     args = [f"--profile={p}" for p in (board, boards.get(board).boot, *profiles)]
+    # The architecture on the command line, not only in the board's drop-in: mkosi.conf's
+    # Output=%i_%v_%a expands %a before a drop-in could change it.
+    args.append(f"--architecture={boards.get(board).arch}")
     args += [f"--verity-key={keys.verity_key}",
             f"--verity-certificate={keys.verity_cert}", f"--extra-tree={keys.pubring_tree}"]
     args += [f"--extra-tree={t}" for t in extra_trees]
@@ -155,6 +159,10 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
     if not img.exists():
         raise MemuError(f"mkosi finished but {img} is missing",
                         hint="check Output= in mkosi.conf")
+    if boards.get(board).boot == "tryboot":
+        # No boot loader in mkosi for the Pi: its boot slot is made from mkosi's outputs.
+        summary = json.loads(run([*mkosi_cmd(), *args, "--json", "summary"], cwd=REPO).stdout)
+        bootslot.assemble(img, " ".join(summary["Images"][-1]["KernelCommandLine"]))
     return img
 
 
