@@ -32,6 +32,7 @@ from types import TracebackType
 import pexpect
 
 from memu_common import MemuError, boards, run
+from memu_dev import pifirmware
 from memu_dev.paths import DEFAULT_BOARD, REPO, mkosi_cmd
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,18 @@ class Machine:
     Attributes:
         qemu: the emulator binary.
         args: machine, accelerator and CPU options.
-        firmware_code: the UEFI firmware image (read only).
+        firmware_code: the UEFI firmware image (read only); None for a board without UEFI,
+            which boots by direct kernel boot with the harness playing its firmware
+            (:mod:`memu_dev.pifirmware`).
         firmware_vars: the template of its variable store (each VM gets a copy).
+        console: the serial console's device name in the guest.
     """
 
     qemu: str
     args: tuple[str, ...]
-    firmware_code: str
-    firmware_vars: str
+    firmware_code: str | None = None
+    firmware_vars: str | None = None
+    console: str = "ttyS0"
 
 
 #: Architecture (:attr:`memu_common.boards.Board.arch`) → its QEMU machine. x86-64: q35
@@ -59,6 +64,12 @@ MACHINES = {
     "x86-64": Machine("qemu-system-x86_64",
                       ("-machine", "q35,smm=off", "-accel", "tcg,thread=multi", "-cpu", "max"),
                       "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    # arm64 (the Pi 5): QEMU has no Pi 5 machine; its userspace boots on "virt", without
+    # UEFI as on the Pi, from the kernel, initrd and command line of the boot slot the
+    # harness picks as the Pi's firmware would.
+    "arm64": Machine("qemu-system-aarch64",
+                     ("-machine", "virt,gic-version=max", "-accel", "tcg,thread=multi",
+                      "-cpu", "max"), console="ttyAMA0"),
 }
 
 
@@ -138,6 +149,10 @@ class VM:
         self.ports: dict[int, int] = {}
         self._child: pexpect.spawn | None = None
         self._started_at = 0.0
+        #: Without UEFI: the boot the harness's firmware picked, and whether the next boot
+        #: carries the one-shot tryboot flag (set when the guest asked for it).
+        self.direct: pifirmware.DirectBoot | None = None
+        self.tryboot_next = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -168,6 +183,8 @@ class VM:
         if self.config.disk_size:
             argv.append(self.config.disk_size)
         run(argv, cwd=REPO, hint="is the tools tree built? run `just build`")
+        if self.machine.firmware_vars is None:
+            return
         if self.config.snapshottable:
             run([*tool, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2",
                  self.machine.firmware_vars, str(self.efivars)], cwd=REPO)
@@ -182,11 +199,26 @@ class VM:
         if self.config.shell:
             creds.setdefault("agetty.autologin", "root")
             creds.setdefault("login.noauth", "yes")
-        for name, value in creds.items():
-            smbios += ["-smbios", f"type=11,value=io.systemd.credential:{name}={value}"]
-        if self.config.extra_cmdline:
-            smbios += ["-smbios", "type=11,value=io.systemd.stub.kernel-cmdline-extra="
-                       + self.config.extra_cmdline]
+        boot: list[str] = []
+        if self.machine.firmware_code is None:
+            # Direct kernel boot: no SMBIOS without firmware, so credentials and extra
+            # arguments go on the command line (systemd.system-credentials(7)).
+            if self.direct is None:
+                raise MemuError("no boot slot was picked for this VM", hint="use start()")
+            line = " ".join([self.direct.cmdline, f"console={self.machine.console}",
+                             *(f"systemd.set_credential={k}:{v}" for k, v in creds.items()),
+                             self.config.extra_cmdline]).strip()
+            boot = ["-kernel", str(self.direct.kernel), "-initrd", str(self.direct.initrd),
+                    "-append", line, "-dtb", str(self.direct.dtb), "-no-reboot"]
+        else:
+            for name, value in creds.items():
+                smbios += ["-smbios", f"type=11,value=io.systemd.credential:{name}={value}"]
+            if self.config.extra_cmdline:
+                smbios += ["-smbios", "type=11,value=io.systemd.stub.kernel-cmdline-extra="
+                           + self.config.extra_cmdline]
+            snap = self.config.snapshottable
+            boot = ["-drive", f"if=pflash,format=raw,readonly=on,file={self.machine.firmware_code}",
+                    "-drive", f"if=pflash,format={'qcow2' if snap else 'raw'},file={self.efivars}"]
         snap = self.config.snapshottable
         extra: list[str] = []
         if snap:
@@ -196,8 +228,7 @@ class VM:
         return [
             self.machine.qemu, *self.machine.args,
             "-smp", str(self.config.cpus), "-m", str(self.config.memory_mb),
-            "-drive", f"if=pflash,format=raw,readonly=on,file={self.machine.firmware_code}",
-            "-drive", f"if=pflash,format={'qcow2' if snap else 'raw'},file={self.efivars}",
+            *boot,
             "-drive", f"if=none,id=disk0,format=qcow2,file={self.overlay},discard=unmap",
             "-device", "virtio-blk-pci,drive=disk0" if snap else "nvme,serial=memu0,drive=disk0",
             "-nic", f"user,model=virtio-net-pci{hostfwd}",
@@ -214,6 +245,10 @@ class VM:
         self.create_disk()
         if not self.ports:
             self.ports = {g: (h or free_port()) for g, h in self.config.forwards.items()}
+        if self.machine.firmware_code is None:
+            self.direct = pifirmware.boot(self.overlay, self.workdir, self._machine_dtb(),
+                                          tryboot=self.tryboot_next)
+            self.tryboot_next = False  # the firmware's flag is one-shot
         argv = [*mkosi_cmd(), "sandbox", "--", *self.qemu_argv()]
         log.info("booting %s (serial log: %s)", self.config.image.name, self.serial_log)
         (self.workdir / "qemu-cmdline.json").write_text(json.dumps(argv, indent=1))
@@ -221,6 +256,18 @@ class VM:
         self._child = pexpect.spawn(argv[0], argv[1:], cwd=str(REPO), encoding="utf-8",
                                     codec_errors="replace", timeout=None, echo=False)
         return self
+
+    def _machine_dtb(self) -> Path:
+        """The device tree QEMU makes for this VM's machine, CPUs and memory (dumped once)."""
+        dtb = self.workdir / "machine.dtb"
+        if not dtb.exists():
+            machine_args = list(self.machine.args)
+            at = machine_args.index("-machine") + 1
+            machine_args[at] += f",dumpdtb={dtb}"
+            run([*mkosi_cmd(), "sandbox", "--", self.machine.qemu, *machine_args,
+                 "-smp", str(self.config.cpus), "-m", str(self.config.memory_mb),
+                 "-display", "none"], cwd=REPO)
+        return dtb
 
     @property
     def child(self) -> pexpect.spawn:
