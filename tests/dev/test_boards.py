@@ -48,3 +48,22 @@ def test_each_architecture_has_its_machine() -> None:
     # no UEFI on the Pi: direct kernel boot with the harness playing its firmware
     assert pi5.qemu == "qemu-system-aarch64" and pi5.firmware_code is None
     assert pi5.console == "ttyAMA0"
+
+
+def _keys(path: Path) -> dict[str, str]:
+    return {k: v for k, _, v in (line.partition("=") for line in path.read_text().splitlines())
+            if k in ("Type", "SizeMinBytes", "SizeMaxBytes")}
+
+
+def test_the_device_partition_definitions_mirror_the_image_for_every_boot_chain() -> None:
+    """systemd-repart on the box matches its definitions to the disk's partitions in order,
+    by type: each boot chain's device copy must say what the build laid out."""
+    for chain in sorted({b.boot for b in boards.BOARDS.values()}):
+        image = sorted((REPO / f"image/repart-{chain}").glob("*.conf"))
+        device = sorted((REPO / f"overlays/boot-{chain}/usr/lib/repart.d").glob("*.conf"))
+        assert [p.name for p in device] == [p.name for p in image], chain
+        for built, shipped in zip(image, device, strict=True):
+            # the type always; sizes where the device states them (an existing partition of
+            # the right type is matched whatever its size)
+            assert _keys(shipped)["Type"] == _keys(built)["Type"], (chain, built.name)
+            assert _keys(shipped).items() <= _keys(built).items(), (chain, built.name)

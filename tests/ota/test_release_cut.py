@@ -112,6 +112,29 @@ def test_a_release_carries_the_builds_package_manifest(tmp_path: Path,
                                     f"{stem}.manifest"])
 
 
+def test_a_pi_release_carries_its_boot_slot_where_its_transfer_finds_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stem = "memu-os_0.4.0_arm64"
+    monkeypatch.setattr(release, "OUTPUT", tmp_path)
+    for part in (*release.PARTITIONS, "boot"):
+        (tmp_path / f"{stem}.{part}.cc33.raw").write_bytes(b"p")
+    (tmp_path / f"{stem}.manifest").write_text('{"packages": []}')
+    found = release.artifacts("0.4.0", "pi5")
+    # the boot slot instead of a UKI: the Pi boots no UKI
+    assert sorted(found) == sorted([f"{stem}.usr.cc33.raw.gz", f"{stem}.usr-verity.cc33.raw.gz",
+                                    f"{stem}.usr-verity-sig.cc33.raw.gz",
+                                    f"{stem}.boot.cc33.raw.gz", f"{stem}.manifest"])
+    boot = found[f"{stem}.boot.cc33.raw.gz"]
+    assert release.used_bytes(boot, {}) is None  # a FAT image: shipped whole
+    templates = shipped_templates(tmp_path / "defs", boot="tryboot")
+    patterns = [source_pattern(m, "0.4.0", "arm64") for m in source_patterns(templates)]
+    for name in found:
+        if name.endswith(".gz"):
+            assert sum(bool(p.match(name)) for p in patterns) == 1, name
+    # and nothing the N100 ships: no UKI transfer on the Pi
+    assert not any(p.match(f"{stem}.efi") for p in patterns)
+
+
 def test_a_release_carries_delta_material_that_sysupdate_never_fetches(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: dict[str, Path]) -> None:
     stem = "memu-os_1.2.3_x86-64"

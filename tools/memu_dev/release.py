@@ -54,6 +54,13 @@ log = logging.getLogger("memu.release")
 
 CHANNELS = ("stable", "beta")
 PARTITIONS = ("usr", "usr-verity", "usr-verity-sig")
+#: What each boot chain (memu_common.boards) adds to a release: split partitions, and
+#: whole output files by suffix. systemd-boot: the UKI; tryboot: the boot slot, a FAT image
+#: written whole into the other boot partition (tools/memu_dev/bootslot.py).
+BOOT_ARTIFACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "systemd-boot": ((), (".efi",)),
+    "tryboot": (("boot",), ()),
+}
 #: How slot artifacts are compressed (see the module docstring for why gzip).
 COMPRESSED_SUFFIX = ".gz"
 
@@ -65,9 +72,10 @@ def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
         MemuError: one is missing (the version was not built, or not with split partitions).
     """
     stem = f"memu-os_{version}_{boards.get(board).arch}"
+    boot_parts, boot_files = BOOT_ARTIFACTS[boards.get(board).boot]
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for part in PARTITIONS:
+    for part in (*PARTITIONS, *boot_parts):
         # mkosi names split partitions <output>.<part>.<partition UUID>.raw; sysupdate sets the
         # slot's partition UUID from the name (@u), which is how the initrd finds the verity
         # data and hash partitions of the UKI's usrhash=.
@@ -77,11 +85,12 @@ def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
             continue
         src = matches[-1]
         found[src.name + COMPRESSED_SUFFIX] = src
-    # The UKI, and mkosi's manifest of the build (ManifestFormat=json: every package's name
-    # and version), so that anyone can see, and a rebuild can install, a release's exact
+    # The UKI (N100), and mkosi's manifest of the build (ManifestFormat=json: every package's
+    # name and version), so that anyone can see, and a rebuild can install, a release's exact
     # package set. Covered by the signed SHA256SUMS like the rest; sysupdate's patterns do
     # not match it, so devices never download it.
-    for extra in (OUTPUT / f"{stem}.efi", OUTPUT / f"{stem}.manifest"):
+    for extra in (*(OUTPUT / f"{stem}{suffix}" for suffix in boot_files),
+                  OUTPUT / f"{stem}.manifest"):
         if not extra.exists():
             missing.append(extra.name)
         found[extra.name] = extra
