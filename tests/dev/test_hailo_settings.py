@@ -48,7 +48,7 @@ def test_the_source_and_firmware_are_staged_for_the_image_build(tmp_path: Path,
     shutil.copytree(FIXTURE, source)
     (source / "linux/pcie/stale.o").write_bytes(b"an object a local make left")
     env = hailo.stage(hailo.Settings(source=source, firmware=firmware), dest=tmp_path / "stage")
-    assert env == {"MEMU_KMOD_DIR": "hailo/driver/linux/pcie"}
+    assert env == {"MEMU_KMOD_DIR_HAILO": "hailo/driver/linux/pcie"}
     staged = tmp_path / "stage"
     assert (staged / "driver/linux/pcie/Kbuild").read_text() == (
         FIXTURE / "linux/pcie/Kbuild").read_text()

@@ -130,7 +130,7 @@ def source_version(source: Path, p: Pins) -> str:
 def stage(settings: Settings, p: Pins | None = None, dest: Path = STAGE) -> dict[str, str]:
     """Check the operator's driver source and firmware against the pins and copy them to
     ``dest`` (replacing what an earlier build staged); return the environment the image
-    build needs (``MEMU_KMOD_DIR``: kbuild's directory below ``$SRCDIR``).
+    build needs (``MEMU_KMOD_DIR_HAILO``: kbuild's directory below ``$SRCDIR``).
 
     Raises:
         MemuError: a setting is missing, a path does not exist or is empty, or the source is
@@ -173,4 +173,4 @@ def stage(settings: Settings, p: Pins | None = None, dest: Path = STAGE) -> dict
     fw = dest / "firmware" / p.firmware_path
     fw.parent.mkdir(parents=True)
     shutil.copyfile(settings.firmware, fw)
-    return {"MEMU_KMOD_DIR": f"{SRC_IN_BUILD}/{p.kbuild}"}
+    return {"MEMU_KMOD_DIR_HAILO": f"{SRC_IN_BUILD}/{p.kbuild}"}
