@@ -87,7 +87,7 @@ def test_an_unreadable_autoboot_txt_boots_nothing(tmp_path: Path, base_dtb: Path
 
 def test_the_guest_asking_for_a_trial_is_seen_on_its_console() -> None:
     console = ("[  OK  ] Finished systemd-reboot.service.\r\n"
-               "systemd-shutdown[1]: Rebooting with argument '0 tryboot'.\r\n"
-               "reboot: Restarting system with command '0 tryboot'\r\n")
+               "[  123.456789] reboot: Restarting system with command '0 tryboot'\r\n")
     assert pifirmware.asks_tryboot(console)
-    assert not pifirmware.asks_tryboot("systemd-shutdown[1]: Rebooting.\r\n")
+    assert not pifirmware.asks_tryboot("[  99.1] reboot: Restarting system\r\n")
+    assert not pifirmware.asks_tryboot("reboot: Restarting system with command 'notryboot'")

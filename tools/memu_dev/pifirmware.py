@@ -10,7 +10,7 @@ the box reads as on a real Pi (:mod:`memu_ota.boot.tryboot`).
 
 The flag itself: on a Pi, ``systemctl reboot "0 tryboot"`` reaches the firmware through
 Memu's kernel module; ``-M virt`` has no Pi firmware, so the harness sets the flag when the
-guest's console says systemd is rebooting with that argument (:func:`asks_tryboot`).
+guest's kernel says it restarts with that argument (:func:`asks_tryboot`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ from memu_ota.boot.tryboot import parse_autoboot
 
 #: The selector partition (image/repart-tryboot/00-autoboot.conf).
 SELECTOR = 1
-#: What systemd prints when asked to reboot with the tryboot argument (systemd-shutdown).
-_TRYBOOT_REQUEST = re.compile(r"Rebooting with argument '0 tryboot'")
+#: What the kernel prints (pr_emerg, so whatever the console's log level) when it restarts
+#: with the argument ``systemctl reboot "0 tryboot"`` gave it (kernel/reboot.c).
+_TRYBOOT_REQUEST = re.compile(r"Restarting system with command '[^']*\btryboot\b")
+#: What it prints on any restart, and on power-off.
+RESTARTING = "reboot: Restarting system"
+POWER_DOWN = "reboot: Power down"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -153,6 +154,9 @@ class VM:
         #: carries the one-shot tryboot flag (set when the guest asked for it).
         self.direct: pifirmware.DirectBoot | None = None
         self.tryboot_next = False
+        self._lock = threading.Lock()
+        self._boot_log_offset = 0  # where this boot's console starts in serial_log
+        self._watcher: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -253,9 +257,39 @@ class VM:
         log.info("booting %s (serial log: %s)", self.config.image.name, self.serial_log)
         (self.workdir / "qemu-cmdline.json").write_text(json.dumps(argv, indent=1))
         self._started_at = time.monotonic()
+        self._boot_log_offset = self.serial_log.stat().st_size if self.serial_log.exists() else 0
         self._child = pexpect.spawn(argv[0], argv[1:], cwd=str(REPO), encoding="utf-8",
                                     codec_errors="replace", timeout=None, echo=False)
+        if self.machine.firmware_code is None and self._watcher is None:
+            self._watcher = threading.Thread(target=self._restart_on_reboot, daemon=True,
+                                             name=f"firmware {self.workdir.name}")
+            self._watcher.start()
         return self
+
+    def _restart_on_reboot(self) -> None:
+        """Without firmware in QEMU (direct kernel boot, ``-no-reboot``), a guest restart
+        ends QEMU; play the firmware: start it again with the slot the firmware would pick
+        now, with the tryboot flag when the guest's kernel restarted with it. A power-off,
+        or a stop by the harness, is left alone."""
+        while True:
+            time.sleep(0.5)
+            with self._lock:
+                child = self._child
+                if child is None or _running(child.pid):
+                    continue
+                console = self.serial_log.read_bytes()[self._boot_log_offset:].decode(
+                    errors="replace")
+                if pifirmware.RESTARTING not in console:
+                    continue  # powered off or crashed: wait_exit() and the tests see it
+                child.close()
+                self.tryboot_next = pifirmware.asks_tryboot(console)
+                try:
+                    self.start()
+                except MemuError as e:  # the firmware found nothing to boot, as a Pi would
+                    log.error("%s: the guest restarted but does not boot again: %s",
+                              self.workdir.name, e)
+                    self._child = None
+                    return
 
     def _machine_dtb(self) -> Path:
         """The device tree QEMU makes for this VM's machine, CPUs and memory (dumped once)."""
@@ -285,13 +319,14 @@ class VM:
 
     def power_cut(self) -> None:
         """Kill QEMU at once, like pulling the plug (no flush, no shutdown)."""
-        if self._child is not None and self._child.isalive():
-            pid = self._child.pid
-            # qemu runs under mkosi's sandbox; kill the whole process group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-            self._child.close(force=True)
-        self._child = None
+        with self._lock:
+            if self._child is not None and self._child.isalive():
+                pid = self._child.pid
+                # qemu runs under mkosi's sandbox; kill the whole process group.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+                self._child.close(force=True)
+            self._child = None
 
     def wait_exit(self, timeout: float) -> int:
         """Wait until QEMU exits (guest powered off); return its exit status."""
@@ -331,16 +366,35 @@ class VM:
         return MemuError(f"{message}{tail}", hint=f"full serial log: {self.serial_log}")
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        """Wait until the serial console prints something matching ``pattern`` (a regex)."""
-        try:
-            self.child.expect(pattern, timeout=timeout)
-        except pexpect.TIMEOUT as e:
-            raise self._error(f"no /{pattern}/ on the console within {timeout}s") from e
-        except pexpect.EOF as e:
-            raise self._error(f"QEMU exited while waiting for /{pattern}/") from e
-        match = self.child.match
+        """Wait until the serial console prints something matching ``pattern`` (a regex);
+        across a guest restart too on a board without firmware in QEMU (the harness starts
+        QEMU again: :meth:`_restart_on_reboot`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            child = self.child
+            try:
+                child.expect(pattern, timeout=max(0.0, deadline - time.monotonic()))
+                break
+            except pexpect.TIMEOUT as e:
+                raise self._error(f"no /{pattern}/ on the console within {timeout}s") from e
+            except pexpect.EOF as e:
+                if self._watcher is None or not self._restarted_after(child, deadline):
+                    raise self._error(f"QEMU exited while waiting for /{pattern}/") from e
+        match = child.match
         assert isinstance(match, re.Match)
         return match
+
+    def _restarted_after(self, child: pexpect.spawn, deadline: float) -> bool:
+        """Whether the harness started QEMU again after ``child`` ended (waits for it until
+        ``deadline``)."""
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._child is None:
+                    return False
+                if self._child is not child:
+                    return True
+            time.sleep(0.5)
+        return False
 
     def wait_for_shell(self, timeout: float = 300) -> None:
         """Wait until the autologin root shell answers commands, then make it quiet (no
@@ -432,3 +486,13 @@ def kill_stray(workdir: Path) -> None:
     """Kill QEMU processes left over from a crashed run that used ``workdir``."""
     with contextlib.suppress(subprocess.SubprocessError, OSError):
         subprocess.run(["pkill", "-f", f"file={workdir}/disk.qcow2"], check=False)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (not exited: missing or a zombie), without reaping
+    it (pexpect does that when the child is closed)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
