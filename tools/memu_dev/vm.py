@@ -209,7 +209,10 @@ class VM:
             # arguments go on the command line (systemd.system-credentials(7)).
             if self.direct is None:
                 raise MemuError("no boot slot was picked for this VM", hint="use start()")
-            line = " ".join([self.direct.cmdline, f"console={self.machine.console}",
+            # The board's own consoles (the Pi's debug UART is ttyAMA10) are dropped: with
+            # another ttyAMA index named first, the kernel never enabled QEMU's ttyAMA0.
+            board = [w for w in self.direct.cmdline.split() if not w.startswith("console=")]
+            line = " ".join([*board, f"console={self.machine.console}",
                              *(f"systemd.set_credential={k}:{v}" for k, v in creds.items()),
                              self.config.extra_cmdline]).strip()
             boot = ["-kernel", str(self.direct.kernel), "-initrd", str(self.direct.initrd),
