@@ -407,6 +407,10 @@ class VM:
         still setting up the terminal is flushed, and a prompt may have been drained earlier.
         """
         deadline = time.monotonic() + timeout
+        if self._watcher is not None:
+            # Direct kernel boot (arm64): what is typed before the autologin prompt is lost
+            # and the shell never answered; so wait for the prompt first.
+            self.wait_for(r"root@\S+:~# ", timeout)
         while True:
             try:
                 self.sh("stty -echo cols 500; dmesg -n 1; "
