@@ -30,9 +30,8 @@ SELECTOR = 1
 #: What the kernel prints (pr_emerg, so whatever the console's log level) when it restarts
 #: with the argument ``systemctl reboot "0 tryboot"`` gave it (kernel/reboot.c).
 _TRYBOOT_REQUEST = re.compile(r"Restarting system with command '[^']*\btryboot\b")
-#: What it prints on any restart, and on power-off.
+#: What it prints on any restart (not on power-off: "reboot: Power down").
 RESTARTING = "reboot: Restarting system"
-POWER_DOWN = "reboot: Power down"
 
 
 @dataclass(frozen=True)
@@ -72,10 +71,10 @@ def _copy_out(disk: Path, start: int, size: int, dest: Path) -> Path:
     return dest
 
 
-def _partition_image(disk: Path, number: int, dest: Path) -> Path:
-    """Copy partition ``number`` of the qcow2 ``disk`` into the raw file ``dest``."""
-    head = _copy_out(disk, 0, 1 << 20, dest.with_name("gpt.raw"))
-    part = gpt.entries(head).get(number)
+def _partition_image(disk: Path, table: dict[int, gpt.Entry], number: int, dest: Path) -> Path:
+    """Copy partition ``number`` (of ``table``, the GPT of the qcow2 ``disk``) into the raw
+    file ``dest``."""
+    part = table.get(number)
     if part is None:
         raise MemuError(f"{disk} has no partition {number}: the firmware finds no boot slot")
     return _copy_out(disk, part.start, part.size, dest)
@@ -88,9 +87,10 @@ def virt_dtb(base: Path, out: Path, *, tryboot: bool, partition: int) -> Path:
                  cwd=REPO).stdout
     node = (f"\n/ {{ chosen {{ bootloader {{ tryboot = <{int(tryboot)}>; "
             f"partition = <{partition}>; }}; }}; }};\n")
-    (out.with_suffix(".dts")).write_text(source + node)
+    dts = out.with_suffix(".dts")
+    dts.write_text(source + node)
     run([*mkosi_cmd(), "sandbox", "--", "dtc", "-I", "dts", "-O", "dtb", "-o", str(out),
-         str(out.with_suffix(".dts"))], cwd=REPO)
+         str(dts)], cwd=REPO)
     return out
 
 
@@ -103,10 +103,11 @@ def boot(disk: Path, workdir: Path, base_dtb: Path, *, tryboot: bool) -> DirectB
         MemuError: ``autoboot.txt`` cannot be read or parsed (a real Pi would then not boot
             either), or the chosen slot lacks a file.
     """
-    selector = _partition_image(disk, SELECTOR, workdir / "selector.raw")
+    table = gpt.entries(_copy_out(disk, 0, 1 << 20, workdir / "gpt.raw"))
+    selector = _partition_image(disk, table, SELECTOR, workdir / "selector.raw")
     choice = parse_autoboot(fat.read(selector, "autoboot.txt"))
     number = choice.trial if tryboot else choice.default
-    slot = _partition_image(disk, number, workdir / "slot.raw")
+    slot = _partition_image(disk, table, number, workdir / "slot.raw")
     kernel = workdir / "Image"
     kernel.write_bytes(gzip.decompress(fat.read(slot, "vmlinuz.gz")))
     initrd = workdir / "initrd.img"

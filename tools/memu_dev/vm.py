@@ -161,6 +161,12 @@ class VM:
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
+    def direct_boot(self) -> bool:
+        """Whether QEMU boots the kernel itself, the harness playing the board's firmware
+        (a machine without UEFI: :mod:`memu_dev.pifirmware`)."""
+        return self.machine.firmware_code is None
+
+    @property
     def disk(self) -> str:
         """The guest's disk device: ``/dev/vda`` (snapshottable) or ``/dev/nvme0n1``."""
         return "/dev/vda" if self.config.snapshottable else "/dev/nvme0n1"
@@ -203,8 +209,9 @@ class VM:
         if self.config.shell:
             creds.setdefault("agetty.autologin", "root")
             creds.setdefault("login.noauth", "yes")
+        snap = self.config.snapshottable
         boot: list[str] = []
-        if self.machine.firmware_code is None:
+        if self.direct_boot:
             # Direct kernel boot: no SMBIOS without firmware, so credentials and extra
             # arguments go on the command line (systemd.system-credentials(7)).
             if self.direct is None:
@@ -223,10 +230,8 @@ class VM:
             if self.config.extra_cmdline:
                 smbios += ["-smbios", "type=11,value=io.systemd.stub.kernel-cmdline-extra="
                            + self.config.extra_cmdline]
-            snap = self.config.snapshottable
             boot = ["-drive", f"if=pflash,format=raw,readonly=on,file={self.machine.firmware_code}",
                     "-drive", f"if=pflash,format={'qcow2' if snap else 'raw'},file={self.efivars}"]
-        snap = self.config.snapshottable
         extra: list[str] = []
         if snap:
             extra += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
@@ -252,7 +257,7 @@ class VM:
         self.create_disk()
         if not self.ports:
             self.ports = {g: (h or free_port()) for g, h in self.config.forwards.items()}
-        if self.machine.firmware_code is None:
+        if self.direct_boot:
             self.direct = pifirmware.boot(self.overlay, self.workdir, self._machine_dtb(),
                                           tryboot=self.tryboot_next)
             self.tryboot_next = False  # the firmware's flag is one-shot
@@ -263,7 +268,7 @@ class VM:
         self._boot_log_offset = self.serial_log.stat().st_size if self.serial_log.exists() else 0
         self._child = pexpect.spawn(argv[0], argv[1:], cwd=str(REPO), encoding="utf-8",
                                     codec_errors="replace", timeout=None, echo=False)
-        if self.machine.firmware_code is None and self._watcher is None:
+        if self.direct_boot and self._watcher is None:
             self._watcher = threading.Thread(target=self._restart_on_reboot, daemon=True,
                                              name=f"firmware {self.workdir.name}")
             self._watcher.start()
@@ -381,7 +386,7 @@ class VM:
             except pexpect.TIMEOUT as e:
                 raise self._error(f"no /{pattern}/ on the console within {timeout}s") from e
             except pexpect.EOF as e:
-                if self._watcher is None or not self._restarted_after(child, deadline):
+                if not self.direct_boot or not self._restarted_after(child, deadline):
                     raise self._error(f"QEMU exited while waiting for /{pattern}/") from e
         match = child.match
         assert isinstance(match, re.Match)
@@ -407,7 +412,7 @@ class VM:
         still setting up the terminal is flushed, and a prompt may have been drained earlier.
         """
         deadline = time.monotonic() + timeout
-        if self._watcher is not None:
+        if self.direct_boot:
             # Direct kernel boot (arm64): what is typed before the autologin prompt is lost
             # and the shell never answered; so wait for the prompt first.
             self.wait_for(r"root@\S+:~# ", timeout)
