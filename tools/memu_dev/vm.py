@@ -146,7 +146,8 @@ class VM:
         self.overlay = self.workdir / "disk.qcow2"
         self.efivars = self.workdir / ("efivars.qcow2" if config.snapshottable else "efivars.fd")
         self.qmp_socket = self.workdir / "qmp.sock"
-        self.incoming: Path | None = None  # a saved state to resume instead of booting
+        # a saved state to resume instead of booting (zstd-compressed: memu_dev.golden)
+        self.incoming: Path | None = None
         self.ports: dict[int, int] = {}
         self._child: pexpect.spawn | None = None
         self._started_at = 0.0
@@ -236,7 +237,7 @@ class VM:
         if snap:
             extra += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
         if self.incoming is not None:
-            extra += ["-incoming", f"exec:cat {self.incoming}"]
+            extra += ["-incoming", f"exec:zstd -d -q -c {self.incoming}"]
         return [
             self.machine.qemu, *self.machine.args,
             "-smp", str(self.config.cpus), "-m", str(self.config.memory_mb),
