@@ -12,8 +12,9 @@ For every image declared in ``image/containers.toml`` that is built here:
    docker-archive, the format Docker 26's default (non-containerd) image store loads: its
    ``docker load`` requires a ``manifest.json`` and does not read an OCI layout;
 4. the archive and ``containers.lock.json`` (``memu_common.container_lock``) are written to
-   ``mkosi.output/containers/tree/``, which ``mkosi.conf.d/40-containers.conf`` copies to
-   ``/usr/share/memu/containers/`` in the OS image.
+   the architecture's tree, ``mkosi.output/containers/tree-<arch>/`` (:func:`tree`), which
+   ``mkosi.conf.d/40-containers.conf`` copies to ``/usr/share/memu/containers/`` in the OS
+   image. One tree per architecture: building for a Pi 5 leaves the N100's archives alone.
 
 Registry images (``tag`` and ``digest =``) are never pulled by tag. ``where = "slot"`` (small
 ones) are copied into the slot with ``skopeo copy docker://<repository>@<digest>``: skopeo
@@ -53,8 +54,17 @@ log = logging.getLogger("memu.containers")
 
 DECLARATION = REPO / "image/containers.toml"
 CONTAINERS_OUT = OUTPUT / "containers"
-#: Copied into the OS image as /usr/share/memu/containers (mkosi.conf.d/40-containers.conf).
-TREE = CONTAINERS_OUT / "tree"
+
+
+def tree(arch: str) -> Path:
+    """The directory of ``arch``'s (mkosi's name: ``x86-64``, ``arm64``) archives and lock
+    file, copied into the OS image as /usr/share/memu/containers
+    (mkosi.conf.d/40-containers.conf names it with mkosi's ``%a``)."""
+    return CONTAINERS_OUT / f"tree-{arch}"
+
+
+#: The default board's tree (the host's architecture: what the host stack tests load).
+TREE = tree(boards.get(DEFAULT_BOARD).arch)
 TOOLS_TREE = OUTPUT / "tools"
 #: What every built image's content depends on besides its project and declared ``sources``.
 COMMON_INPUTS = ("image/sandbox",)
@@ -204,7 +214,7 @@ def ensure_host(board: str) -> None:
 def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.LockEntry:
     """Build one image declared with ``build =`` and return its lock entry.
 
-    The archive lands in TREE; steps are skipped when their outputs are newer
+    The archive lands in ``arch``'s :func:`tree`; steps are skipped when their outputs are newer
     than their inputs (unless ``force``).
 
     Raises:
@@ -214,7 +224,7 @@ def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.Lock
     project = REPO / spec.build
     ver = version()
     layout = CONTAINERS_OUT / f"memu-{spec.name}_{ver}_{arch}"
-    archive = TREE / f"{layout.name}.tar"
+    archive = tree(arch) / f"{layout.name}.tar"
     inputs = [project, *(REPO / p for p in (*COMMON_INPUTS, *spec.sources))]
     if force or not (layout / "index.json").exists() or \
             (layout / "index.json").stat().st_mtime < newest_mtime(inputs):
@@ -255,12 +265,12 @@ def build_image(spec: ImageSpec, arch: str, *, force: bool = False) -> lock.Lock
         healthcheck=tuple(spec.healthcheck.get("test", ())))
 
 
-def copy_registry_image(spec: ImageSpec, arch: str, directory: Path = TREE, *,
+def copy_registry_image(spec: ImageSpec, arch: str, directory: Path | None = None, *,
                         tls_verify: bool = True) -> lock.LockEntry:
-    """Copy a registry image by its pinned digest into ``directory`` as a docker-archive and
-    return its lock entry; or, for ``where = "store"`` and for a registry that cannot be
-    reached, the lock entry of an image the device pulls (no archive). An archive already
-    there (its name carries the digest) is reused.
+    """Copy a registry image by its pinned digest into ``directory`` (default: ``arch``'s
+    :func:`tree`) as a docker-archive and return its lock entry; or, for ``where = "store"``
+    and for a registry that cannot be reached, the lock entry of an image the device pulls
+    (no archive). An archive already there (its name carries the digest) is reused.
 
     Args:
         tls_verify: False only for a test registry on loopback (plain HTTP).
@@ -275,7 +285,7 @@ def copy_registry_image(spec: ImageSpec, arch: str, directory: Path = TREE, *,
                          tuple(spec.healthcheck.get("test", ())))
     if spec.where == "store":
         return entry
-    archive = directory / f"{spec.name}_{spec.digest[7:19]}_{arch}.tar"
+    archive = (directory or tree(arch)) / f"{spec.name}_{spec.digest[7:19]}_{arch}.tar"
     if not archive.exists():
         tmp = archive.with_name(f".{archive.name}.tmp")
         tmp.unlink(missing_ok=True)
@@ -309,11 +319,12 @@ def copy_registry_image(spec: ImageSpec, arch: str, directory: Path = TREE, *,
 def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> Path:
     """Build the declared images (all, or those in ``names``) and write the lock files.
 
-    Leaves TREE holding exactly the archives its lock file lists. With ``names``, the other
-    images' entries are kept from the previous lock file when their archives are still there.
+    Leaves the :func:`tree` of the board's architecture holding exactly the archives its lock
+    file lists (another architecture's tree is left alone). With ``names``, the other images'
+    entries are kept from the previous lock file when their archives are still there.
 
     Returns:
-        The OS image's lock file's path (TREE).
+        The OS image's lock file's path (in that tree).
 
     Raises:
         MemuError: an unknown name, a build failed, or a registry refused a pinned digest.
@@ -324,30 +335,32 @@ def build_all(board: str, names: Sequence[str] = (), *, force: bool = False) -> 
         raise MemuError(f"no image named {sorted(unknown)} in image/containers.toml",
                         hint=f"declared: {', '.join(s.name for s in specs)}")
     ensure_host(board)
-    TREE.mkdir(parents=True, exist_ok=True)
-    previous = ({e.name: e for e in lock.read(TREE)}
-                if (TREE / lock.LOCK_NAME).exists() else {})
+    arch = boards.get(board).arch
+    out = tree(arch)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = ({e.name: e for e in lock.read(out)}
+                if (out / lock.LOCK_NAME).exists() else {})
     listed: list[lock.LockEntry] = []
     for spec in specs:
         kept = previous.get(spec.name)
         if names and spec.name not in names and kept is not None \
-                and (TREE / kept.archive).exists():
+                and (out / kept.archive).exists():
             listed.append(kept)
         elif spec.build is None:
-            listed.append(copy_registry_image(spec, boards.get(board).arch))
+            listed.append(copy_registry_image(spec, arch))
         else:
-            listed.append(build_image(spec, boards.get(board).arch, force=force))
+            listed.append(build_image(spec, arch, force=force))
     missing = [e.name for e in listed if not e.in_slot]
     if missing:
         log.warning("memu: not in the slot, pulled by digest on the device: %s",
                     ", ".join(missing))
     keep = {e.archive for e in listed if e.in_slot} | {lock.LOCK_NAME}
-    for stale in TREE.iterdir():
+    for stale in out.iterdir():
         if stale.name not in keep:
             stale.unlink()
-    write_atomic(TREE / lock.LOCK_NAME, lock.dumps(listed).encode(), mode=0o644,
+    write_atomic(out / lock.LOCK_NAME, lock.dumps(listed).encode(), mode=0o644,
                  dir_mode=0o755)
-    return TREE / lock.LOCK_NAME
+    return out / lock.LOCK_NAME
 
 
 def main(argv: list[str] | None = None) -> int:
