@@ -75,7 +75,7 @@ def step(what: str) -> Iterator[None]:
 
 def ensure_build(version: str, *trees: str | Path) -> Path:
     """Build ``version`` with test trees (tests/qemu/trees/<name>, or a path) when missing
-    or stale; return its UKI (:func:`memu_dev.build.ensure_built`)."""
+    or stale; return its package manifest (:func:`memu_dev.build.ensure_built`)."""
     return ensure_built(version, [TREES / t for t in trees])
 
 

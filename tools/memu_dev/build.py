@@ -211,24 +211,25 @@ def slot_overflow(output: Iterable[str], definitions: Sequence[Path]) -> MemuErr
 
 def ensure_built(version: str, extra_trees: Sequence[Path] = (), board: str = DEFAULT_BOARD
                  ) -> Path:
-    """Build ``version`` (with ``extra_trees``) when its UKI is missing or older than its
-    inputs or trees; return the UKI (``<stem>.efi``), which stands for the build's split
-    artifacts. Used for test and benchmark builds, which need only what a release carries.
+    """Build ``version`` (with ``extra_trees``) when its package manifest is missing or older
+    than its inputs or trees; return the manifest (``<stem>.manifest``, which every board's
+    build writes), which stands for the build's split artifacts. Used for test and benchmark
+    builds, which need only what a release carries.
 
     A version other than ``mkosi.version``'s is a trial: its combined disk image (a second
     copy of /usr, 0.75 GB on disk) is deleted after the build, since only a release is made of
     it; a test run builds four such versions."""
     img = image_path(board, version)
-    uki = img.with_suffix(".efi")
+    manifest = img.with_suffix(".manifest")
     newest = max([newest_input_mtime()] + [f.stat().st_mtime for t in extra_trees
                                            for f in t.rglob("*")])
-    if not uki.exists() or uki.stat().st_mtime < newest:
+    if not manifest.exists() or manifest.stat().st_mtime < newest:
         ensure_host(board)
         build(board, version=version, extra_trees=extra_trees)
         if version != paths.version():
             img.unlink()
             img.with_suffix("").unlink(missing_ok=True)  # mkosi's symlink to it
-    return uki
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pexpect
 from aiohttp import web
 
 from memu_dev.app_thread import AppThread
+from memu_dev.paths import DEFAULT_BOARD
 from memu_dev.release import release
 from memu_dev.vm import VM
 
@@ -58,10 +58,10 @@ class Channel:
     def dir(self) -> Path:
         return self.root / "stable"
 
-    def add(self, version: str, *, delta: bool = False) -> None:
-        """Release a built version into this channel (artifacts + signed SHA256SUMS); with
-        ``delta``, also its delta material (release.release)."""
-        release(version, "stable", self.root, delta=delta)
+    def add(self, version: str, *, delta: bool = False, board: str = DEFAULT_BOARD) -> None:
+        """Release ``board``'s build of a version into this channel (artifacts + signed
+        SHA256SUMS); with ``delta``, also its delta material (release.release)."""
+        release(version, "stable", self.root, board, delta=delta)
 
     def close(self) -> None:
         self.server.close()
@@ -111,9 +111,9 @@ def update(vm: VM, action: str, **kw: str) -> tuple[int, dict[str, Any]]:
 
 
 def drain(vm: VM, seconds: float) -> None:
-    """Let the guest run, reading its console so QEMU never blocks on output."""
-    with contextlib.suppress(pexpect.TIMEOUT):
-        vm.child.expect(pexpect.TIMEOUT, timeout=seconds)
+    """Let the guest run, reading its console so QEMU never blocks on output
+    (:meth:`memu_dev.vm.VM.drain`)."""
+    vm.drain(seconds)
 
 
 def wait_update(vm: VM, states: set[str], timeout: float,

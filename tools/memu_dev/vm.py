@@ -393,6 +393,24 @@ class VM:
         assert isinstance(match, re.Match)
         return match
 
+    def drain(self, seconds: float) -> None:
+        """Let the guest run for ``seconds``, reading its console so QEMU never blocks on
+        output; across a guest restart on a board without firmware in QEMU.
+
+        Raises:
+            pexpect.EOF: QEMU exited (a UEFI board's guest powered off).
+        """
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            child = self.child
+            try:
+                child.expect(pexpect.TIMEOUT, timeout=left)  # returns when the time is up
+                return
+            except pexpect.EOF:
+                if not self.direct_boot:
+                    raise
+                self._restarted_after(child, deadline)
+
     def _restarted_after(self, child: pexpect.spawn, deadline: float) -> bool:
         """Whether the harness started QEMU again after ``child`` ended (waits for it until
         ``deadline``)."""
