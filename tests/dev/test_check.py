@@ -48,3 +48,13 @@ def test_disk_watch_sees_space_taken_during_the_run(tmp_path: Path) -> None:
         blob.unlink()
     assert disk.start_free - disk.lowest_free >= 60 << 20
     assert "GB free at the start" in disk.summary()
+
+
+def test_a_disk_too_small_for_a_test_run_is_named_before_it_starts(tmp_path: Path) -> None:
+    watch = check.DiskWatch(tmp_path)
+    watch.start_free = 6_200_000_000
+    warning = watch.warning(need_gb=10)
+    assert warning is not None and "6.2 GB free" in warning and "about 10 GB" in warning
+    assert "just test-unit" in warning
+    watch.start_free = 60_000_000_000
+    assert watch.warning(need_gb=10) is None

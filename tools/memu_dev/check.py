@@ -23,6 +23,9 @@ from memu_dev.paths import REPO
 
 RESULTS = REPO / "test-results"
 LINT_PATHS = ["common", "agent", "firstboot", "ota", "intelligence", "tools", "tests"]
+#: The most disk a whole test run (QEMU tests included) used here beyond what it found, in GB:
+#: test builds, the golden VM, update channels, overlays (the summary's ``disk`` line).
+TESTS_NEED_GB = 10.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,16 @@ class DiskWatch:
         self._done.set()
         self._thread.join()
         self.lowest_free = min(self.lowest_free, shutil.disk_usage(self.path).free)
+
+    def warning(self, need_gb: float = TESTS_NEED_GB) -> str | None:
+        """A warning, when the free space at the start is below ``need_gb``; else None."""
+        free_gb = self.start_free / 1e9
+        if free_gb >= need_gb:
+            return None
+        return (f"memu: warning: {free_gb:.1f} GB free on {self.path}'s disk; a whole test run "
+                f"writes up to about {need_gb:.0f} GB (test builds, VM snapshots, update "
+                "channels) and fails in odd places when it runs out. Free some space, or run "
+                "`just test-unit` (no VM, no image).")
 
     def summary(self) -> str:
         """One line: free space at the start, the lowest seen, and the most the run used."""
@@ -134,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         marker = ["-m", "not qemu"] if args.no_qemu else []
         # --durations: the slowest tests in the log, to keep CI's 90-minute budget in view.
         with DiskWatch() as disk:
+            if not args.no_qemu and (warning := disk.warning()):
+                print(warning, file=sys.stderr, flush=True)
             steps.append(run_step("tests", [py, "-m", "pytest", *marker,
                                             f"--junitxml={junit}", "--durations=12",
                                             *pytest_args]))
