@@ -34,19 +34,17 @@ class Board:
         arch: mkosi's architecture name (``Architecture=``, ``%a`` in output names):
             "x86-64" or "arm64".
         boot: its boot backend (:data:`BootBackendName`), also an mkosi profile.
-        buildable: whether ``just build`` makes an image for it yet.
     """
 
     name: str
     title: str
     arch: Literal["x86-64", "arm64"]
     boot: BootBackendName
-    buildable: bool = True
 
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("n100", "Intel N100 mini PC", "x86-64", "systemd-boot"),
-    Board("pi5", "Raspberry Pi 5", "arm64", "tryboot", buildable=False),
+    Board("pi5", "Raspberry Pi 5", "arm64", "tryboot"),
 )}
 DEFAULT_BOARD = "n100"
 

@@ -7,10 +7,10 @@ flag picks the other once, ``/chosen/bootloader`` tells the box), and updated as
 2. 0.2.0 from a signed channel is written to slot B; the box restarts with the tryboot flag,
    the trial boot's health gate commits it (autoboot.txt now names partition 3), and a plain
    restart boots 0.2.0 again;
-3. a power cut during 0.3.0's trial boot: the firmware boots 0.2.0's slot again (the flag was
-   spent) and the box reports the rollback;
-4. 0.4.0's health gate fails: the box restarts without the flag into 0.2.0 and reports
-   "rolled back from 0.4.0 to 0.2.0" with the gate's reason.
+3. a power cut as 0.3.0's trial boot starts: the firmware boots 0.2.0's slot again (the flag
+   was spent) and the box, which never saw 0.3.0 run, keeps it ready for another restart;
+4. that restart tries 0.3.0 again, its health gate fails, the box restarts without the flag
+   into 0.2.0 and reports "rolled back from 0.3.0 to 0.2.0" with the gate's reason.
 
 Not in ``just test``: a first arm64 build takes about 20 minutes under binfmt and every boot
 about 100 s under TCG. ``just test-pi5`` builds the images and runs this module.
@@ -33,6 +33,7 @@ from ota_support import (
     point_at,
     step,
     update,
+    wait_update,
     wait_version,
 )
 
@@ -58,13 +59,12 @@ def pi5_image() -> Path:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Channel]:
-    """A channel on the host carrying the Pi 5 builds of 0.2.0 (a marker file), 0.3.0 and
-    0.4.0 (both with a health gate that fails on purpose; 0.3.0's never gets to run)."""
+    """A channel on the host carrying the Pi 5 builds of 0.2.0 (a marker file) and 0.3.0 (a
+    health gate that fails on purpose)."""
     ensure_built("0.2.0", [TREES / "v-marker"], board=BOARD)
-    for version in ("0.3.0", "0.4.0"):
-        ensure_built(version, [TREES / "failing-health"], board=BOARD)
+    ensure_built("0.3.0", [TREES / "failing-health"], board=BOARD)
     with channel(tmp_path_factory.mktemp("pi5") / "channels") as ch:
-        for version in ("0.2.0", "0.3.0", "0.4.0"):
+        for version in ("0.2.0", "0.3.0"):
             ch.add(version, board=BOARD)
         yield ch
 
@@ -146,14 +146,14 @@ def test_an_update_is_tried_once_with_the_flag_and_committed(pi: VM, served: Cha
     assert st["boot"]["entry"] == "partition 3: memu-os_0.2.0", st["boot"]
     assert st["update"]["last_result"] == "updated from 0.1.0 to 0.2.0", st["update"]
     with step("a plain restart boots the committed 0.2.0"):
-        pi.sh("systemctl reboot", check=False, timeout=10)
+        pi.sh("systemctl --no-block reboot", timeout=30)
         again = _next_boot(pi, trial)
         _status(pi, "0.2.0")
         pi.wait_for_shell(300)
     assert (again.partition, again.tryboot) == (3, False)
 
 
-def test_a_power_cut_during_a_trial_boots_the_committed_slot(pi: VM) -> None:
+def test_a_power_cut_during_a_trial_then_a_failed_gate_keep_the_committed_slot(pi: VM) -> None:
     install_and_wait_ready(pi, "0.3.0")
     before = pi.direct
     with step("restart into the trial of 0.3.0, cut the power as its kernel starts"):
@@ -162,20 +162,19 @@ def test_a_power_cut_during_a_trial_boots_the_committed_slot(pi: VM) -> None:
         assert (trial.partition, trial.tryboot) == (2, True)
         pi.wait_for(r"Booting Linux on physical CPU", timeout=300)
         pi.power_cut()
-    with step("power on: the firmware's flag is spent, 0.2.0 boots"):
+    with step("power on: the firmware's flag was spent, 0.2.0 boots"):
         pi.start()
-        st = _status(pi, "0.2.0")
+        _status(pi, "0.2.0")
         pi.wait_for_shell(300)
     assert pi.direct is not None and (pi.direct.partition, pi.direct.tryboot) == (3, False)
     assert _committed(pi) == 3
-    assert re.search(r"rolled back from 0\.3\.0 to 0\.2\.0",
-                     str(st["update"]["last_result"])), st["update"]
+    # 0.3.0 never ran (nothing on the box saw its trial), so it is still installed and
+    # waits for a restart: nothing is lost and nothing is blamed on it.
+    snap = wait_update(pi, {"ready"}, timeout=120)
+    assert snap["target"] == "0.3.0" and snap["running"] == "0.2.0", snap
 
-
-def test_a_trial_that_fails_its_health_gate_is_rolled_back(pi: VM) -> None:
-    install_and_wait_ready(pi, "0.4.0")
     before = pi.direct
-    with step("restart into the trial of 0.4.0; its gate fails and restarts the box"):
+    with step("restart into the trial of 0.3.0 again; its gate fails and restarts the box"):
         _reboot_for_update(pi)
         trial = _next_boot(pi, before)
         back = _next_boot(pi, trial)
@@ -185,5 +184,5 @@ def test_a_trial_that_fails_its_health_gate_is_rolled_back(pi: VM) -> None:
     assert (back.partition, back.tryboot) == (3, False)
     assert _committed(pi) == 3
     last = str(st["update"]["last_result"])
-    assert re.search(r"rolled back from 0\.4\.0 to 0\.2\.0", last), last
+    assert re.search(r"rolled back from 0\.3\.0 to 0\.2\.0", last), last
     assert "health" in last, last
