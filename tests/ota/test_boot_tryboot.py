@@ -22,6 +22,7 @@ from memu_ota.boot import EntryState, Firmware, TryBoot, fat
 from memu_ota.boot.tryboot import (
     AUTOBOOT_SIZE,
     TRIAL_FILE,
+    TRYBOOT_REBOOT,
     Autoboot,
     parse_autoboot,
     render_autoboot,
@@ -235,7 +236,7 @@ def test_an_update_is_tried_committed_and_a_failed_one_rolled_back(pi: Pi) -> No
 
     pi.label(3, "memu-os_0.2.0")  # sysupdate wrote boot slot B (the kernel's view is older)
     assert chain.entries() == {"0.1.0": EntryState.BLESSED, "0.2.0": EntryState.TRYING}
-    assert chain.prepare_reboot("0.2.0") == ("systemctl", "reboot", "0 tryboot")
+    assert chain.prepare_reboot("0.2.0") == TRYBOOT_REBOOT
     assert pi.firmware_choice(tryboot=True) == 3 and pi.firmware_choice(tryboot=False) == 2
 
     pi.boot("boot-2", partition=3, tryboot=True)  # the trial boot
@@ -250,7 +251,7 @@ def test_an_update_is_tried_committed_and_a_failed_one_rolled_back(pi: Pi) -> No
     assert not chain.this_boot().trial  # committed: the gate cannot fail it any more
 
     pi.label(2, "memu-os_0.3.0")  # the next update, into slot A
-    assert chain.prepare_reboot("0.3.0") == ("systemctl", "reboot", "0 tryboot")
+    assert chain.prepare_reboot("0.3.0") == TRYBOOT_REBOOT
     pi.boot("boot-3", partition=2, tryboot=True)
     trial = pi.chain("0.3.0")
     trial.begin_boot()

@@ -19,6 +19,7 @@ about 100 s under TCG. ``just test-pi5`` builds the images and runs this module.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,11 +71,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Channel]:
 
 
 @pytest.fixture(scope="module")
-def pi(pi5_image: Path) -> Iterator[VM]:
-    """The Pi 5 image booted on its own overlay until the agent runs 0.1.0 and a root
-    shell answers."""
-    vm = VM(VMConfig(image=pi5_image, board=BOARD,
-                     workdir=REPO / "test-results" / "qemu" / "pi5"))
+def pi(pi5_image: Path, served: Channel) -> Iterator[VM]:
+    """The Pi 5 image booted on a new overlay until the agent runs 0.1.0 and a root shell
+    answers (after ``served``'s builds, so no VM idles through them). The tests that use it
+    run in order, each going on from where the one before left the box."""
+    workdir = REPO / "test-results" / "qemu" / "pi5"
+    shutil.rmtree(workdir, ignore_errors=True)
+    vm = VM(VMConfig(image=pi5_image, board=BOARD, workdir=workdir))
     vm.start()
     try:
         with step("boot 0.1.0 to READY"):

@@ -158,8 +158,14 @@ def build(board: str, *, clean: bool = False, version: str | None = None,
                         hint="check Output= in mkosi.conf")
     if boards.get(board).boot == "tryboot":
         # No boot loader in mkosi for the Pi: its boot slot is made from mkosi's outputs.
-        summary = json.loads(run([*mkosi_cmd(), *args, "--json", "summary"], cwd=REPO).stdout)
-        bootslot.assemble(img, " ".join(summary["Images"][-1]["KernelCommandLine"]))
+        try:
+            summary = json.loads(run([*mkosi_cmd(), *args, "--json", "summary"],
+                                     cwd=REPO).stdout)
+            bootslot.assemble(img, " ".join(summary["Images"][-1]["KernelCommandLine"]))
+        except BaseException:
+            # mkosi's manifest stamps a finished build (ensure_built); this one is not.
+            img.with_suffix(".manifest").unlink(missing_ok=True)
+            raise
     return img
 
 

@@ -38,6 +38,10 @@ from memu_dev.paths import DEFAULT_BOARD, REPO, mkosi_cmd
 
 log = logging.getLogger(__name__)
 
+#: Seconds a wait on the console of a board without firmware in QEMU allows the harness to
+#: start QEMU again after the guest restarted (:meth:`VM._restarted_after`).
+RESTART_GRACE_S = 120.0
+
 @dataclass(frozen=True)
 class Machine:
     """How QEMU plays one architecture's board (paths are in mkosi's tools tree).
@@ -386,7 +390,7 @@ class VM:
                 break
             except pexpect.TIMEOUT as e:
                 raise self._error(f"no /{pattern}/ on the console within {timeout}s") from e
-            except pexpect.EOF as e:
+            except (pexpect.EOF, ValueError) as e:  # ValueError: closed by the harness
                 if not self.direct_boot or not self._restarted_after(child, deadline):
                     raise self._error(f"QEMU exited while waiting for /{pattern}/") from e
         match = child.match
@@ -406,15 +410,19 @@ class VM:
             try:
                 child.expect(pexpect.TIMEOUT, timeout=left)  # returns when the time is up
                 return
-            except pexpect.EOF:
+            except (pexpect.EOF, ValueError):  # ValueError: the harness closed it (a restart)
                 if not self.direct_boot:
                     raise
-                self._restarted_after(child, deadline)
+                if not self._restarted_after(child, deadline):
+                    return
 
     def _restarted_after(self, child: pexpect.spawn, deadline: float) -> bool:
-        """Whether the harness started QEMU again after ``child`` ended (waits for it until
-        ``deadline``)."""
-        while time.monotonic() < deadline:
+        """Whether the harness started QEMU again after ``child`` ended: waits for it until
+        ``deadline``, and at least :data:`RESTART_GRACE_S` (the watcher notices the exit within
+        a second, then the firmware's disk reads take seconds; a caller's short deadline must
+        not end the wait in between)."""
+        until = max(deadline, time.monotonic() + RESTART_GRACE_S)
+        while time.monotonic() < until:
             with self._lock:
                 if self._child is None:
                     return False
