@@ -277,7 +277,7 @@ def test_an_update_is_tried_committed_and_a_failed_one_rolled_back(pi: Pi) -> No
 
 def test_a_restart_whose_flag_never_reached_the_firmware_waits_for_another(pi: Pi) -> None:
     pi.label(3, "memu-os_0.2.0")
-    assert pi.chain("0.1.0").prepare_reboot("0.2.0")[-1] == "0 tryboot"
+    assert pi.chain("0.1.0").prepare_reboot("0.2.0") == TRYBOOT_REBOOT
     pi.boot("boot-2", partition=2)  # e.g. the kernel module is missing: no flag
     chain = pi.chain("0.1.0")
     chain.begin_boot()
@@ -287,7 +287,7 @@ def test_a_restart_whose_flag_never_reached_the_firmware_waits_for_another(pi: P
     assert done.message == "the restart did not start 0.2.0; it is installed and waits for " \
                            "another restart"
     assert done.state.pending is not None and done.state.pending.phase is PendingPhase.WRITTEN
-    assert chain.prepare_reboot("0.2.0")[-1] == "0 tryboot"  # and it can be asked again
+    assert chain.prepare_reboot("0.2.0") == TRYBOOT_REBOOT  # and it can be asked again
 
 
 def test_a_restart_into_a_version_not_in_the_trial_slot_is_refused(pi: Pi) -> None:

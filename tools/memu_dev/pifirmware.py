@@ -8,9 +8,9 @@ partition's kernel, initrd and ``cmdline.txt``, and tell Linux what it did in th
 tree's ``/chosen/bootloader`` (``tryboot`` and ``partition``, 4-byte big-endian cells), which
 the box reads as on a real Pi (:mod:`memu_ota.boot.tryboot`).
 
-The flag itself: on a Pi, ``systemctl reboot "0 tryboot"`` reaches the firmware through
-Memu's kernel module; ``-M virt`` has no Pi firmware, so the harness sets the flag when the
-guest's kernel says it restarts with that argument (:func:`asks_tryboot`).
+The flag itself: on a Pi, ``systemctl reboot --reboot-argument="0 tryboot"`` reaches the
+firmware through Memu's kernel module; ``-M virt`` has no Pi firmware, so the harness sets the
+flag when the guest's kernel says it restarts with that argument (:func:`asks_tryboot`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from memu_ota.boot.tryboot import parse_autoboot
 #: The selector partition (image/repart-tryboot/00-autoboot.conf).
 SELECTOR = 1
 #: What the kernel prints (pr_emerg, so whatever the console's log level) when it restarts
-#: with the argument ``systemctl reboot "0 tryboot"`` gave it (kernel/reboot.c).
+#: with the argument ``systemctl reboot --reboot-argument="0 tryboot"`` gave it
+#: (kernel/reboot.c).
 _TRYBOOT_REQUEST = re.compile(r"Restarting system with command '[^']*\btryboot\b")
 #: What it prints on any restart (not on power-off: "reboot: Power down").
 RESTARTING = "reboot: Restarting system"

@@ -19,7 +19,7 @@ again. The running system learns what the firmware did from the device tree
 firmware reports partition 0, so the running version and the slots' labels stand in).
 
 The update's way through it: sysupdate writes the new boot slot and ``/usr`` slot; the
-agent reboots with ``systemctl reboot "0 tryboot"`` (:data:`TRYBOOT_REBOOT`;
+agent reboots with ``systemctl reboot --reboot-argument="0 tryboot"`` (:data:`TRYBOOT_REBOOT`;
 :meth:`TryBoot.prepare_reboot` first
 records that the trial is asked for; :meth:`TryBoot.begin_boot` on the trial boot records
 that it happened); the health gate, on that trial boot, commits by rewriting
@@ -51,11 +51,13 @@ AUTOBOOT_SIZE = 128
 #: The boot slots' partition numbers (A, B); the selector is partition 1.
 SLOTS = (2, 3)
 LABEL_RE = re.compile(r"^memu-os_(?P<version>.+)$")
-#: The restart with the flag. systemctl writes its argument to /run/systemd/reboot-param
-#: itself, which the agent's sandbox keeps read-only (ProtectSystem=strict), so it runs in a
-#: transient service (systemd-run(1)); ``--wait`` hands its failure back to the agent.
+#: The restart with the flag: the argument reaches reboot(2) through --reboot-argument=
+#: (systemctl(1); systemd 257's ``systemctl reboot ARG`` says "Too many arguments"). systemctl
+#: writes it to /run/systemd/reboot-param itself, which the agent's sandbox keeps read-only
+#: (ProtectSystem=strict), so it runs in a transient service (systemd-run(1)); ``--wait``
+#: hands its failure back to the agent.
 TRYBOOT_REBOOT = ("systemd-run", "--quiet", "--wait", "--collect", "--",
-                  "systemctl", "reboot", "0 tryboot")
+                  "systemctl", "reboot", "--reboot-argument=0 tryboot")
 #: What the agent writes before a trial reboot (in the update state directory).
 TRIAL_FILE = "tryboot-trial.json"
 
