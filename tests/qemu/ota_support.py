@@ -22,7 +22,7 @@ from memu_dev.channel import (
     wait_version,
 )
 from memu_dev.golden import Golden, restore
-from memu_dev.paths import REPO
+from memu_dev.paths import DEFAULT_BOARD, REPO
 from memu_dev.vm import VM, VMConfig
 
 TREES = Path(__file__).parent / "trees"
@@ -44,17 +44,18 @@ def restored_vm(golden: Golden, name: str) -> Iterator[VM]:
 
 @contextlib.contextmanager
 def booted_vm(name: str, image: Path, version: str = "0.1.0",
-              disk_size: str | None = None) -> Iterator[VM]:
-    """A VM of its own (workdir test-results/qemu/<name>), booted until the agent answers
-    with ``version`` and a root shell answers; stopped and its overlay removed afterwards
-    (the serial log stays)."""
+              disk_size: str | None = None, board: str = DEFAULT_BOARD) -> Iterator[VM]:
+    """A VM of its own (workdir test-results/qemu/<name>) of ``board``'s ``image``, booted
+    until the agent answers with ``version`` and a root shell answers; stopped and its
+    overlay removed afterwards (the serial log stays)."""
     workdir = REPO / "test-results" / "qemu" / name
     shutil.rmtree(workdir, ignore_errors=True)
-    vm = VM(VMConfig(image=image, workdir=workdir, disk_size=disk_size))
+    vm = VM(VMConfig(image=image, workdir=workdir, disk_size=disk_size, board=board))
     vm.start()
     try:
-        wait_version(vm, version, timeout=420)
-        vm.wait_for_shell(240)
+        with step(f"boot {version} to READY"):
+            wait_version(vm, version, timeout=420)
+            vm.wait_for_shell(240)
         yield vm
     finally:
         vm.stop()

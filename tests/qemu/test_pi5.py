@@ -19,7 +19,6 @@ about 100 s under TCG. ``just test-pi5`` builds the images and runs this module.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 from ota_support import (
     Channel,
+    booted_vm,
     channel,
     drain,
     install_and_wait_ready,
@@ -39,9 +39,9 @@ from ota_support import (
 )
 
 from memu_dev.build import ensure_built
-from memu_dev.paths import REPO, image_path
+from memu_dev.paths import image_path
 from memu_dev.pifirmware import DirectBoot
-from memu_dev.vm import VM, VMConfig
+from memu_dev.vm import VM
 
 pytestmark = pytest.mark.pi5
 
@@ -75,21 +75,8 @@ def pi(pi5_image: Path, served: Channel) -> Iterator[VM]:
     """The Pi 5 image booted on a new overlay until the agent runs 0.1.0 and a root shell
     answers (after ``served``'s builds, so no VM idles through them). The tests that use it
     run in order, each going on from where the one before left the box."""
-    workdir = REPO / "test-results" / "qemu" / "pi5"
-    shutil.rmtree(workdir, ignore_errors=True)
-    vm = VM(VMConfig(image=pi5_image, board=BOARD, workdir=workdir))
-    vm.start()
-    try:
-        with step("boot 0.1.0 to READY"):
-            wait_version(vm, "0.1.0", timeout=600)
-            vm.wait_for_shell(300)
+    with booted_vm("pi5", pi5_image, board=BOARD) as vm:
         yield vm
-    except BaseException:
-        print(f"\nserial log kept at {vm.serial_log}")
-        raise
-    finally:
-        vm.stop()
-        vm.overlay.unlink(missing_ok=True)
 
 
 def _status(vm: VM, version: str) -> dict[str, Any]:
