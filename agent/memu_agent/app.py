@@ -44,6 +44,7 @@ from memu_agent.facts import (
     boot_info,
     hostname,
     local_name,
+    os_variant,
     os_version,
     uptime_s,
 )
@@ -74,10 +75,13 @@ class BootFacts:
     Attributes:
         version: the OS version (see :func:`memu_agent.facts.os_version`).
         boot: the boot slot and entry.
+        variant: the image's build variant ("hailo"), or None for the plain image; updates
+            come from the variant's own artifacts in the channel (memu_common.osrelease).
     """
 
     version: str
     boot: BootInfo
+    variant: str | None = None
 
 
 FACTS = web.AppKey("memu_agent.facts", BootFacts)
@@ -104,7 +108,8 @@ def read_boot_facts(paths: HostPaths, ota: OtaConfig) -> tuple[BootFacts, BootBa
             log.info("boot chain: %s", done)
     except MemuError as e:
         log.error("boot chain: %s", e)
-    return BootFacts(version=version, boot=boot_info(paths, boot)), boot
+    return BootFacts(version=version, boot=boot_info(paths, boot),
+                     variant=os_variant(paths)), boot
 
 
 async def stack_status(paths: HostPaths) -> dict[str, Any]:
@@ -129,6 +134,7 @@ async def status(request: web.Request) -> web.Response:
     """``GET /api/status``: what the box is and how it is doing, as JSON::
 
         {"version": "0.1.0",
+         "variant": "hailo" | null,           # the image's build variant (os-release)
          "boot": {"slot": "a" | "b" | null, "entry": "memu_0.1.0.efi" | null,
                   "usr_partlabel": "memu-os_0.1.0" | null},
          "uptime_s": 123.4 | null,            # seconds since boot
@@ -151,6 +157,7 @@ async def status(request: web.Request) -> web.Response:
     facts = request.app[FACTS]
     body = {
         "version": facts.version,
+        "variant": facts.variant,
         "boot": {
             "slot": facts.boot.slot,
             "entry": facts.boot.entry,

@@ -6,13 +6,12 @@ missing or odd file: unknown facts are None."""
 from __future__ import annotations
 
 import logging
-import shlex
 import socket
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from memu_common import boards
+from memu_common import boards, osrelease
 from memu_firstboot.stack_config import CONFIG_DIR as STACK_CONFIG_DIR
 from memu_ota.boot import BootBackend, Firmware, for_board
 from memu_ota.config import OtaConfig
@@ -43,7 +42,7 @@ class HostPaths:
             (:mod:`memu_agent.assistant`).
     """
 
-    os_release: tuple[Path, ...] = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
+    os_release: tuple[Path, ...] = osrelease.PATHS
     proc: Path = Path("/proc")
     sys: Path = Path("/sys")
     firmware: Firmware = field(default_factory=Firmware)
@@ -76,38 +75,22 @@ class BootInfo:
     usr_partlabel: str | None
 
 
-def parse_os_release(text: str) -> dict[str, str]:
-    """Parse os-release(5) text (shell-style ``KEY=value`` lines, optionally quoted)."""
-    result: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, raw = line.partition("=")
-        try:
-            words = shlex.split(raw)
-        except ValueError:
-            continue
-        result[key.strip()] = words[0] if words else ""
-    return result
-
-
 def os_version(paths: HostPaths) -> str:
     """The OS version: ``IMAGE_VERSION`` from the first os-release file that exists, else the
     ``memu-os`` package version, else "unknown"."""
-    for path in paths.os_release:
-        try:
-            text = path.read_text("utf-8")
-        except OSError:
-            continue
-        version = parse_os_release(text).get("IMAGE_VERSION")
-        if version:
-            return version
-        break  # os-release(5): the first file that exists is the one
+    version = osrelease.read(paths.os_release).get("IMAGE_VERSION")
+    if version:
+        return version
     try:
         return metadata.version("memu-os")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def os_variant(paths: HostPaths) -> str | None:
+    """The image's build variant (os-release's ``VARIANT_ID``: "hailo"), or None for the
+    plain image."""
+    return osrelease.variant(osrelease.read(paths.os_release))
 
 
 def uptime_s(paths: HostPaths) -> float | None:

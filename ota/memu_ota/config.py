@@ -20,7 +20,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from memu_common import settings
+from memu_common import osrelease, settings
 from memu_common.files import read_json_object, write_json_atomic
 from memu_common.settings import Setting, check_table, read_table
 
@@ -61,6 +61,8 @@ class OtaConfig:
             downloaded), falling back to the full download when it cannot be done.
         keyring: the public keys a channel's ``SHA256SUMS.gpg`` must verify against (the
             one sysupdate uses).
+        os_release: the image's os-release(5) files, tried in order; its ``VARIANT_ID``
+            says which artifacts of a channel are this box's (:attr:`image_name`).
     """
 
     channel: Channel = Channel.STABLE
@@ -78,6 +80,14 @@ class OtaConfig:
     core_units: tuple[str, ...] = ("memu-agent.service", "docker.service")
     delta: bool = True
     keyring: Path = Path("/usr/lib/systemd/import-pubring.gpg")
+    os_release: tuple[Path, ...] = osrelease.PATHS
+
+    @property
+    def image_name(self) -> str:
+        """What this box's release artifacts are named after (read from :attr:`os_release`
+        on each call): ``memu-os``, or ``memu-os-hailo`` for an image built with the hailo
+        option (:func:`memu_common.osrelease.image_name`)."""
+        return osrelease.image_name(osrelease.variant(osrelease.read(self.os_release)))
 
     @property
     def definitions_dir(self) -> Path:
@@ -105,6 +115,7 @@ OTA_SETTINGS: tuple[Setting, ...] = (
     Setting("core_units", settings.unit_names),
     Setting("delta", settings.boolean),
     Setting("keyring", settings.abs_path),
+    Setting("os_release", settings.abs_paths),
 )
 check_table(OtaConfig, OTA_SETTINGS)
 #: The rows the pages may override at run time (``settings.json``).

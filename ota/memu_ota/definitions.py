@@ -3,10 +3,12 @@
 The image ships ``/usr/lib/memu/sysupdate.d/*.transfer.in``: ordinary sysupdate.d(5)
 transfer files whose ``[Source] Path=`` holds the placeholder ``@SOURCE_URL@``. This module
 writes ``<runtime_dir>/sysupdate.d/<name>.transfer`` with the placeholder replaced by the
-channel URL (``<base_url><channel>/``) and ``@BOOT_TRIES@`` (the UKI's ``TriesLeft=``,
-systemd-boot's boot counting) by the configured number of tries; the agent always runs
-sysupdate with ``--definitions=<runtime_dir>/sysupdate.d``. Each file is replaced
-atomically and stale ``*.transfer`` files are removed, so sysupdate never sees half a set.
+channel URL (``<base_url><channel>/``), ``@IMAGE_NAME@`` (what the box's artifacts are
+named after: ``memu-os``, or ``memu-os-hailo`` for the hailo variant, so that a channel
+holding both hands each box its own; memu_common.osrelease) and ``@BOOT_TRIES@`` (the
+UKI's ``TriesLeft=``, systemd-boot's boot counting) by the configured number of tries; the
+agent always runs sysupdate with ``--definitions=<runtime_dir>/sysupdate.d``. Each file is
+replaced atomically and stale ``*.transfer`` files are removed, so sysupdate never sees half a set.
 
 :func:`render_local` writes the same transfers for a directory on the box instead: the
 artifacts a delta update rebuilt (memu_ota.delta), uncompressed and already checked against
@@ -19,13 +21,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from memu_common import MemuError
+from memu_common import MemuError, osrelease
 from memu_common.files import write_atomic
 from memu_common.settings import base_url as parse_base_url
 from memu_ota.config import parse_channel
 
 PLACEHOLDER = "@SOURCE_URL@"
 TRIES_PLACEHOLDER = "@BOOT_TRIES@"
+IMAGE_PLACEHOLDER = "@IMAGE_NAME@"
 TEMPLATE_SUFFIX = ".transfer.in"
 
 
@@ -47,12 +50,14 @@ def source_url(base_url: str, channel: str) -> str:
 
 
 def render(template_dir: Path, out_dir: Path, base_url: str, channel: str,
-           boot_tries: int = 3) -> list[Path]:
+           boot_tries: int = 3, image_name: str = osrelease.IMAGE_ID) -> list[Path]:
     """Render every ``*.transfer.in`` in ``template_dir`` into ``out_dir``.
 
     Args:
         boot_tries: how many times a new version's boot entry is tried before systemd-boot
             falls back (replaces ``@BOOT_TRIES@``; see systemd.io/AUTOMATIC_BOOT_ASSESSMENT).
+        image_name: what the box's artifacts are named after (replaces ``@IMAGE_NAME@``;
+            :attr:`memu_ota.config.OtaConfig.image_name`).
 
     Returns:
         The written ``*.transfer`` paths, sorted.
@@ -62,13 +67,12 @@ def render(template_dir: Path, out_dir: Path, base_url: str, channel: str,
             or the output directory cannot be written.
     """
     url = source_url(base_url, channel)
-    return _write(out_dir, {
-        name: text.replace(PLACEHOLDER, url).replace(TRIES_PLACEHOLDER, str(boot_tries))
-        for name, text in _templates(template_dir).items()})
+    return _write(out_dir, {name: _fill(text, url, boot_tries, image_name)
+                            for name, text in _templates(template_dir).items()})
 
 
 def render_local(template_dir: Path, out_dir: Path, directory: Path,
-                 boot_tries: int = 3) -> list[Path]:
+                 boot_tries: int = 3, image_name: str = osrelease.IMAGE_ID) -> list[Path]:
     """Render the templates for the local channel ``directory`` (absolute), as
     :func:`render` does for a remote one, with two changes: ``Path=file://<directory>/``,
     and each source ``MatchPattern=`` for a ``.raw.gz`` artifact matches the uncompressed
@@ -82,10 +86,16 @@ def render_local(template_dir: Path, out_dir: Path, directory: Path,
     url = f"file://{directory.absolute()}/"
     rendered = {}
     for name, text in _templates(template_dir).items():
-        text = text.replace(PLACEHOLDER, url).replace(TRIES_PLACEHOLDER, str(boot_tries))
+        text = _fill(text, url, boot_tries, image_name)
         rendered[name] = re.sub(r"^(MatchPattern=\S+)\.raw\.gz$", r"\1.img", text,
                                 flags=re.MULTILINE)
     return _write(out_dir, rendered)
+
+
+def _fill(text: str, url: str, boot_tries: int, image_name: str) -> str:
+    """A template's text with its placeholders replaced."""
+    return (text.replace(PLACEHOLDER, url).replace(TRIES_PLACEHOLDER, str(boot_tries))
+            .replace(IMAGE_PLACEHOLDER, image_name))
 
 
 def _templates(template_dir: Path) -> dict[str, str]:

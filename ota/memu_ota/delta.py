@@ -45,7 +45,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from memu_common import MemuError
+from memu_common import MemuError, osrelease
 from memu_common.files import sha256_file
 from memu_ota import blockindex
 from memu_ota.blockindex import BlockIndex
@@ -283,12 +283,14 @@ def index_name(artifact: str) -> str:
     return artifact.removesuffix(PLAIN_SUFFIX) + INDEX_SUFFIX
 
 
-def artifact_names(sums: dict[str, str], version: str, arch: str) -> list[str]:
+def artifact_names(sums: dict[str, str], version: str, arch: str,
+                   image_name: str = osrelease.IMAGE_ID) -> list[str]:
     """The delta names of the artifacts sysupdate would fetch for ``version``: for every
-    ``memu-os_<version>_<arch>.<partition>.<uuid>.raw.gz`` of the sums the ``.img`` of the
-    same stem, and the UKI ``memu-os_<version>_<arch>.efi``; sorted. Empty when the channel
-    lacks either."""
-    prefix = f"memu-os_{version}_{arch}."
+    ``<image_name>_<version>_<arch>.<partition>.<uuid>.raw.gz`` of the sums the ``.img`` of
+    the same stem, and the UKI ``<image_name>_<version>_<arch>.efi``; sorted. Empty when the
+    channel lacks either. ``image_name``: the box's (``memu-os``, ``memu-os-hailo``: see
+    memu_common.osrelease)."""
+    prefix = f"{image_name}_{version}_{arch}."
     slot = sorted(n.removesuffix(".raw.gz") + PLAIN_SUFFIX for n in sums
                   if n.startswith(prefix) and n.endswith(".raw.gz"))
     uki = f"{prefix}efi"
@@ -307,11 +309,13 @@ class Prepared:
 
 
 def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequence[Path],
-            dest: Path, keyring: Path = KEYRING) -> Prepared:
+            dest: Path, keyring: Path = KEYRING,
+            image_name: str = osrelease.IMAGE_ID) -> Prepared:
     """Rebuild ``version``'s artifacts from the channel at ``channel_url`` into ``dest`` (a
     local channel: the uncompressed artifacts beside the channel's signed ``SHA256SUMS`` and
     ``SHA256SUMS.gpg``, which list them), copying what ``sources`` (the running slot's
-    devices and UKI) hold.
+    devices and UKI) hold. ``image_name``: which artifacts are the box's
+    (:func:`artifact_names`).
 
     Files in ``dest`` that belong to no artifact of ``version`` are removed first; the
     ``.partial`` files of ``version`` stay, so an interrupted update resumes.
@@ -324,9 +328,9 @@ def prepare(http: Http, channel_url: str, version: str, arch: str, sources: Sequ
     before = http.received
     signed = signed_sums(http, channel_url, keyring)
     sums = signed.sums
-    names = artifact_names(sums, version, arch)
+    names = artifact_names(sums, version, arch, image_name)
     if not names:
-        raise MemuError(f"the channel offers no artifacts of {version} for {arch}",
+        raise MemuError(f"the channel offers no {image_name} artifacts of {version} for {arch}",
                         hint="the update falls back to a full download")
     lacking = [n for n in names if n not in sums or index_name(n) not in sums]
     if lacking:  # before reading the sources: indexing the running slot takes a while

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memu_common import MemuError
+from memu_common import MemuError, osrelease
 from memu_common.run import run_async
 from memu_ota import definitions, delta
 from memu_ota.boot import BootBackend
@@ -59,7 +59,7 @@ def command(config: OtaConfig, boot: BootBackend, running: str, version: str) ->
     argv = [sys.executable, "-m", "memu_ota.delta_update",
             "--channel-url", definitions.source_url(config.base_url, config.channel),
             "--running", running, "--version", version, "--dest", str(workdir(config)),
-            "--keyring", str(config.keyring),
+            "--keyring", str(config.keyring), "--image-name", config.image_name,
             *([f"--boot-artifact={artifact}"] if artifact else [])]
     return transient(argv, UNIT) if config.isolate else argv
 
@@ -104,7 +104,7 @@ async def install(config: OtaConfig, boot: BootBackend, running: str, version: s
                                   int(made["size"]))
         local = config.runtime_dir / "sysupdate-delta.d"
         definitions.render_local(config.template_dir, local, prepared.directory,
-                                 config.boot_tries)
+                                 config.boot_tries, config.image_name)
         await Sysupdate(config, local).update(version, on_progress)
     except (MemuError, ValueError, KeyError) as e:
         why = e.message if isinstance(e, MemuError) else f"bad report: {e}"
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest", type=Path, required=True)
     ap.add_argument("--keyring", type=Path, default=delta.KEYRING)
     ap.add_argument("--boot-artifact", type=Path)
+    ap.add_argument("--image-name", default=osrelease.IMAGE_ID)
     args = ap.parse_args(argv)
     arch = delta.ARCH.get(platform.machine())
     try:
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = delta.running_sources(args.boot_artifact)
         log.info("delta: sources %s", ", ".join(map(str, sources)) or "none")
         got = delta.prepare(delta.Http(), args.channel_url, args.version, arch, sources,
-                            args.dest, args.keyring)
+                            args.dest, args.keyring, args.image_name)
     except MemuError as e:
         print(f"delta: {e.message}", file=sys.stderr)
         return 1

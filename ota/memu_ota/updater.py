@@ -188,7 +188,7 @@ class Updater:
         try:
             definitions.render(self._config.template_dir, self._config.definitions_dir,
                                self._config.base_url, self._config.channel,
-                               self._config.boot_tries)
+                               self._config.boot_tries, self._config.image_name)
         except MemuError as e:
             log.error("%s", e)
             if notify:

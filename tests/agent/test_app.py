@@ -40,6 +40,7 @@ async def test_status_json_from_fake_host(
     assert update["channel"] == "stable" and update["last_result"] is None
     assert body == {
         "version": "0.3.1",
+        "variant": None,
         "boot": {"slot": None, "entry": "memu_0.3.1+2-1.efi", "usr_partlabel": "memu-os_0.3.1"},
         "uptime_s": 1234.56,
         "setup": {"state": "pending"},

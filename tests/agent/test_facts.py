@@ -12,24 +12,14 @@ from memu_agent.facts import (
     boot_chain,
     boot_info,
     hostname,
+    os_variant,
     os_version,
-    parse_os_release,
     uptime_s,
     usr_partlabel,
     usr_slot,
 )
 from memu_ota.boot import Firmware
 from memu_ota.config import OtaConfig
-
-
-def test_parse_os_release_quotes_and_comments() -> None:
-    text = "# c\nNAME='Memu OS'\nIMAGE_VERSION=\"0.1.0\"\nID=memu\nBROKEN\nEMPTY=\n"
-    assert parse_os_release(text) == {
-        "NAME": "Memu OS",
-        "IMAGE_VERSION": "0.1.0",
-        "ID": "memu",
-        "EMPTY": "",
-    }
 
 
 def test_facts_from_fake_host(host: HostPaths) -> None:
@@ -52,6 +42,14 @@ def test_os_version_falls_back_to_usr_lib(host: HostPaths) -> None:
     usr.parent.mkdir(parents=True)
     usr.write_text("IMAGE_VERSION=0.4.0\n")
     assert os_version(host) == "0.4.0"
+
+
+def test_the_variant_is_os_release_s_variant_id(host: HostPaths) -> None:
+    assert os_variant(host) is None  # the plain image
+    host.os_release[0].write_text("IMAGE_VERSION=0.3.1\nVARIANT_ID=hailo\n")
+    assert os_variant(host) == "hailo"
+    host.os_release[0].write_text("VARIANT_ID='Not/A Variant'\n")
+    assert os_variant(host) is None
 
 
 def test_os_version_falls_back_to_package_version(host: HostPaths) -> None:

@@ -110,11 +110,13 @@ def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
                           input=data, capture_output=True, check=True).stdout
 
 
-def source_pattern(match: str, version: str, arch: str = "x86-64") -> re.Pattern[str]:
-    """A sysupdate.d(5) MatchPattern as a regex (``@v`` the version, ``@u`` a UUID, ``%a``
-    ``arch``) that, like systemd-sysupdate 257, also accepts a name that only begins with
-    the pattern (``re.match`` without an end anchor)."""
-    text = re.escape(match.replace("%a", arch))
+def source_pattern(match: str, version: str, arch: str = "x86-64",
+                   image: str = "memu-os") -> re.Pattern[str]:
+    """A sysupdate.d(5) MatchPattern of a template as a regex (``@v`` the version, ``@u`` a
+    UUID, ``%a`` ``arch``, ``@IMAGE_NAME@`` ``image``, as the agent renders it) that, like
+    systemd-sysupdate 257, also accepts a name that only begins with the pattern
+    (``re.match`` without an end anchor)."""
+    text = re.escape(match.replace("%a", arch).replace("@IMAGE_NAME@", image))
     return re.compile(text.replace("@v", re.escape(version)).replace("@u", "[0-9a-f]+"))
 
 

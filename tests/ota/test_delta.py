@@ -202,7 +202,7 @@ def test_a_version_becomes_a_local_channel_the_transfers_read(
 def test_a_channel_without_the_version_is_refused(channel: tuple[Server, Path, bytes],
                                                   tmp_path: Path, keys: dict[str, Path]) -> None:
     server, slot, _ = channel
-    with pytest.raises(MemuError, match=r"offers no artifacts of 0\.3\.0"):
+    with pytest.raises(MemuError, match=r"offers no memu-os artifacts of 0\.3\.0"):
         delta.prepare(delta.Http(timeout=5), f"{server.url}/c/", "0.3.0", "x86-64", [slot],
                       tmp_path / "dest", keys["keyring"])
 

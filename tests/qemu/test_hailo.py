@@ -89,3 +89,16 @@ def test_the_firmware_survives_the_image_firmware_trimming(vm: VM) -> None:
 def test_the_device_rule_is_valid_and_its_group_exists(vm: VM) -> None:
     vm.sh("udevadm verify --no-style /usr/lib/udev/rules.d/60-memu-hailo.rules")
     assert vm.sh("getent group hailo").startswith("hailo:x:")
+
+
+def test_the_box_takes_updates_only_from_its_variant_s_artifacts(vm: VM) -> None:
+    """os-release names the variant, and the agent's transfers fetch memu-os-hailo_… from
+    the channel: an update keeps the driver (tests/ota/test_variants.py: one channel, both
+    variants)."""
+    assert "VARIANT_ID=hailo" in vm.sh("cat /usr/lib/os-release").splitlines()
+    vm.sh("timeout 300 sh -c 'until test -s /run/memu/sysupdate.d/12-usr.transfer; do "
+          "sleep 2; done'", timeout=310)
+    patterns = vm.sh("grep -h '^MatchPattern=' /run/memu/sysupdate.d/*.transfer").split()
+    assert "MatchPattern=memu-os-hailo_@v_%a.usr.@u.raw.gz" in patterns
+    assert "MatchPattern=memu-os-hailo_@v_%a.efi" in patterns
+    assert not [p for p in patterns if p.startswith("MatchPattern=memu-os_@v_")]

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from memu_common import MemuError, boards
+from memu_common import MemuError, boards, osrelease
 
 REPO = Path(__file__).resolve().parents[2]
 MKOSI_PYTHONPATH = REPO / ".tools/mkosi/usr/lib/python3/dist-packages"
@@ -37,8 +37,8 @@ def image_path(board: str = DEFAULT_BOARD, ver: str | None = None,
     """The raw disk image a build of ``board`` produces: ``memu-os_<version>_<arch>.raw``,
     or ``memu-os-<variant>_…`` for a variant's (a profile with its own Output=: "bare",
     "hailo")."""
-    name = f"memu-os-{variant}" if variant else "memu-os"
-    return OUTPUT / f"{name}_{ver or version()}_{boards.get(board).arch}.raw"
+    stem = osrelease.artifact_stem(ver or version(), boards.get(board).arch, variant)
+    return OUTPUT / f"{stem}.raw"
 
 
 def mkosi_cmd() -> list[str]:

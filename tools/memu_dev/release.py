@@ -1,6 +1,6 @@
 """`just release VERSION CHANNEL`: turn a build into a release channel directory.
 
-    python -m memu_dev.release VERSION CHANNEL [--root DIR] [--board n100]
+    python -m memu_dev.release VERSION CHANNEL [--root DIR] [--board n100] [--hailo]
 
 A channel is a plain directory that any HTTP(S) server or CDN can serve, in the format
 systemd-sysupdate reads (sysupdate.d(5)): the artifacts, ``SHA256SUMS`` listing every file,
@@ -16,6 +16,11 @@ devices). For delta updates (memu_ota.delta), also each slot artifact uncompress
 (``….usr.UUID.img``, fetched by byte ranges) and a block index of it and of the UKI
 (``….usr.UUID.bix``, ``memu-os_V_x86-64.uki.bix``); no sysupdate transfer matches these
 names, not even by their beginning (see memu_ota.delta).
+
+A build with the hailo option (``MEMU_HAILO=1``, or ``--hailo``) is released under its own
+name, ``memu-os-hailo_V_…``, into the same channel: a box built with the option fetches only
+those (its os-release says ``VARIANT_ID=hailo``; memu_common.osrelease), so an update keeps
+its driver, and a plain box never sees them.
 
 gzip, not xz: the erofs ``/usr`` is zstd-compressed inside already, so xz saves only ~9 % of
 the bytes (372 vs 410 MB for 0.2.0) while a device unpacks gzip twice as fast (systemd-pull in
@@ -43,8 +48,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from memu_common import MemuError, boards, run
+from memu_common import MemuError, boards, osrelease, run
 from memu_common.files import sha256_file
+from memu_dev import hailo
 from memu_dev.keys import build_keys
 from memu_dev.paths import DEFAULT_BOARD, OUTPUT
 from memu_ota.blockindex import BlockIndex
@@ -65,13 +71,16 @@ BOOT_ARTIFACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 COMPRESSED_SUFFIX = ".gz"
 
 
-def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
-    """The build outputs a release of ``version`` needs: release name -> built file.
+def artifacts(version: str, board: str = DEFAULT_BOARD,
+              variant: str | None = None) -> dict[str, Path]:
+    """The build outputs a release of ``version`` needs: release name -> built file. A
+    ``variant`` ("hailo") has artifacts of its own name (``memu-os-hailo_V_…``: see
+    memu_common.osrelease), which only boxes of that variant fetch.
 
     Raises:
         MemuError: one is missing (the version was not built, or not with split partitions).
     """
-    stem = f"memu-os_{version}_{boards.get(board).arch}"
+    stem = osrelease.artifact_stem(version, boards.get(board).arch, variant)
     boot_parts, boot_files = BOOT_ARTIFACTS[boards.get(board).boot]
     found: dict[str, Path] = {}
     missing: list[str] = []
@@ -95,9 +104,10 @@ def artifacts(version: str, board: str = DEFAULT_BOARD) -> dict[str, Path]:
             missing.append(extra.name)
         found[extra.name] = extra
     if missing:
+        how = "MEMU_HAILO=1 … " if variant == "hailo" else ""
         raise MemuError(f"build outputs for {version} are missing: {', '.join(missing)}",
-                        hint=f"build it first: MEMU_VERSION={version} just build, "
-                             "or `python -m memu_dev.build --version VERSION`")
+                        hint=f"build it first: {how}`python -m memu_dev.build --version "
+                             f"{version}`")
     return found
 
 
@@ -269,8 +279,9 @@ def sign(sums: Path, gnupghome: Path) -> Path:
 
 
 def release(version: str, channel: str, root: Path, board: str = DEFAULT_BOARD, *,
-            delta: bool = True) -> Path:
-    """Add ``version`` to ``root/channel`` and re-sign the channel; return the channel dir.
+            delta: bool = True, variant: str | None = None) -> Path:
+    """Add ``version`` (of ``variant``'s build, e.g. "hailo"; None: the plain image) to
+    ``root/channel`` and re-sign the channel; return the channel dir.
 
     With ``delta`` (the default), the release also carries what a box needs to update by
     delta (memu_ota.delta): each slot artifact uncompressed, cut as the slot holds it
@@ -282,7 +293,7 @@ def release(version: str, channel: str, root: Path, board: str = DEFAULT_BOARD, 
     """
     if channel not in CHANNELS:
         raise MemuError(f"unknown channel {channel!r}", hint=f"use one of {', '.join(CHANNELS)}")
-    files = artifacts(version, board)
+    files = artifacts(version, board, variant)
     sizes = cuts(files)
     keys = build_keys()
     channel_dir = root / channel
@@ -317,17 +328,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("channel", choices=CHANNELS)
     ap.add_argument("--root", type=Path, default=OUTPUT / "channels")
     ap.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(boards.BOARDS))
+    ap.add_argument("--hailo", action=argparse.BooleanOptionalAction, default=None,
+                    help="release the hailo build (default: MEMU_HAILO=1, as `just build`)")
     args = ap.parse_args(argv)
+    with_hailo = args.hailo if args.hailo is not None else hailo.enabled()
     try:
-        d = release(args.version, args.channel, args.root, args.board)
+        d = release(args.version, args.channel, args.root, args.board,
+                    variant="hailo" if with_hailo else None)
     except MemuError as e:
         print(f"memu: error: {e.message}", file=sys.stderr)
         if e.hint:
             print(f"memu: hint: {e.hint}", file=sys.stderr)
         return 1
-    print(f"memu: channel {args.channel} in {d} now offers: "
-          + ", ".join(sorted({p.name.split('_')[1] for p in d.glob('memu-os_*.efi')})))
+    print(f"memu: channel {args.channel} in {d} now offers: {offers(d)}")
     return 0
+
+
+def offers(channel_dir: Path) -> str:
+    """What a channel directory holds, by image name, architecture and version, from the
+    manifests every release carries: ``memu-os x86-64 0.1.0 0.2.0; memu-os-hailo …``."""
+    found: dict[str, set[str]] = {}
+    for manifest in channel_dir.glob(f"{osrelease.IMAGE_ID}*_*_*.manifest"):
+        name, version, arch = manifest.name.removesuffix(".manifest").split("_", 2)
+        found.setdefault(f"{name} {arch}", set()).add(version)
+    return "; ".join(f"{key} {' '.join(sorted(versions))}"
+                     for key, versions in sorted(found.items())) or "nothing"
 
 
 if __name__ == "__main__":
