@@ -201,14 +201,41 @@ def usr_slot(paths: HostPaths) -> str | None:
     return "ab"[order.index(block)]
 
 
+def boot_disk_partition(paths: HostPaths, number: int) -> Path | None:
+    """The device node of partition ``number`` on the disk the running ``/usr`` is on
+    (``/dev/nvme0n1p1`` for 1), or None when that disk or partition cannot be told.
+
+    The Pi's selector partition (1: ``autoboot.txt``) is looked up here rather than by its
+    GPT label: a second Memu disk on USB (a fresh one being flashed, an old one as backup)
+    carries a ``memu-autoboot`` too, and the commit must go to the disk that booted.
+    """
+    block = _usr_data_block(paths)
+    if block is None:
+        return None
+    try:
+        siblings = list(block.resolve().parent.iterdir())
+    except OSError:
+        return None
+    for sib in siblings:
+        try:
+            if int((sib / "partition").read_text()) == number:
+                return paths.dev / sib.name
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def boot_chain(paths: HostPaths, ota: OtaConfig, running: str) -> BootBackend:
     """The boot chain of the board this image is for (:func:`memu_ota.boot.for_board`),
-    running version ``running``.
+    running version ``running``; the Pi's selector is partition 1 of the boot disk
+    (:func:`boot_disk_partition`).
 
     Raises:
         MemuError: the image names a board this version does not know.
     """
-    return for_board(boards.running(paths.board_file), ota, running, paths.firmware)
+    board = boards.running(paths.board_file)
+    selector = boot_disk_partition(paths, 1) if board.boot == "tryboot" else None
+    return for_board(board, ota, running, paths.firmware, selector=selector)
 
 
 def boot_info(paths: HostPaths, boot: BootBackend) -> BootInfo:

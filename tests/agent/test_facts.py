@@ -10,6 +10,7 @@ from pathlib import Path
 from memu_agent.facts import (
     HostPaths,
     boot_chain,
+    boot_disk_partition,
     boot_info,
     hostname,
     os_variant,
@@ -18,7 +19,8 @@ from memu_agent.facts import (
     usr_partlabel,
     usr_slot,
 )
-from memu_ota.boot import Firmware
+from memu_ota.boot import Firmware, TryBoot
+from memu_ota.boot.tryboot import SELECTOR_BY_LABEL
 from memu_ota.config import OtaConfig
 
 
@@ -122,3 +124,48 @@ def test_slot_unknown_without_udev_data(tmp_path: Path) -> None:
     paths = replace(_ab_disk(tmp_path, running=4), udev_data=tmp_path / "missing")
     assert usr_slot(paths) is None
     assert usr_partlabel(paths) == "memu-os_0.2.0"
+
+
+def _disk(sys_: Path, devices: Path, disk: str, parts: dict[int, str]) -> None:
+    """A disk under ``devices`` as sysfs lays it out: ``<disk>/<part>/partition`` and
+    ``uevent``, ``class/block/<part>`` a link to it, ``dev/block/MAJ:MIN`` too."""
+    for number, label in parts.items():
+        name = f"{disk}{'p' if disk[-1].isdigit() else ''}{number}"
+        part = devices / disk / name
+        part.mkdir(parents=True)
+        (part / "partition").write_text(f"{number}\n")
+        (part / "uevent").write_text(f"DEVTYPE=partition\nDEVNAME={name}\nPARTNAME={label}\n")
+        (sys_ / "class/block").mkdir(parents=True, exist_ok=True)
+        os.symlink(part, sys_ / "class/block" / name)
+
+
+def test_the_pi_commits_on_the_disk_it_booted_from_not_on_another_memu_disk(
+        host: HostPaths) -> None:
+    """Two Memu disks, both with a memu-autoboot selector: the NVMe one booted (its /usr
+    is under dm-verity), a USB one is plugged in. The selector is the booted disk's."""
+    devices = host.sys / "devices"
+    layout = {1: "memu-autoboot", 2: "memu-os_0.3.1", 3: "_empty", 4: "memu-os_0.3.1_verity",
+              5: "memu-os_0.3.1"}
+    _disk(host.sys, devices / "usb", "sda", layout)
+    _disk(host.sys, devices / "pcie", "nvme1n1", layout)
+    slaves = host.sys / "dev/block/253:0/slaves"
+    for old in slaves.iterdir():
+        old.unlink()
+    for name in ("nvme1n1p4", "nvme1n1p5"):
+        os.symlink(host.sys / "class/block" / name, slaves / name)
+    assert boot_disk_partition(host, 1) == host.dev / "nvme1n1p1"
+    assert boot_disk_partition(host, 9) is None
+    host = replace(host, board_file=host.sys.parent / "board")
+    host.board_file.write_text("pi5\n")
+    chain = boot_chain(host, OtaConfig(), "0.3.1")
+    assert isinstance(chain, TryBoot) and chain.selector == host.dev / "nvme1n1p1"
+
+
+def test_without_a_boot_disk_the_selector_is_found_by_its_label(tmp_path: Path) -> None:
+    board = tmp_path / "board"
+    board.write_text("pi5\n")
+    bare = HostPaths(os_release=(), proc=tmp_path / "proc", sys=tmp_path / "sys",
+                     board_file=board)
+    assert boot_disk_partition(bare, 1) is None
+    chain = boot_chain(bare, OtaConfig(), "0.3.1")
+    assert isinstance(chain, TryBoot) and chain.selector == SELECTOR_BY_LABEL

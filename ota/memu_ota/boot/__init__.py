@@ -11,18 +11,20 @@ one a board uses.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from memu_common.boards import Board
 from memu_ota.boot.api import BootBackend, EntryState, Firmware, ThisBoot
 from memu_ota.boot.systemd_boot import SystemdBoot
-from memu_ota.boot.tryboot import TryBoot
+from memu_ota.boot.tryboot import SELECTOR_BY_LABEL, TryBoot
 from memu_ota.config import OtaConfig
 
 __all__ = ["BootBackend", "EntryState", "Firmware", "SystemdBoot", "ThisBoot", "TryBoot",
            "for_board"]
 
 
-def for_board(board: Board, config: OtaConfig, running: str, firmware: Firmware | None = None
-              ) -> BootBackend:
+def for_board(board: Board, config: OtaConfig, running: str, firmware: Firmware | None = None,
+              *, selector: Path | None = None) -> BootBackend:
     """The boot backend of ``board``.
 
     Args:
@@ -31,7 +33,10 @@ def for_board(board: Board, config: OtaConfig, running: str, firmware: Firmware 
         running: the running OS version.
         firmware: where the firmware's facts are read (default: the real places; tests
             point it at a fake tree).
+        selector: tryboot's selector partition on the boot disk (default, when the caller
+            cannot tell the boot disk: the partition labelled ``memu-autoboot``).
     """
     if board.boot == "tryboot":
-        return TryBoot(running, config.state_dir, firmware=firmware)
+        return TryBoot(running, config.state_dir, firmware=firmware,
+                       selector=selector or SELECTOR_BY_LABEL)
     return SystemdBoot(config.esp_dirs, firmware)

@@ -58,6 +58,9 @@ LABEL_RE = re.compile(r"^memu-os_(?P<version>.+)$")
 #: hands its failure back to the agent.
 TRYBOOT_REBOOT = ("systemd-run", "--quiet", "--wait", "--collect", "--",
                   "systemctl", "reboot", "--reboot-argument=0 tryboot")
+#: The selector partition by its GPT label, for when the boot disk cannot be told (the agent
+#: looks on the disk the running /usr is on first: memu_agent.facts.boot_disk_partition).
+SELECTOR_BY_LABEL = Path("/dev/disk/by-partlabel/memu-autoboot")
 #: What the agent writes before a trial reboot (in the update state directory).
 TRIAL_FILE = "tryboot-trial.json"
 
@@ -180,7 +183,7 @@ class TryBoot:
     name = "tryboot"
 
     def __init__(self, running: str, state_dir: Path, *,
-                 selector: Path = Path("/dev/disk/by-partlabel/memu-autoboot"),
+                 selector: Path = SELECTOR_BY_LABEL,
                  firmware: Firmware | None = None, sysfs: Path = Path("/sys"),
                  dev: Path = Path("/dev"),
                  boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")) -> None:
