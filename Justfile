@@ -68,12 +68,13 @@ test-qemu *args: _dev
     {{py}} -m memu_dev.build --board {{board}} --if-stale
     {{py}} -m pytest -m "qemu and not pi5" {{args}} tests/qemu
 
-# The Raspberry Pi 5 image in QEMU (arm64): boot, a tryboot update, a power cut and a failed
-# trial; builds the Pi image first (about 20 minutes the first time). Not part of `just test`.
+# The Raspberry Pi 5 image in QEMU (arm64): boot, a tryboot update, a power cut, a failed
+# trial, and the hailo option's module built for arm64; builds the Pi image first (about 20
+# minutes the first time). Not part of `just test`.
 [group('test')]
 test-pi5 *args: _dev
     {{py}} -m memu_dev.build --board pi5 --if-stale
-    {{py}} -m pytest -m pi5 {{args}} tests/qemu/test_pi5.py
+    {{py}} -m pytest -m pi5 {{args}} tests/qemu/test_pi5.py tests/qemu/test_hailo.py
 
 # Lint and type-check only.
 [group('test')]

@@ -3,7 +3,10 @@ the option on, given a small GPL fixture module laid out like the driver's sourc
 (tests/fixtures/kmod) and a stand-in firmware file. The build compiles the module with kbuild
 against the image's own kernel, installs it under /usr/lib/modules/<kver>/updates/ and the
 firmware under /usr/lib/firmware/hailo/; booted in QEMU, modprobe loads the module. The real
-hailo_pci and the chip are not here (README: "Hailo NPU")."""
+hailo_pci and the chip are not here (README: "Hailo NPU").
+
+For both boards: the N100 image in ``just test``, the Pi 5's (arm64, the module built against
+the backports kernel under binfmt) in ``just test-pi5`` (marker ``pi5``)."""
 
 from __future__ import annotations
 
@@ -24,18 +27,24 @@ FIXTURE = REPO / "tests/fixtures/kmod"
 FIRMWARE = b"memu test firmware: stands in for hailo8_fw.bin, which is not ours to ship\n" * 32
 
 
+@pytest.fixture(scope="module", params=["n100", pytest.param("pi5", marks=pytest.mark.pi5)])
+def board(request: pytest.FixtureRequest) -> str:
+    """The board whose image is built with the option."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def hailo_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The N100 image built with the hailo option and the fixture, under a name of its own
+def hailo_image(board: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The board's image built with the hailo option and the fixture, under a name of its own
     (an operator's hailo image is never replaced). Nothing releases this build: its split
     partitions are dropped at once and the rest after the module (0.8 GB that would
     otherwise sit on a test run's disk through the update and stack tests)."""
-    img = image_path("n100", variant="hailo-fixture")
+    img = image_path(board, variant="hailo-fixture")
     firmware = tmp_path_factory.mktemp("hailo") / "hailo8_fw.bin"
     firmware.write_bytes(FIRMWARE)
-    ensure_host("n100")
+    ensure_host(board)
     try:
-        build("n100", hailo_settings=hailo.Settings(source=FIXTURE, firmware=firmware),
+        build(board, hailo_settings=hailo.Settings(source=FIXTURE, firmware=firmware),
               variant="hailo-fixture")
         for split in OUTPUT.glob(f"{img.stem}.usr*.raw"):
             split.unlink()
@@ -49,9 +58,10 @@ def hailo_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def vm(hailo_image: Path) -> Iterator[VM]:
+def vm(board: str, hailo_image: Path) -> Iterator[VM]:
     """The hailo image booted on an overlay until its root shell answers."""
-    machine = VM(VMConfig(image=hailo_image, workdir=REPO / "test-results/qemu/hailo"))
+    machine = VM(VMConfig(image=hailo_image, workdir=REPO / f"test-results/qemu/hailo-{board}",
+                          board=board))
     machine.start()
     try:
         machine.wait_for_shell(600)
@@ -91,7 +101,7 @@ def test_the_device_rule_is_valid_and_its_group_exists(vm: VM) -> None:
     assert vm.sh("getent group hailo").startswith("hailo:x:")
 
 
-def test_the_box_takes_updates_only_from_its_variant_s_artifacts(vm: VM) -> None:
+def test_the_box_takes_updates_only_from_its_variant_s_artifacts(vm: VM, board: str) -> None:
     """os-release names the variant, and the agent's transfers fetch memu-os-hailo_… from
     the channel: an update keeps the driver (tests/ota/test_variants.py: one channel, both
     variants)."""
@@ -100,5 +110,7 @@ def test_the_box_takes_updates_only_from_its_variant_s_artifacts(vm: VM) -> None
           "sleep 2; done'", timeout=310)
     patterns = vm.sh("grep -h '^MatchPattern=' /run/memu/sysupdate.d/*.transfer").split()
     assert "MatchPattern=memu-os-hailo_@v_%a.usr.@u.raw.gz" in patterns
-    assert "MatchPattern=memu-os-hailo_@v_%a.efi" in patterns
-    assert not [p for p in patterns if p.startswith("MatchPattern=memu-os_@v_")]
+    boot = {"n100": "memu-os-hailo_@v_%a.efi", "pi5": "memu-os-hailo_@v_%a.boot.@u.raw.gz"}
+    assert f"MatchPattern={boot[board]}" in patterns
+    # no source pattern of the plain image's (the targets, slot labels, are named alike)
+    assert not [p for p in patterns if p.startswith("MatchPattern=memu-os_@v_%a")]
