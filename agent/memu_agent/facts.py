@@ -14,6 +14,7 @@ from pathlib import Path
 from memu_common import boards, osrelease
 from memu_firstboot.stack_config import CONFIG_DIR as STACK_CONFIG_DIR
 from memu_ota.boot import BootBackend, Firmware, for_board
+from memu_ota.boot.tryboot import SELECTOR_LABEL
 from memu_ota.config import OtaConfig
 
 log = logging.getLogger(__name__)
@@ -201,13 +202,15 @@ def usr_slot(paths: HostPaths) -> str | None:
     return "ab"[order.index(block)]
 
 
-def boot_disk_partition(paths: HostPaths, number: int) -> Path | None:
-    """The device node of partition ``number`` on the disk the running ``/usr`` is on
-    (``/dev/nvme0n1p1`` for 1), or None when that disk or partition cannot be told.
+def boot_disk_partition(paths: HostPaths, number: int, label: str) -> Path | None:
+    """The device node of partition ``number`` on the disk the running ``/usr`` came from
+    (``/dev/nvme0n1p1`` for 1), when its GPT label is ``label``; else None (also when that
+    disk cannot be told).
 
     The Pi's selector partition (1: ``autoboot.txt``) is looked up here rather than by its
-    GPT label: a second Memu disk on USB (a fresh one being flashed, an old one as backup)
-    carries a ``memu-autoboot`` too, and the commit must go to the disk that booted.
+    label alone: a second Memu disk on USB (a fresh one being flashed, an old one as backup)
+    carries a ``memu-autoboot`` too, and the commit must go to the disk the running system
+    is on.
     """
     block = _usr_data_block(paths)
     if block is None:
@@ -219,7 +222,8 @@ def boot_disk_partition(paths: HostPaths, number: int) -> Path | None:
     for sib in siblings:
         try:
             if int((sib / "partition").read_text()) == number:
-                return paths.dev / sib.name
+                return paths.dev / sib.name if _uevent(paths, sib).get(
+                    "PARTNAME") == label else None
         except (OSError, ValueError):
             continue
     return None
@@ -234,7 +238,8 @@ def boot_chain(paths: HostPaths, ota: OtaConfig, running: str) -> BootBackend:
         MemuError: the image names a board this version does not know.
     """
     board = boards.running(paths.board_file)
-    selector = boot_disk_partition(paths, 1) if board.boot == "tryboot" else None
+    selector = (boot_disk_partition(paths, 1, SELECTOR_LABEL) if board.boot == "tryboot"
+                else None)
     return for_board(board, ota, running, paths.firmware, selector=selector)
 
 

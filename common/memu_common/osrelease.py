@@ -3,7 +3,7 @@ carry.
 
 mkosi writes ``IMAGE_ID=memu-os`` and ``IMAGE_VERSION=`` into ``/usr/lib/os-release``; a
 build variant with its own release artifacts adds ``VARIANT_ID=`` (the hailo option:
-``image/build/30-os-release-variant.finalize``). A release channel holds the artifacts of
+``image/build/31-os-release-variant.finalize``). A release channel holds the artifacts of
 every variant side by side, each under its image name (``memu-os_0.2.0_x86-64.…`` and
 ``memu-os-hailo_0.2.0_x86-64.…``), and a box fetches only its own: an update never takes
 the Hailo driver away from a box built with it, nor puts it on one built without.
@@ -20,8 +20,11 @@ from pathlib import Path
 IMAGE_ID = "memu-os"
 #: os-release(5), in the order it says to try them: the first that exists is the one.
 PATHS = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
-#: os-release(5)'s VARIANT_ID=: lower-case letters, digits, ``.``, ``_`` and ``-``.
-_VARIANT = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+#: A VARIANT_ID= of ours: os-release(5) allows lower-case letters, digits, ``.``, ``_`` and
+#: ``-``; ours take no ``_`` or ``.``, which separate the parts of an artifact's name
+#: (``<image name>_<version>_<arch>.<part>``), so that no variant's names can pass for
+#: another's.
+_VARIANT = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 def parse(text: str) -> dict[str, str]:

@@ -46,6 +46,7 @@ def config(tmp_path: Path) -> AgentConfig:
             runtime_dir=tmp_path / "run",
             state_dir=tmp_path / "state" / "ota",
             esp_dirs=(tmp_path / "esp",),
+            os_release=(tmp_path / "os-release",),  # none: the plain image
         ),
     )
 

@@ -153,8 +153,9 @@ def test_the_pi_commits_on_the_disk_it_booted_from_not_on_another_memu_disk(
         old.unlink()
     for name in ("nvme1n1p4", "nvme1n1p5"):
         os.symlink(host.sys / "class/block" / name, slaves / name)
-    assert boot_disk_partition(host, 1) == host.dev / "nvme1n1p1"
-    assert boot_disk_partition(host, 9) is None
+    assert boot_disk_partition(host, 1, "memu-autoboot") == host.dev / "nvme1n1p1"
+    assert boot_disk_partition(host, 2, "memu-autoboot") is None  # not the selector
+    assert boot_disk_partition(host, 9, "memu-autoboot") is None
     host = replace(host, board_file=host.sys.parent / "board")
     host.board_file.write_text("pi5\n")
     chain = boot_chain(host, OtaConfig(), "0.3.1")
@@ -166,6 +167,6 @@ def test_without_a_boot_disk_the_selector_is_found_by_its_label(tmp_path: Path) 
     board.write_text("pi5\n")
     bare = HostPaths(os_release=(), proc=tmp_path / "proc", sys=tmp_path / "sys",
                      board_file=board)
-    assert boot_disk_partition(bare, 1) is None
+    assert boot_disk_partition(bare, 1, "memu-autoboot") is None
     chain = boot_chain(bare, OtaConfig(), "0.3.1")
     assert isinstance(chain, TryBoot) and chain.selector == SELECTOR_BY_LABEL

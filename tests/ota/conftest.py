@@ -29,6 +29,7 @@ def ota_config(tmp_path: Path) -> OtaConfig:
         check_interval_s=3600,
         jitter_s=0,
         delta=False,  # the delta path has its own tests (test_delta_update.py)
+        os_release=(tmp_path / "os-release",),  # none: the plain image, whatever the host is
     )
 
 

@@ -34,7 +34,8 @@ def test_os_release_is_parsed_as_its_man_page_says(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("value", "variant", "name"), [
     (None, None, "memu-os"), ("hailo", "hailo", "memu-os-hailo"),
-    ("Hailo", None, "memu-os"), ("../x", None, "memu-os"), ("", None, "memu-os")])
+    ("Hailo", None, "memu-os"), ("../x", None, "memu-os"), ("", None, "memu-os"),
+    ("hai_lo", None, "memu-os"), ("hai.lo", None, "memu-os")])
 def test_the_image_name_follows_a_valid_variant_id(value: str | None, variant: str | None,
                                                    name: str) -> None:
     fields = {} if value is None else {"VARIANT_ID": value}

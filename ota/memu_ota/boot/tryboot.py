@@ -60,7 +60,8 @@ TRYBOOT_REBOOT = ("systemd-run", "--quiet", "--wait", "--collect", "--",
                   "systemctl", "reboot", "--reboot-argument=0 tryboot")
 #: The selector partition by its GPT label, for when the boot disk cannot be told (the agent
 #: looks on the disk the running /usr is on first: memu_agent.facts.boot_disk_partition).
-SELECTOR_BY_LABEL = Path("/dev/disk/by-partlabel/memu-autoboot")
+SELECTOR_LABEL = "memu-autoboot"
+SELECTOR_BY_LABEL = Path("/dev/disk/by-partlabel") / SELECTOR_LABEL
 #: What the agent writes before a trial reboot (in the update state directory).
 TRIAL_FILE = "tryboot-trial.json"
 
