@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +15,52 @@ from typing import Any
 
 from aiohttp import web
 
+from memu_dev import release
 from memu_dev.app_thread import AppThread
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[2]
+
+
+#: The block size of the synthetic slot partitions.
+BLOCK = 4096
+
+
+def erofs_partition(path: Path, blocks: int, partition: int) -> None:
+    """A ``partition``-byte /usr partition holding an erofs(5) superblock for ``blocks`` 4 KiB
+    blocks, its last byte set (what ``just release`` cuts to)."""
+    sb = bytearray(128)
+    struct.pack_into("<I", sb, 0, release.EROFS_MAGIC)
+    sb[12] = 12  # 4 KiB blocks
+    struct.pack_into("<I", sb, 36, blocks)
+    with path.open("wb") as f:
+        f.write(b"\0" * 1024 + bytes(sb))
+        f.seek(blocks * BLOCK - 1)
+        f.write(b"\x01")  # the filesystem's last byte
+        f.truncate(partition)
+
+
+def verity_partition(path: Path, data_blocks: int, partition: int) -> int:
+    """A ``partition``-byte dm-verity hash partition (veritysetup(8) superblock, sha256, 4 KiB
+    blocks) for ``data_blocks``; returns its used length."""
+    sb = bytearray(512)
+    sb[:8] = release.VERITY_SIGNATURE
+    struct.pack_into("<II", sb, 8, 1, 1)
+    sb[32:38] = b"sha256"
+    struct.pack_into("<IIQH", sb, 64, BLOCK, BLOCK, data_blocks, 32)
+    levels, n = [], data_blocks
+    while True:
+        n = math.ceil(n / 128)
+        levels.append(n)
+        if n <= 1:
+            break
+    used = BLOCK * (1 + sum(levels))
+    with path.open("wb") as f:
+        f.write(bytes(sb))
+        f.seek(used - 1)
+        f.write(b"\x01")
+        f.truncate(partition)
+    return used
 
 
 def shipped_templates(dest: Path, boot: str = "systemd-boot") -> Path:

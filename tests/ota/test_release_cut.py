@@ -4,60 +4,28 @@ synthetic partitions laid out as erofs(5) and veritysetup(8) describe them."""
 from __future__ import annotations
 
 import gzip
-import math
-import struct
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ota_fixtures import shipped_templates, source_pattern, source_patterns
+from ota_fixtures import (
+    BLOCK,
+    erofs_partition,
+    shipped_templates,
+    source_pattern,
+    source_patterns,
+    verity_partition,
+)
 
 from memu_common import MemuError
 from memu_dev import release
 from memu_ota import delta
 from memu_ota.blockindex import BlockIndex
 
-BLOCK = 4096
-
-
-
-def _usr(path: Path, blocks: int, partition: int) -> None:
-    sb = bytearray(128)
-    struct.pack_into("<I", sb, 0, release.EROFS_MAGIC)
-    sb[12] = 12  # 4 KiB blocks
-    struct.pack_into("<I", sb, 36, blocks)
-    with path.open("wb") as f:
-        f.write(b"\0" * 1024 + bytes(sb))
-        f.seek(blocks * BLOCK - 1)
-        f.write(b"\x01")  # the filesystem's last byte
-        f.truncate(partition)
-
-
-def _verity(path: Path, data_blocks: int, partition: int) -> int:
-    """A verity partition for ``data_blocks``; returns its used length."""
-    sb = bytearray(512)
-    sb[:8] = release.VERITY_SIGNATURE
-    struct.pack_into("<II", sb, 8, 1, 1)
-    sb[32:38] = b"sha256"
-    struct.pack_into("<IIQH", sb, 64, BLOCK, BLOCK, data_blocks, 32)
-    levels, n = [], data_blocks
-    while True:
-        n = math.ceil(n / 128)
-        levels.append(n)
-        if n <= 1:
-            break
-    used = BLOCK * (1 + sum(levels))
-    with path.open("wb") as f:
-        f.write(bytes(sb))
-        f.seek(used - 1)
-        f.write(b"\x01")
-        f.truncate(partition)
-    return used
-
 
 @pytest.mark.parametrize("blocks", [1, 127, 128, 129, 16384, 121_600])
 def test_verity_layout_matches_the_hash_tree(tmp_path: Path, blocks: int) -> None:
-    used = _verity(tmp_path / "v.raw", blocks, 64 << 20)
+    used = verity_partition(tmp_path / "v.raw", blocks, 64 << 20)
     assert release.verity_layout(tmp_path / "v.raw") == (blocks * BLOCK, used)
 
 
@@ -66,8 +34,8 @@ def test_release_ships_only_the_used_bytes(tmp_path: Path,
     monkeypatch.setattr(release, "OUTPUT", tmp_path)
     usr = tmp_path / "memu-os_1.2.3_x86-64.usr.aa11.raw"
     verity = tmp_path / "memu-os_1.2.3_x86-64.usr-verity.bb22.raw"
-    _usr(usr, 300, 8 << 20)
-    used = _verity(verity, 300, 1 << 20)
+    erofs_partition(usr, 300, 8 << 20)
+    used = verity_partition(verity, 300, 1 << 20)
     slot = {"usr": usr, "usr-verity": verity}
     assert release.used_bytes(usr, slot) == 300 * BLOCK
     assert release.used_bytes(verity, slot) == used
@@ -80,11 +48,11 @@ def test_release_ships_only_the_used_bytes(tmp_path: Path,
 def test_release_refuses_a_cut_that_would_lose_data(tmp_path: Path) -> None:
     usr = tmp_path / "memu-os_1.2.3_x86-64.usr.aa11.raw"
     verity = tmp_path / "memu-os_1.2.3_x86-64.usr-verity.bb22.raw"
-    _usr(usr, 300, 8 << 20)
-    _verity(verity, 299, 1 << 20)
+    erofs_partition(usr, 300, 8 << 20)
+    verity_partition(verity, 299, 1 << 20)
     with pytest.raises(MemuError, match="dm-verity covers"):
         release.used_bytes(usr, {"usr": usr, "usr-verity": verity})
-    _verity(verity, 300, 1 << 20)
+    verity_partition(verity, 300, 1 << 20)
     with usr.open("r+b") as f:  # something past the filesystem's end
         f.seek(400 * BLOCK)
         f.write(b"x")
@@ -140,8 +108,8 @@ def test_a_release_carries_delta_material_that_sysupdate_never_fetches(
     stem = "memu-os_1.2.3_x86-64"
     monkeypatch.setattr(release, "OUTPUT", tmp_path)
     monkeypatch.setattr(release, "build_keys", lambda: SimpleNamespace(gnupghome=keys["release"]))
-    _usr(tmp_path / f"{stem}.usr.aa11.raw", 300, 8 << 20)
-    _verity(tmp_path / f"{stem}.usr-verity.bb22.raw", 300, 1 << 20)
+    erofs_partition(tmp_path / f"{stem}.usr.aa11.raw", 300, 8 << 20)
+    verity_partition(tmp_path / f"{stem}.usr-verity.bb22.raw", 300, 1 << 20)
     (tmp_path / f"{stem}.usr-verity-sig.cc33.raw").write_bytes(b'{"rootHash": "00"}')
     (tmp_path / f"{stem}.efi").write_bytes(b"MZ" + bytes(9000))
     (tmp_path / f"{stem}.manifest").write_text('{"packages": []}')

@@ -10,8 +10,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ota_fixtures import shipped_templates, source_pattern, source_patterns
-from test_release_cut import _usr, _verity
+from ota_fixtures import (
+    erofs_partition,
+    shipped_templates,
+    source_pattern,
+    source_patterns,
+    verity_partition,
+)
 
 from memu_common import osrelease
 from memu_dev import release
@@ -63,8 +68,8 @@ def test_the_build_names_the_variant_where_the_box_reads_it(tmp_path: Path) -> N
 
 def _built(output: Path, stem: str, arch_boot: str) -> None:
     """The split outputs of one build, as `just release` finds them."""
-    _usr(output / f"{stem}.usr.aa11.raw", 30, 1 << 20)
-    _verity(output / f"{stem}.usr-verity.bb22.raw", 30, 1 << 16)
+    erofs_partition(output / f"{stem}.usr.aa11.raw", 30, 1 << 20)
+    verity_partition(output / f"{stem}.usr-verity.bb22.raw", 30, 1 << 16)
     (output / f"{stem}.usr-verity-sig.cc33.raw").write_bytes(b'{"rootHash": "00"}')
     if arch_boot == "systemd-boot":
         (output / f"{stem}.efi").write_bytes(b"MZ" + bytes(5000))
