@@ -104,10 +104,10 @@ def artifacts(version: str, board: str = DEFAULT_BOARD,
             missing.append(extra.name)
         found[extra.name] = extra
     if missing:
-        how = "MEMU_HAILO=1 … " if variant == "hailo" else ""
+        flag = " --hailo" if variant == "hailo" else ""
         raise MemuError(f"build outputs for {version} are missing: {', '.join(missing)}",
-                        hint=f"build it first: {how}`python -m memu_dev.build --version "
-                             f"{version}`")
+                        hint=f"build it first: `python -m memu_dev.build --version "
+                             f"{version}{flag}`")
     return found
 
 
