@@ -26,8 +26,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from memu_agent import stack_data
 from memu_agent.facts import HostPaths, os_version
 from memu_agent.preload import IMAGES_ENV
@@ -45,6 +43,9 @@ PULLED_ENV = Path("/run/memu-stack/pulled.env")
 DATA_STATUS = Path("/run/memu-stack/data.json")
 #: The services the health gate requires healthy once the box is set up: chat works.
 CORE = ("postgres", "synapse", "proxy")
+#: A service label naming (comma-separated) the services it needs without a ``depends_on``,
+#: which would make Compose hold its start until they have started (compose.yaml: synapse).
+NEEDS_LABEL = "memu.needs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +95,25 @@ class Decision:
     not_started: Mapping[str, str]
 
 
+def needs(service: Mapping[str, Any]) -> list[str]:
+    """The services ``service`` (one of ``config --format json``'s ``services``) cannot run
+    without: its ``depends_on``, then those its :data:`NEEDS_LABEL` names, in that order."""
+    out = list(service.get("depends_on") or {})
+    label = (service.get("labels") or {}).get(NEEDS_LABEL, "")
+    out += [n for n in (s.strip() for s in str(label).split(",")) if n and n not in out]
+    return out
+
+
 def startable(project: Mapping[str, Any], present_ids: set[str],
               off: Mapping[str, str] | None = None) -> Decision:
     """Decide which services can start: they are not switched off, their image is in Docker
     (by ID, as images.env or pulled.env names it) and so are the images of everything they
-    depend on.
+    depend on: their ``depends_on`` and the services their :data:`NEEDS_LABEL` names (a
+    comma-separated list, for a need Compose must not wait for).
 
     Args:
         project: ``docker compose config --format json``'s object (``services`` → name →
-            ``image``, ``depends_on``).
+            ``image``, ``depends_on``, ``labels``).
         present_ids: the image IDs Docker has.
         off: optional services this box does not run → why (:mod:`memu_common.optional`).
     """
@@ -118,7 +129,7 @@ def startable(project: Mapping[str, Any], present_ids: set[str],
         svc = services.get(name, {})
         if svc.get("image") not in present_ids:
             return "image not loaded"
-        for dep in svc.get("depends_on", {}) or {}:
+        for dep in needs(svc):
             if why_not(dep, (*seen, name)) is not None:
                 return f"needs {dep}, which cannot start"
         return None
@@ -165,6 +176,11 @@ async def services(socket: Path, project: str = "memu",
     Raises:
         OSError: Docker does not answer on ``socket`` (within ``time_limit_s`` seconds).
     """
+    # Imported here, not at the top: `memu-stack up` (at every boot, and twice in the
+    # family's wait at setup) never needs it, and importing aiohttp is about 70 % of this
+    # module's import time (seconds on a small or emulated CPU).
+    import aiohttp
+
     filters = json.dumps({"label": [f"com.docker.compose.project={project}"]})
     try:
         async with aiohttp.ClientSession(

@@ -5,11 +5,14 @@ makes of the preload's status file."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from memu_agent.preload import plan, remember, repository, unneeded, unneeded_pulled
-from memu_agent.stack import may_start, present_ids, read_preload, startable
+from memu_agent.stack import NEEDS_LABEL, may_start, needs, present_ids, read_preload, startable
 from memu_common.container_lock import LockEntry
+
+COMPOSE = Path(__file__).parents[2] / "overlays/common/usr/share/memu/stack/compose.yaml"
 
 
 def entry(name: str, digit: str) -> LockEntry:
@@ -149,3 +152,29 @@ def test_the_stack_starts_with_preloaded_and_pulled_images(tmp_path: Path) -> No
     assert not may_start(status)
     status.write_text('{"step": "nothing", "start": true}')
     assert may_start(status)
+
+
+def test_a_need_named_by_label_holds_a_service_back_like_depends_on() -> None:
+    """Synapse needs PostgreSQL without a depends_on (Compose would hold its start until
+    PostgreSQL's container has started): its label still keeps it from starting when
+    PostgreSQL cannot."""
+    project = {"services": {
+        "postgres": {"image": "sha256:pg"},
+        "synapse": {"image": "sha256:hs", "labels": {NEEDS_LABEL: "postgres"}},
+        "bot": {"image": "sha256:bot", "depends_on": {"synapse": {}},
+                "labels": {NEEDS_LABEL: " postgres , synapse,"}}}}
+    assert needs(project["services"]["bot"]) == ["synapse", "postgres"]
+    assert startable(project, {"sha256:pg", "sha256:hs", "sha256:bot"}).start == (
+        "bot", "postgres", "synapse")
+    no_db = startable(project, {"sha256:hs", "sha256:bot"})
+    assert no_db.start == ()
+    assert no_db.not_started["synapse"] == "needs postgres, which cannot start"
+
+
+def test_the_shipped_stack_starts_synapse_with_postgres_not_after_it() -> None:
+    """compose.yaml: Synapse is in Compose's first wave (its entrypoint waits for a database
+    login), and still needs PostgreSQL."""
+    block = re.search(r"^  synapse:\n(.*?)^  \w", COMPOSE.read_text(), re.M | re.S)
+    assert block is not None
+    assert not re.search(r"^ +depends_on:", block[1], re.M)
+    assert re.search(rf"^      {re.escape(NEEDS_LABEL)}: postgres$", block[1], re.M)

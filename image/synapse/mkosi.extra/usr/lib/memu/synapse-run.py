@@ -2,7 +2,7 @@
 
 Importing Synapse takes most of its start-up on a small CPU (tens of seconds under
 emulation), and needs no database; so the stack starts Synapse together with PostgreSQL
-(compose.yaml: depends_on condition service_started), this imports Synapse first, then waits
+(compose.yaml: no depends_on, a ``memu.needs`` label), this imports Synapse first, then waits
 until the database Synapse is configured with (``database.args`` of the merged
 /etc/synapse/*.yaml) accepts a login, then runs Synapse's own main(), exactly what
 ``python -m synapse.app.homeserver`` runs. Arguments are Synapse's.
