@@ -19,6 +19,8 @@ power cut or a crash) completes what is missing and makes nothing twice:
     accounts       the admin's and the assistant's Matrix accounts (shared-secret API)
     family room    ``#family:<server>``, the admin in it, the assistant invited and joined
     assistant      the assistant's account recorded for its container, which then starts
+                   (begun as soon as the account exists, so it starts while the family
+                   room is made; this step waits for it)
     photos         Immich's administrator made as the admin, with the admin's password, when
                    Immich runs (:mod:`memu_firstboot.photos`); otherwise later, at the
                    admin's first sign-in to ``/admin`` after Immich arrives
@@ -162,6 +164,9 @@ class Run:
     admin: Account | None = None
     bot: Account | None = None
     room: str = ""
+    #: The assistant's container starting (:func:`_start_assistant`), begun once its account
+    #: exists so that it starts while the family room is made; the assistant step awaits it.
+    assistant_start: asyncio.Future[None] | None = None
 
     @property
     def homeserver(self) -> Homeserver:
@@ -185,9 +190,15 @@ async def _secrets(run: Run) -> str:
 
 async def _config(run: Run) -> str:
     reapply.save_settings(run.settings(), run.box.config_dir)  # the deploy's input
-    applied = await run_deploy(run.box.config_dir, pyinfra=run.box.pyinfra,
-                               on_operation=run.say)
-    return f"server {run.request.server_name}: {applied.summary()}; {await _host(run)}"
+    # The host's clock and pretty name are set while the deploy runs: neither needs the
+    # other, and the deploy is most of the family's wait in this step.
+    host = asyncio.ensure_future(_host(run))
+    try:
+        applied = await run_deploy(run.box.config_dir, pyinfra=run.box.pyinfra,
+                                   on_operation=run.say)
+    finally:
+        said = await host
+    return f"server {run.request.server_name}: {applied.summary()}; {said}"
 
 
 async def _host(run: Run) -> str:
@@ -270,6 +281,7 @@ async def _accounts(run: Run) -> str:
                                         form.admin_password, admin=True)
     run.bot = await hs.ensure_account(secret["synapse-registration"], BOT_USERNAME,
                                       secret[stack_config.BOT_SECRET])
+    run.assistant_start = asyncio.ensure_future(_start_assistant(run, run.bot))
     return f"{run.admin.user_id} (admin) and {run.bot.user_id} (the assistant)"
 
 
@@ -283,17 +295,31 @@ async def _family_room(run: Run) -> str:
     return f"{run.request.form.family_name} (#family:{run.request.server_name})"
 
 
-async def _assistant(run: Run) -> str:
-    if run.bot is None:
-        raise MemuError("the accounts step did not run")
-    stack_config.write_bot_account(run.box.config_dir, run.bot.user_id,
-                                   run.bot.access_token, run.bot.device_id)
+async def _start_assistant(run: Run, bot: Account) -> None:
+    """Record the assistant's account for its container, then start what is configured but
+    not running (the assistant). It needs its account only: the family room it is joined to
+    by the apply, whenever it starts.
+
+    Raises:
+        MemuError: the stack would not start it (after ``reload_tries`` tries).
+        OSError: the account cannot be written.
+    """
+    stack_config.write_bot_account(run.box.config_dir, bot.user_id, bot.access_token,
+                                   bot.device_id)
     # Compose starts the assistant only once PostgreSQL and Synapse report healthy; on a
     # busy box (the setup has just made accounts and a room) a health check can time out
     # once, and `up` then fails for a moment that passes: try again before giving up.
     await _command(run.box.reload_stack, "starting the assistant",
                    "press Retry; the box's page shows whether the assistant is running",
                    tries=run.box.reload_tries, wait_s=run.box.reload_wait_s)
+
+
+async def _assistant(run: Run) -> str:
+    if run.bot is None:
+        raise MemuError("the accounts step did not run")
+    if run.assistant_start is None:
+        run.assistant_start = asyncio.ensure_future(_start_assistant(run, run.bot))
+    await run.assistant_start
     return "the assistant is starting"
 
 
