@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -281,7 +282,7 @@ async def _accounts(run: Run) -> str:
                                         form.admin_password, admin=True)
     run.bot = await hs.ensure_account(secret["synapse-registration"], BOT_USERNAME,
                                       secret[stack_config.BOT_SECRET])
-    run.assistant_start = asyncio.ensure_future(_start_assistant(run, run.bot))
+    begin_assistant(run, run.bot)
     return f"{run.admin.user_id} (admin) and {run.bot.user_id} (the assistant)"
 
 
@@ -314,11 +315,18 @@ async def _start_assistant(run: Run, bot: Account) -> None:
                    tries=run.box.reload_tries, wait_s=run.box.reload_wait_s)
 
 
+def begin_assistant(run: Run, bot: Account) -> None:
+    """Begin starting the assistant's container for ``bot`` (:func:`_start_assistant`) in
+    the background, once per run: the accounts step calls it, the assistant step waits."""
+    if run.assistant_start is None:
+        run.assistant_start = asyncio.ensure_future(_start_assistant(run, bot))
+
+
 async def _assistant(run: Run) -> str:
     if run.bot is None:
         raise MemuError("the accounts step did not run")
-    if run.assistant_start is None:
-        run.assistant_start = asyncio.ensure_future(_start_assistant(run, run.bot))
+    begin_assistant(run, run.bot)
+    assert run.assistant_start is not None
     await run.assistant_start
     return "the assistant is starting"
 
@@ -389,7 +397,13 @@ async def apply(box: Box, steps: Sequence[Step[Run]] = STEPS) -> bool:
                         hint="fill in the setup page again")
     progress = Progress(box.state_dir / PROGRESS_FILE, steps)
     async with aiohttp.ClientSession() as session:
-        ok = await run_steps(Run(box, request, session, say=progress.say), steps, progress)
+        run = Run(box, request, session, say=progress.say)
+        ok = await run_steps(run, steps, progress)
+        if run.assistant_start is not None and not run.assistant_start.done():
+            # A step between the accounts and the assistant failed: Retry starts it again.
+            run.assistant_start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MemuError, OSError):
+                await run.assistant_start
     if ok:
         finish_setup(box.state_dir,
                      f"@{request.form.admin_username}:{request.server_name}")

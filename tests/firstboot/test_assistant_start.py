@@ -1,0 +1,77 @@
+"""The apply starts the assistant's container as soon as its account exists, so that it
+starts while the family room is made; the assistant step waits for that start and reports
+it (here the stack's reload is a script that records its call)."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from pathlib import Path
+
+import aiohttp
+
+from memu_firstboot import apply, progress, stack_config
+from memu_firstboot.form import SetupRequest
+from memu_firstboot.provision import Account
+
+BOT = Account("@memu:memu.local", "token-1", "DEVICE1")
+
+
+def reload_script(path: Path, log: Path, status: int) -> tuple[str, ...]:
+    """A stand-in for ``systemctl reload memu-stack``: appends a line to ``log``, exits
+    ``status``."""
+    path.write_text(f'#!/bin/sh\necho reloaded >> "{log}"\nexit {status}\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return (str(path),)
+
+
+async def run_three_steps(tmp_path: Path, status: int) -> tuple[dict, bool]:
+    """Accounts (the bot's made: begin its start), a family room that lasts until the
+    reload has run (or 10 s), the assistant; the progress body and whether the room step saw
+    the reload while it ran."""
+    log = tmp_path / "reloads"
+    box = apply.Box(state_dir=tmp_path / "state", config_dir=tmp_path / "config",
+                    reload_stack=reload_script(tmp_path / "reload", log, status),
+                    reload_tries=1)
+    box.state_dir.mkdir()
+    box.config_dir.mkdir()
+    seen = False
+
+    async def accounts(run: apply.Run) -> str:
+        run.bot = BOT
+        apply.begin_assistant(run, BOT)
+        return "made"
+
+    async def family_room(run: apply.Run) -> str:
+        nonlocal seen
+        for _ in range(200):  # 10 s at most: a file written by another process
+            if seen := log.exists():
+                break
+            await asyncio.sleep(0.05)
+        return "made"
+
+    steps = (progress.Step("accounts", "Accounts", accounts),
+             progress.Step("family-room", "Family room", family_room),
+             next(s for s in apply.STEPS if s.name == "assistant"))
+    prog = progress.Progress(box.state_dir / progress.PROGRESS_FILE, steps)
+    form = SetupRequest("The Okafors", "ada", "purple-kettle-sings", "Europe/Berlin", "de-DE")
+    async with aiohttp.ClientSession() as session:
+        run = apply.Run(box, apply.StoredRequest(form, "memu.local"), session)
+        await progress.run_steps(run, steps, prog)
+    return prog.body, seen
+
+
+async def test_the_assistant_starts_while_the_family_room_is_made(tmp_path: Path) -> None:
+    body, seen = await run_three_steps(tmp_path, 0)
+    assert seen, "the reload did not run while the family room was being made"
+    assert [s["state"] for s in body["steps"]] == ["done", "done", "done"]
+    assert body["steps"][2]["message"] == "the assistant is starting"
+    assert (tmp_path / "reloads").read_text() == "reloaded\n"  # once, not again
+    account = (tmp_path / "config" / stack_config.BOT_ACCOUNT).read_text()
+    assert "MEMU_BOT_USER_ID=@memu:memu.local" in account
+
+
+async def test_a_start_that_fails_fails_the_assistant_step(tmp_path: Path) -> None:
+    body, _ = await run_three_steps(tmp_path, 1)
+    assert [s["state"] for s in body["steps"]] == ["done", "done", "failed"]
+    assert body["steps"][2]["message"].startswith("starting the assistant failed")
