@@ -66,7 +66,7 @@ RELOAD_STACK = ("systemctl", "reload", "memu-stack.service")
 class Session(enum.StrEnum):
     """What the box knows about the assistant's chat session."""
 
-    NOT_SET_UP = "not-set-up"  # no account recorded yet (before setup's assistant step)
+    NOT_SET_UP = "not-set-up"  # no account recorded yet (before setup's accounts step)
     SIGNED_IN = "signed-in"
     SIGNED_OUT = "signed-out"  # the token was refused; signing back in failed (so far)
     REMOVED = "removed"  # the account was deactivated: left alone
@@ -197,7 +197,7 @@ class Watch:
         return self._signed_in(now)
 
     def _account(self) -> dict[str, str]:
-        """The recorded account.env ({} before setup's assistant step)."""
+        """The recorded account.env ({} before setup's accounts step)."""
         return read_env_file(self.config_dir / stack_config.BOT_ACCOUNT)
 
     @staticmethod

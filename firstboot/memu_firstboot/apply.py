@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
@@ -197,8 +196,11 @@ async def _config(run: Run) -> str:
     try:
         applied = await run_deploy(run.box.config_dir, pyinfra=run.box.pyinfra,
                                    on_operation=run.say)
-    finally:
-        said = await host
+    except BaseException:
+        # The deploy's failure is the one the family sees, not the host's after it.
+        await asyncio.gather(host, return_exceptions=True)
+        raise
+    said = await host
     return f"server {run.request.server_name}: {applied.summary()}; {said}"
 
 
@@ -308,8 +310,8 @@ async def _start_assistant(run: Run, bot: Account) -> None:
     stack_config.write_bot_account(run.box.config_dir, bot.user_id, bot.access_token,
                                    bot.device_id)
     # Compose starts the assistant only once PostgreSQL and Synapse report healthy; on a
-    # busy box (the setup has just made accounts and a room) a health check can time out
-    # once, and `up` then fails for a moment that passes: try again before giving up.
+    # busy box (the setup has just made accounts and is making the room) a health check can
+    # time out once, and `up` then fails for a moment that passes: try again before giving up.
     await _command(run.box.reload_stack, "starting the assistant",
                    "press Retry; the box's page shows whether the assistant is running",
                    tries=run.box.reload_tries, wait_s=run.box.reload_wait_s)
@@ -399,11 +401,14 @@ async def apply(box: Box, steps: Sequence[Step[Run]] = STEPS) -> bool:
     async with aiohttp.ClientSession() as session:
         run = Run(box, request, session, say=progress.say)
         ok = await run_steps(run, steps, progress)
-        if run.assistant_start is not None and not run.assistant_start.done():
-            # A step between the accounts and the assistant failed: Retry starts it again.
-            run.assistant_start.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MemuError, OSError):
-                await run.assistant_start
+        if (start := run.assistant_start) is not None and not ok:
+            # A step between the accounts and the assistant failed: stop waiting for the
+            # start (systemd's reload job runs on; Retry reloads again) and read how it
+            # ended, so that nothing is left unread.
+            start.cancel()
+            await asyncio.wait([start])
+            if not start.cancelled() and (error := start.exception()) is not None:
+                log.info("the assistant's start ended: %s", error)
     if ok:
         finish_setup(box.state_dir,
                      f"@{request.form.admin_username}:{request.server_name}")

@@ -5,11 +5,14 @@ it (here the stack's reload is a script that records its call)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
+import sys
 from pathlib import Path
 
 import aiohttp
 
+from memu_common import MemuError
 from memu_firstboot import apply, progress, stack_config
 from memu_firstboot.form import SetupRequest
 from memu_firstboot.provision import Account
@@ -75,3 +78,42 @@ async def test_a_start_that_fails_fails_the_assistant_step(tmp_path: Path) -> No
     body, _ = await run_three_steps(tmp_path, 1)
     assert [s["state"] for s in body["steps"]] == ["done", "done", "failed"]
     assert body["steps"][2]["message"].startswith("starting the assistant failed")
+
+
+async def test_a_failed_step_before_the_assistant_stops_waiting_for_its_start(
+        tmp_path: Path) -> None:
+    """The family room fails while the start is still running: the run ends failed at
+    once (the reload's client is stopped, not waited for) and the assistant step never ran;
+    Retry runs it all again."""
+    log = tmp_path / "reloads"
+    slow = tmp_path / "reload"
+    # One process (no shell with a child holding the pipes): SIGTERM ends it at once.
+    slow.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(30)\n"
+                    f"open({str(log)!r}, 'a').write('reloaded\\n')\n")
+    slow.chmod(slow.stat().st_mode | stat.S_IXUSR)
+    box = apply.Box(state_dir=tmp_path / "state", config_dir=tmp_path / "config",
+                    reload_stack=(str(slow),), reload_tries=1)
+    box.state_dir.mkdir()
+    box.config_dir.mkdir()
+
+    async def accounts(run: apply.Run) -> str:
+        run.bot = BOT
+        apply.begin_assistant(run, BOT)
+        return "made"
+
+    async def family_room(run: apply.Run) -> str:
+        await asyncio.sleep(0.5)  # the reload has begun
+        raise MemuError("the family room could not be made")
+
+    steps = (progress.Step("accounts", "Accounts", accounts),
+             progress.Step("family-room", "Family room", family_room),
+             next(s for s in apply.STEPS if s.name == "assistant"))
+    form = SetupRequest("The Okafors", "ada", "purple-kettle-sings", "Europe/Berlin", "de-DE")
+    apply.save_request(box.state_dir, apply.StoredRequest(form, "memu.local"))
+    started = asyncio.get_running_loop().time()
+    assert not await apply.apply(box, steps)
+    assert asyncio.get_running_loop().time() - started < 20
+    body = json.loads((box.state_dir / progress.PROGRESS_FILE).read_text())
+    assert [s["state"] for s in body["steps"]] == ["done", "failed", "waiting"]
+    assert body["state"] == "failed"
+    assert not log.exists()

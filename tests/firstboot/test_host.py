@@ -49,3 +49,26 @@ async def test_the_config_step_sets_up_the_host(tmp_path: Path, refuses: bool) -
         assert step["message"].endswith("time zone Europe/Berlin; the box is Memu (The Okafors)")
     element = json.loads((tmp_path / "config" / "element" / "config.json").read_text())
     assert element["setting_defaults"]["language"] == "de-DE"
+
+
+async def test_a_failed_deploy_is_what_the_step_says_even_when_the_host_fails_too(
+        tmp_path: Path) -> None:
+    """The host's commands run beside the deploy; when both fail, the family reads the
+    deploy's failure (the configuration), not the host's."""
+    pyinfra = tmp_path / "pyinfra"
+    pyinfra.write_text('#!/bin/sh\necho "--> pyinfra error: the disk is full"\nexit 1\n')
+    pyinfra.chmod(pyinfra.stat().st_mode | stat.S_IXUSR)
+    box = apply.Box(state_dir=tmp_path / "state", config_dir=tmp_path / "config",
+                    pyinfra=(str(pyinfra),),
+                    set_timezone=(str(tmp_path / "no-timedatectl"), "set-timezone"),
+                    set_pretty_name=(str(tmp_path / "no-hostnamectl"), "--pretty"))
+    (tmp_path / "state").mkdir()
+    form = SetupRequest("The Okafors", "ada", "purple-kettle-sings", "Europe/Berlin", "de-DE")
+    steps = [s for s in apply.STEPS if s.name == "config"]
+    prog = progress.Progress(tmp_path / "state" / progress.PROGRESS_FILE, steps)
+    async with aiohttp.ClientSession() as session:
+        run = apply.Run(box, apply.StoredRequest(form, "memu.local"), session)
+        assert not await progress.run_steps(run, steps, prog)
+    step = prog.body["steps"][0]
+    assert step["state"] == "failed"
+    assert step["message"].startswith("writing the configuration failed"), step["message"]
