@@ -317,19 +317,19 @@ async def _start_assistant(run: Run, bot: Account) -> None:
                    tries=run.box.reload_tries, wait_s=run.box.reload_wait_s)
 
 
-def begin_assistant(run: Run, bot: Account) -> None:
+def begin_assistant(run: Run, bot: Account) -> asyncio.Future[None]:
     """Begin starting the assistant's container for ``bot`` (:func:`_start_assistant`) in
-    the background, once per run: the accounts step calls it, the assistant step waits."""
+    the background, once per run, and return that start: the accounts step begins it, the
+    assistant step waits for it."""
     if run.assistant_start is None:
         run.assistant_start = asyncio.ensure_future(_start_assistant(run, bot))
+    return run.assistant_start
 
 
 async def _assistant(run: Run) -> str:
     if run.bot is None:
         raise MemuError("the accounts step did not run")
-    begin_assistant(run, run.bot)
-    assert run.assistant_start is not None
-    await run.assistant_start
+    await begin_assistant(run, run.bot)
     return "the assistant is starting"
 
 
