@@ -5,7 +5,8 @@
 The slot's images are docker-archives in ``/usr/share/memu/containers/`` listed in its lock
 file (:mod:`memu_common.container_lock`). For each entry, in the lock's order:
 
-- Docker already has the image ID: only its tag (``memu/postgres:<OS version>``) is set.
+- Docker already has the image ID: only its tag (``memu/postgres:<OS version>``) is set,
+  when it lacks it (a warm boot makes no Docker call for it).
 - otherwise the archive is streamed into ``docker load`` and hashed on the way (one read of
   the archive); the image is kept only when the archive's size and SHA-256 match the lock and
   the loaded image has the recorded ID; else it is removed again and reported "refused". A
@@ -71,22 +72,30 @@ KEEP_VERSIONS = 2
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What to do with one slot's lock: ``load`` (archive into Docker), ``tag`` (present
-    already: set its tag only); both keep the lock's order."""
+    already: set its tag only), ``ready`` (present and tagged: nothing, as on a warm boot);
+    each keeps the lock's order."""
 
     load: tuple[lock.LockEntry, ...]
     tag: tuple[lock.LockEntry, ...]
+    ready: tuple[lock.LockEntry, ...] = ()
 
 
-def plan(entries: Sequence[lock.LockEntry], present_ids: Iterable[str]) -> Plan:
-    """Split ``entries`` into those Docker lacks (by image ID) and those it has.
+def plan(entries: Sequence[lock.LockEntry], present_ids: Iterable[str],
+         tagged: Iterable[tuple[str, str]] = ()) -> Plan:
+    """Split ``entries`` into those Docker lacks (by image ID), those it has without their
+    tag, and those it has with it.
 
     Args:
         entries: the booted slot's lock entries.
         present_ids: the image IDs (``sha256:<hex>``) Docker has now.
+        tagged: (image ID, ``repository:tag``) of Docker's tagged images now.
     """
-    have = set(present_ids)
+    have, named = set(present_ids), set(tagged)
     return Plan(load=tuple(e for e in entries if e.image_id not in have),
-                tag=tuple(e for e in entries if e.image_id in have))
+                tag=tuple(e for e in entries
+                          if e.image_id in have and (e.image_id, e.ref) not in named),
+                ready=tuple(e for e in entries
+                            if e.image_id in have and (e.image_id, e.ref) in named))
 
 
 def image_env_name(name: str) -> str:
@@ -164,12 +173,17 @@ class Docker:
         return run([*self._base, *args], timeout=timeout,
                    hint="is docker.service running?").stdout
 
+    def images(self) -> list[tuple[str, str]]:
+        """(image ID, ``repository:tag``) of every image, ``<none>:<none>`` when untagged
+        (one ``docker image ls --all``)."""
+        out = self._run("image", "ls", "--all", "--no-trunc", "--format",
+                        "{{.ID}} {{.Repository}}:{{.Tag}}")
+        return [(i, r) for i, _, r in (line.partition(" ") for line in out.splitlines())
+                if r]
+
     def tagged(self) -> list[tuple[str, str]]:
         """(image ID, ``repository:tag``) of every tagged image."""
-        out = self._run("image", "ls", "--no-trunc", "--format",
-                        "{{.ID}} {{.Repository}}:{{.Tag}}")
-        pairs = [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]
-        return [(i, r) for i, r in pairs if not r.endswith(":<none>")]
+        return tagged_only(self.images())
 
     def digested(self) -> list[tuple[str, str]]:
         """(image ID, ``repository@sha256:…``) of every image Docker has by digest (pulled
@@ -178,10 +192,6 @@ class Docker:
                         "{{.ID}} {{.Repository}}@{{.Digest}}")
         pairs = [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]
         return [(i, r) for i, r in pairs if not r.endswith("@<none>")]
-
-    def image_ids(self) -> set[str]:
-        """Every image ID Docker has (tagged or not)."""
-        return set(self._run("image", "ls", "--all", "--no-trunc", "--quiet").split())
 
     def load(self, chunks: Iterable[bytes], timeout: float = 1800) -> None:
         """``docker load`` of a docker-archive streamed as ``chunks``.
@@ -208,6 +218,11 @@ class Docker:
         if proc.returncode != 0:
             log.warning("cannot remove %s: %s", ref, proc.stderr.strip())
         return proc.returncode == 0
+
+
+def tagged_only(images: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (image ID, ``repository:tag``) pairs of ``images`` that have a tag."""
+    return [(i, r) for i, r in images if not r.endswith(":<none>")]
 
 
 def _chunks(path: Path, digest: Any, counter: list[int], size: int = 1 << 20) -> Iterator[bytes]:
@@ -297,9 +312,11 @@ class Preload:
             images[e.name] = {"state": "pending"} if e.in_slot else {
                 "state": "to pull", "from": e.origin}
         entries = [e for e in all_entries if e.in_slot]
-        todo = plan(entries, self.docker.image_ids())
+        listing = self.docker.images()
+        todo = plan(entries, {i for i, _ in listing}, tagged_only(listing))
         for e in todo.tag:
             self.docker.tag(e.image_id, e.ref)
+        for e in (*todo.ready, *todo.tag):
             images[e.name] = {"state": "present", "seconds": 0.0}
         self._report()
         for e in todo.load:
@@ -324,7 +341,10 @@ class Preload:
             log.error("cannot write %s: %s", self.record_path, err)
         needed = {i for r in record for i in r["image_ids"]}
         ours = {repo for r in before + record for repo in r.get("repositories", [])}
-        for ref in unneeded(self.docker.tagged(), needed, ours):
+        # A warm boot changed nothing, so the first listing still holds: the stack waits for
+        # this unit, and each Docker call is a fraction of a second on a small CPU.
+        present = tagged_only(listing) if not (todo.tag or todo.load) else self.docker.tagged()
+        for ref in unneeded(present, needed, ours):
             if self.docker.untag(ref):
                 self.status["pruned"].append(ref)
         pulled = {o for r in record for o in r.get("pulled", [])}

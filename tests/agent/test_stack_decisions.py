@@ -8,7 +8,14 @@ import json
 import re
 from pathlib import Path
 
-from memu_agent.preload import plan, remember, repository, unneeded, unneeded_pulled
+from memu_agent.preload import (
+    plan,
+    remember,
+    repository,
+    tagged_only,
+    unneeded,
+    unneeded_pulled,
+)
 from memu_agent.stack import NEEDS_LABEL, may_start, needs, present_ids, read_preload, startable
 from memu_common.container_lock import LockEntry
 
@@ -28,6 +35,21 @@ def test_only_missing_images_are_loaded_in_lock_order() -> None:
     result = plan([pg, hs, bot], {"sha256:" + "2" * 64, "sha256:" + "9" * 64})
     assert result.load == (pg, bot)
     assert result.tag == (hs,)
+
+
+def test_an_image_already_tagged_needs_nothing() -> None:
+    """A warm boot: Docker has both images; one still carries its tag, the other lost it
+    (someone ran `docker rmi` on the tag) or carries it on another image."""
+    pg, hs = entry("postgres", "1"), entry("synapse", "2")
+    ids = {pg.image_id, hs.image_id, "sha256:" + "9" * 64}
+    tagged = [(pg.image_id, pg.ref), ("sha256:" + "9" * 64, hs.ref)]
+    result = plan([pg, hs], ids, tagged)
+    assert (result.load, result.tag, result.ready) == ((), (hs,), (pg,))
+
+
+def test_untagged_images_are_not_tags() -> None:
+    listing = [("sha256:a", "memu/postgres:0.1.0"), ("sha256:b", "<none>:<none>")]
+    assert tagged_only(listing) == [("sha256:a", "memu/postgres:0.1.0")]
 
 
 def test_a_fresh_engine_loads_everything() -> None:

@@ -1,18 +1,16 @@
 """Write Synapse's signing key when the file is missing or empty, as Synapse's own
 ``--generate-keys`` does (synapse/config/key.py: key ID ``a_`` and four random letters, an
 ed25519 key written by signedjson in its ``ed25519 <key id> <seed>`` line format), without
-loading Synapse: ``--generate-keys`` imports all of it first, tens of seconds on a small CPU
-at the chat server's first start. Written whole or not at all (a temporary file, fsync,
+a second run of Synapse: ``--generate-keys`` loads all of it and exits, tens of seconds on a
+small CPU at the chat server's first start; synapse-run.py calls :func:`ensure_key` in the
+process that then runs Synapse. Written whole or not at all (a temporary file, fsync,
 rename, fsync of the directory: a power cut must not give the server a new key ID), mode
 0600.
-
-Usage: synapse-signing-key.py PATH
 """
 
 import os
 import secrets
 import string
-import sys
 from pathlib import Path
 
 from signedjson.key import generate_signing_key, write_signing_keys
@@ -37,9 +35,3 @@ def ensure_key(path: Path) -> bool:
         os.close(directory)
     return True
 
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: synapse-signing-key.py PATH")
-    if ensure_key(Path(sys.argv[1])):
-        print(f"synapse-signing-key: generated {sys.argv[1]}")
