@@ -55,6 +55,7 @@ from memu_common.files import read_json_object, write_atomic, write_json_atomic
 from memu_common.run import run_async
 from memu_firstboot import photos, reapply, remote, stack_config
 from memu_firstboot.form import BOT_USERNAME, SetupRequest
+from memu_firstboot.host import set_host
 from memu_firstboot.progress import (
     PROGRESS_FILE,
     Later,
@@ -192,7 +193,9 @@ async def _config(run: Run) -> str:
     reapply.save_settings(run.settings(), run.box.config_dir)  # the deploy's input
     # The host's clock and pretty name are set while the deploy runs: neither needs the
     # other, and the deploy is most of the family's wait in this step.
-    host = asyncio.ensure_future(_host(run))
+    form = run.request.form
+    host = asyncio.ensure_future(set_host(run.box.set_timezone, run.box.set_pretty_name,
+                                          form.timezone, form.family_name))
     try:
         applied = await run_deploy(run.box.config_dir, pyinfra=run.box.pyinfra,
                                    on_operation=run.say)
@@ -202,37 +205,6 @@ async def _config(run: Run) -> str:
         raise
     said = await host
     return f"server {run.request.server_name}: {applied.summary()}; {said}"
-
-
-async def _host(run: Run) -> str:
-    """The box's own clock shows the family's time (logs, the console) and its pretty name
-    says whose box it is (``hostnamectl``); the services already have the zone from their
-    configuration, so a refusal here is said, not fatal. The host name stays ``memu``:
-    ``memu.local`` is what the console, the QR code and the family's bookmarks say, and the
-    family's phone is on that page while this runs. The host's locale stays ``C.UTF-8``:
-    the image carries no other locale, and nothing on the host speaks to the family (the
-    pages, the chat client and the assistant take the language from their configuration)."""
-    form = run.request.form
-    said = []
-    zone = await run_async((*run.box.set_timezone, form.timezone), time_limit_s=60)
-    if zone.returncode != 0:
-        log.warning("cannot set the time zone %s: %s", form.timezone, zone.stderr_tail())
-        said.append("the box's clock stays in its old time zone")
-    else:
-        said.append(f"time zone {form.timezone}")
-    name = pretty_name(form.family_name)
-    named = await run_async((*run.box.set_pretty_name, name), time_limit_s=60)
-    if named.returncode != 0:
-        log.warning("cannot set the box's pretty name: %s", named.stderr_tail())
-    else:
-        said.append(f"the box is {name}")
-    return "; ".join(said)
-
-
-def pretty_name(family_name: str) -> str:
-    """The box's pretty host name (machine-info(5) ``PRETTY_HOSTNAME``) for ``family_name``:
-    ``Memu (The Okafors)``."""
-    return f"Memu ({family_name})"
 
 
 async def _command(argv: Sequence[str], what: str, hint: str, *, tries: int = 1,
