@@ -252,12 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemuError as e:
         log.error("%s", e)
         return 1
-    # memu-stack.service has run by now (ordered before); a box not set up yet, or whose
+    # memu-stack.service has run by now (ordered before), or is started later by the setup
+    # (stack.UP_LOCK keeps the two Composes apart); a box not set up yet, or whose
     # stack was left stopped on purpose (a failed restore of its data), starts nothing here.
     if args.no_start or not args.stack_env.exists() or not stack.may_start():
         return 0 if ok else 1
     try:
-        decision = stack.start(stack.Compose(), pulled_env=args.pulled_env,
+        decision = stack.start(stack.Compose(lock=stack.UP_LOCK), pulled_env=args.pulled_env,
                                stack_env=args.stack_env)
     except MemuError as e:
         log.error("starting the pulled services: %s", e)

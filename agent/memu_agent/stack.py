@@ -17,12 +17,14 @@ Compose CLI reference: https://docs.docker.com/reference/cli/docker/compose/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,11 @@ CORE = ("postgres", "synapse", "proxy")
 #: A service label naming (comma-separated) the services it needs without a ``depends_on``,
 #: which would make Compose hold its start until they have started (compose.yaml: synapse).
 NEEDS_LABEL = "memu.needs"
+#: Held while the box's Compose changes the project: memu-stack.service (start, the setup's
+#: reload) and the pull (starting what it pulled) may run ``up`` at the same moment, and two
+#: Composes creating the same containers fail ("Conflict. The container name … is already in
+#: use"), as measured on a first boot whose pull retried while the setup started the stack.
+UP_LOCK = Path("/run/memu-stack/compose.lock")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +65,8 @@ class Compose:
         env_files: ``--env-file`` arguments, in order (missing files are skipped).
         env: extra environment for Compose (e.g. ``DOCKER_HOST``, ``MEMU_STACK_STATE``).
         project: the project name (``memu`` on the box).
+        lock: a file :func:`up` and ``stop`` hold an exclusive flock(2) on while Compose runs
+            (:data:`UP_LOCK` on the box), or None.
     """
 
     command: tuple[str, ...] = ("docker", "compose")
@@ -65,6 +74,7 @@ class Compose:
     env_files: tuple[Path, ...] = (STACK_ENV, IMAGES_ENV, PULLED_ENV)
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     project: str = "memu"
+    lock: Path | None = None
 
     def argv(self, *args: str) -> list[str]:
         """The full command line for ``docker compose <args>`` on this project."""
@@ -151,15 +161,33 @@ def up(compose: Compose, present_ids: set[str],
     Raises:
         MemuError: Compose failed.
     """
-    project = json.loads(compose("config", "--format", "json", timeout=120))
-    decision = startable(project, present_ids, off)
-    for name, reason in decision.not_started.items():
-        (log.info if reason.startswith("off:") else log.error)(
-            "not starting %s: %s", name, reason)
-    if decision.start:
-        compose("up", "--detach", "--remove-orphans", *decision.start)
-        log.info("started %s", ", ".join(decision.start))
+    with exclusive(compose.lock):
+        project = json.loads(compose("config", "--format", "json", timeout=120))
+        decision = startable(project, present_ids, off)
+        for name, reason in decision.not_started.items():
+            (log.info if reason.startswith("off:") else log.error)(
+                "not starting %s: %s", name, reason)
+        if decision.start:
+            compose("up", "--detach", "--remove-orphans", *decision.start)
+            log.info("started %s", ", ".join(decision.start))
     return decision
+
+
+@contextlib.contextmanager
+def exclusive(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive flock(2) on ``path`` (created, with its directory) while the block
+    runs, waiting for whoever holds it; nothing when ``path`` is None.
+
+    Raises:
+        OSError: the file cannot be created.
+    """
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 async def services(socket: Path, project: str = "memu",
@@ -301,16 +329,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="memu-stack", description=__doc__.split("\n")[0])
     ap.add_argument("action", choices=("up", "stop"))
     args = ap.parse_args(argv)
-    compose = Compose()
+    compose = Compose(lock=UP_LOCK)
     try:
         if args.action == "up":
             if not prepare_data(compose, os_version(HostPaths()))["start"]:
                 return 1
             start(compose)
         else:
-            compose("stop", timeout=300)
+            with exclusive(compose.lock):
+                compose("stop", timeout=300)
     except MemuError as e:
         log.error("%s%s", e.message, f" ({e.hint})" if e.hint else "")
+        return 1
+    except OSError as e:
+        log.error("cannot lock %s: %s", compose.lock, e)
         return 1
     return 0
 

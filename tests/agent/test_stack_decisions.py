@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 from memu_agent.preload import (
@@ -16,7 +17,17 @@ from memu_agent.preload import (
     unneeded,
     unneeded_pulled,
 )
-from memu_agent.stack import NEEDS_LABEL, may_start, needs, present_ids, read_preload, startable
+from memu_agent.stack import (
+    NEEDS_LABEL,
+    Compose,
+    exclusive,
+    may_start,
+    needs,
+    present_ids,
+    read_preload,
+    startable,
+    up,
+)
 from memu_common.container_lock import LockEntry
 
 COMPOSE = Path(__file__).parents[2] / "overlays/common/usr/share/memu/stack/compose.yaml"
@@ -200,3 +211,22 @@ def test_the_shipped_stack_starts_synapse_with_postgres_not_after_it() -> None:
     assert block is not None
     assert not re.search(r"^ +depends_on:", block[1], re.M)
     assert re.search(rf"^      {re.escape(NEEDS_LABEL)}: postgres$", block[1], re.M)
+
+
+def test_up_waits_while_another_compose_changes_the_project(tmp_path: Path) -> None:
+    """The pull's `up` and memu-stack's must not run Compose at the same moment: the second
+    waits for the first's lock (seen as a first boot's "Conflict. The container name …")."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "compose"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho \'{{"services": {{}}}}\'\n')
+    fake.chmod(0o755)
+    compose = Compose(command=(str(fake),), env_files=(), lock=tmp_path / "run" / "compose.lock")
+    assert compose.lock is not None
+    with exclusive(compose.lock):
+        other = threading.Thread(target=up, args=(compose, set(), {}))
+        other.start()
+        other.join(timeout=1.0)
+        assert other.is_alive() and not calls.exists(), "Compose ran while the lock was held"
+    other.join(timeout=30)
+    assert not other.is_alive()
+    assert "config --format json" in calls.read_text()
