@@ -93,9 +93,9 @@ def plan(entries: Sequence[lock.LockEntry], present_ids: Iterable[str],
     have, named = set(present_ids), set(tagged)
     return Plan(load=tuple(e for e in entries if e.image_id not in have),
                 tag=tuple(e for e in entries
-                          if e.image_id in have and (e.image_id, e.ref) not in named),
+                          if e.image_id in have and (e.image_id, shown_ref(e.ref)) not in named),
                 ready=tuple(e for e in entries
-                            if e.image_id in have and (e.image_id, e.ref) in named))
+                            if e.image_id in have and (e.image_id, shown_ref(e.ref)) in named))
 
 
 def image_env_name(name: str) -> str:
@@ -109,6 +109,16 @@ def repository(ref: str) -> str:
     return name if sep and "/" not in tag else ref
 
 
+def shown_ref(ref: str) -> str:
+    """``ref`` as ``docker image ls`` shows it: Docker Hub's ``docker.io/`` (and
+    ``library/``) dropped, ``docker.io/tailscale/tailscale:v1`` → ``tailscale/tailscale:v1``;
+    other references unchanged."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
 def unneeded(present: Iterable[tuple[str, str]], needed_ids: Iterable[str],
              repositories: Iterable[str]) -> list[str]:
     """The tags to remove: tags of our repositories whose image no OS slot needs.
@@ -120,7 +130,7 @@ def unneeded(present: Iterable[tuple[str, str]], needed_ids: Iterable[str],
         repositories: the repositories the stack's images use (``memu/postgres``, …); images
             of other repositories are never touched.
     """
-    keep, ours = set(needed_ids), set(repositories)
+    keep, ours = set(needed_ids), {shown_ref(r) for r in repositories}
     return sorted({ref for image_id, ref in present
                    if repository(ref) in ours and image_id not in keep})
 
@@ -135,7 +145,7 @@ def unneeded_pulled(present: Iterable[tuple[str, str]], needed: Iterable[str],
         needed: the pulled references (lock ``origin``) of both OS slots.
         repositories: the repositories the stack pulls from; others are never touched.
     """
-    keep, ours = set(needed), set(repositories)
+    keep, ours = {shown_ref(n) for n in needed}, {shown_ref(r) for r in repositories}
     return sorted({ref for _, ref in present
                    if ref.rpartition("@")[0] in ours and ref not in keep})
 

@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         decision = stack.start(stack.Compose(lock=stack.UP_LOCK), pulled_env=args.pulled_env,
                                stack_env=args.stack_env)
-    except MemuError as e:
+    except (MemuError, OSError) as e:
         log.error("starting the pulled services: %s", e)
         return 1
     llm = model.ModelPull(status_path=args.model_status)

@@ -4,6 +4,7 @@ makes of the preload's status file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -13,6 +14,7 @@ from memu_agent.preload import (
     plan,
     remember,
     repository,
+    shown_ref,
     tagged_only,
     unneeded,
     unneeded_pulled,
@@ -56,6 +58,23 @@ def test_an_image_already_tagged_needs_nothing() -> None:
     tagged = [(pg.image_id, pg.ref), ("sha256:" + "9" * 64, hs.ref)]
     result = plan([pg, hs], ids, tagged)
     assert (result.load, result.tag, result.ready) == ((), (hs,), (pg,))
+
+
+def test_a_docker_hub_image_is_matched_as_docker_shows_it() -> None:
+    """`docker image ls` drops Docker Hub's host: the lock's docker.io/tailscale/tailscale:v1
+    is listed as tailscale/tailscale:v1, and is tagged already; its old tags are ours."""
+    ts = dataclasses.replace(entry("tailscale", "5"), ref="docker.io/tailscale/tailscale:v1")
+    assert plan([ts], {ts.image_id}, [(ts.image_id, "tailscale/tailscale:v1")]).ready == (ts,)
+    assert shown_ref("docker.io/library/nginx:1") == "nginx:1"
+    assert shown_ref("ghcr.io/element-hq/element-web:v1") == "ghcr.io/element-hq/element-web:v1"
+    digest = "docker.io/tailscale/tailscale@sha256:" + "a" * 64
+    listed = [("sha256:x", digest.removeprefix("docker.io/")),
+              ("sha256:y", "tailscale/tailscale@sha256:" + "b" * 64)]
+    assert unneeded_pulled(listed, [digest], ["docker.io/tailscale/tailscale"]) == [
+        "tailscale/tailscale@sha256:" + "b" * 64]
+    old = [("sha256:old", "tailscale/tailscale:v0")]
+    assert unneeded(old, [ts.image_id], ["docker.io/tailscale/tailscale"]) == [
+        "tailscale/tailscale:v0"]
 
 
 def test_untagged_images_are_not_tags() -> None:
