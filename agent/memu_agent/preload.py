@@ -91,11 +91,10 @@ def plan(entries: Sequence[lock.LockEntry], present_ids: Iterable[str],
         tagged: (image ID, ``repository:tag``) of Docker's tagged images now.
     """
     have, named = set(present_ids), set(tagged)
+    present = [e for e in entries if e.image_id in have]
+    ready = tuple(e for e in present if (e.image_id, shown_ref(e.ref)) in named)
     return Plan(load=tuple(e for e in entries if e.image_id not in have),
-                tag=tuple(e for e in entries
-                          if e.image_id in have and (e.image_id, shown_ref(e.ref)) not in named),
-                ready=tuple(e for e in entries
-                            if e.image_id in have and (e.image_id, shown_ref(e.ref)) in named))
+                tag=tuple(e for e in present if e not in ready), ready=ready)
 
 
 def image_env_name(name: str) -> str:
@@ -183,13 +182,16 @@ class Docker:
         return run([*self._base, *args], timeout=timeout,
                    hint="is docker.service running?").stdout
 
+    def _listing(self, *args: str, name: str) -> list[tuple[str, str]]:
+        """(image ID, ``name`` rendered) per line of ``docker image ls <args>``."""
+        out = self._run("image", "ls", *args, "--no-trunc", "--format", "{{.ID}} " + name)
+        return [(i, r) for i, _, r in (line.partition(" ") for line in out.splitlines())
+                if r]
+
     def images(self) -> list[tuple[str, str]]:
         """(image ID, ``repository:tag``) of every image, ``<none>:<none>`` when untagged
         (one ``docker image ls --all``)."""
-        out = self._run("image", "ls", "--all", "--no-trunc", "--format",
-                        "{{.ID}} {{.Repository}}:{{.Tag}}")
-        return [(i, r) for i, _, r in (line.partition(" ") for line in out.splitlines())
-                if r]
+        return self._listing("--all", name="{{.Repository}}:{{.Tag}}")
 
     def tagged(self) -> list[tuple[str, str]]:
         """(image ID, ``repository:tag``) of every tagged image."""
@@ -198,10 +200,9 @@ class Docker:
     def digested(self) -> list[tuple[str, str]]:
         """(image ID, ``repository@sha256:…``) of every image Docker has by digest (pulled
         from a registry)."""
-        out = self._run("image", "ls", "--digests", "--no-trunc", "--format",
-                        "{{.ID}} {{.Repository}}@{{.Digest}}")
-        pairs = [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]
-        return [(i, r) for i, r in pairs if not r.endswith("@<none>")]
+        return [(i, r) for i, r in self._listing("--digests",
+                                                 name="{{.Repository}}@{{.Digest}}")
+                if not r.endswith("@<none>")]
 
     def load(self, chunks: Iterable[bytes], timeout: float = 1800) -> None:
         """``docker load`` of a docker-archive streamed as ``chunks``.
